@@ -1,0 +1,84 @@
+#pragma once
+//! \file
+//! The shared arithmetic of budget policies: the base length and a weighted split of a token total.
+
+#include <algorithm>
+#include <cmath>
+#include <span>
+#include <vector>
+
+#include "heterocache/profile/head_profile.hpp"
+
+namespace heterocache {
+inline namespace v1 {
+
+//! Checks `ratio` in (0, 1] and `prompt_tokens >= 1`, naming the argument on failure.
+inline void validate_budget_arguments(double ratio, index_t prompt_tokens) {
+    detail::require(ratio > 0.0 && ratio <= 1.0, "r", ratio, "(0, 1]");
+    detail::require(prompt_tokens >= 1, "prompt_tokens", prompt_tokens, "[1, inf)");
+}
+
+//! Prompt tokens the compressed heads share: `r*N*T - Nfull*T` (DESIGN.md section 2, "Budget").
+//! Throws `budget_error` when `r*N <= Nfull` while some head is compressed, naming r, N, Nfull and the
+//! smallest r that would leave each compressed head at least one token.
+inline double compressed_token_total(const head_profile& profile, double ratio, index_t prompt_tokens) {
+    validate_budget_arguments(ratio, prompt_tokens);
+    const auto n = static_cast<double>(profile.heads.size());
+    const auto n_full = static_cast<double>(profile.full_heads());
+    const double compressed = n - n_full;
+    if (compressed == 0.0) return 0.0;
+    const double total = (ratio * n - n_full) * static_cast<double>(prompt_tokens);
+    if (total < compressed) {
+        const double smallest = (n_full + compressed / static_cast<double>(prompt_tokens)) / n;
+        throw budget_error("r", detail::to_display(ratio),
+                           "r*N > Nfull with N = " + detail::to_display(n) + ", Nfull = " + detail::to_display(n_full) +
+                               " (pivots + volatiles); the smallest r that works for T = " +
+                               detail::to_display(prompt_tokens) + " is " + detail::to_display(smallest));
+    }
+    return total;
+}
+
+//! Splits `total` tokens over the compressed heads in proportion to `weight(head)` (mean-normalized),
+//! each capped at `prompt_tokens`; what a capped head cannot take goes to the others (water filling),
+//! so the caps add up to `total` within one token per head. Every compressed head keeps at least one
+//! token, so no attention is ever over an empty set. Full heads get `prompt_tokens`.
+template <class Weight>
+void split_prompt_budget(const head_profile& profile, double total, index_t prompt_tokens, std::span<index_t> caps,
+                         Weight&& weight) {
+    detail::require<shape_error>(caps.size() == profile.heads.size(), "caps.size()", caps.size(),
+                                 "layers * kv_heads of the profile");
+    const auto heads = static_cast<index_t>(profile.heads.size());
+    std::vector<double> share(profile.heads.size(), 0.0);
+    std::vector<bool> open(profile.heads.size(), false);
+    for (index_t i = 0; i < heads; ++i) {
+        const bool full = keeps_full_kv(profile.heads[i].role);
+        caps[i] = full ? prompt_tokens : 0;
+        open[i] = !full;
+    }
+    const auto t = static_cast<double>(prompt_tokens);
+    double remaining = total;
+    for (bool clipped = true; clipped;) {
+        clipped = false;
+        double weight_sum = 0.0;
+        for (index_t i = 0; i < heads; ++i) weight_sum += open[i] ? weight(i) : 0.0;
+        if (weight_sum <= 0.0) break;
+        for (index_t i = 0; i < heads; ++i) {
+            if (!open[i]) continue;
+            share[i] = remaining * weight(i) / weight_sum;
+            if (share[i] >= t) open[i] = false, caps[i] = prompt_tokens, remaining -= t, clipped = true;
+        }
+    }
+    for (index_t i = 0; i < heads; ++i)
+        if (open[i]) caps[i] = std::clamp<index_t>(static_cast<index_t>(std::floor(share[i])), 1, prompt_tokens);
+}
+
+//! `B = (r*N - Nfull) * T / (N - Nfull)`: the mean cap of a compressed head (T when every head is full).
+inline index_t mean_compressed_length(const head_profile& profile, double ratio, index_t prompt_tokens) {
+    const double total = compressed_token_total(profile, ratio, prompt_tokens);
+    const auto compressed = static_cast<double>(profile.heads.size()) - static_cast<double>(profile.full_heads());
+    if (compressed == 0.0) return prompt_tokens;
+    return std::clamp<index_t>(static_cast<index_t>(std::floor(total / compressed)), 1, prompt_tokens);
+}
+
+}  // namespace v1
+}  // namespace heterocache

@@ -1,0 +1,49 @@
+#pragma once
+//! \file
+//! Plan-time options of a `kv_cache`.
+
+#include <algorithm>
+#include <cmath>
+
+#include "heterocache/types.hpp"
+
+namespace heterocache {
+inline namespace v1 {
+
+//! Everything the cache is planned with. Sizes are fixed here; the decode step allocates nothing.
+struct cache_options {
+    index_t sequences = 1;           //!< sequences sharing the cache (batch size)
+    index_t max_prompt_tokens = 0;   //!< longest prompt any sequence will prefill
+    index_t max_new_tokens = 0;      //!< most decode tokens any sequence will append
+    double budget_ratio = 0.5;       //!< r, the kept fraction of the prompt KV, in (0, 1]
+    index_t profiling_steps = 8;     //!< online profiling: decode steps observed before heads are classified
+    index_t top_k = 0;               //!< profiling top-k set size; 0 picks `clamp(T / 8, 8, 1024)` (DESIGN.md section 2)
+    index_t decode_window = 0;       //!< 0 keeps every decode token; otherwise at most this many per head ...
+    index_t decode_sink = 4;         //!< ... of which the first `decode_sink` decode tokens always stay
+
+    //! Throws `invalid_argument_error`/`shape_error` naming the first bad field.
+    void validate() const {
+        detail::require<shape_error>(sequences >= 1, "sequences", sequences, "[1, inf)");
+        detail::require<shape_error>(max_prompt_tokens >= 1, "max_prompt_tokens", max_prompt_tokens, "[1, inf)");
+        detail::require<shape_error>(max_new_tokens >= 0, "max_new_tokens", max_new_tokens, "[0, inf)");
+        detail::require(budget_ratio > 0.0 && budget_ratio <= 1.0, "r", budget_ratio, "(0, 1]");
+        detail::require(profiling_steps >= 1, "profiling_steps", profiling_steps, "[1, inf)");
+        detail::require(top_k >= 0, "top_k", top_k, "[0, inf) (0 = automatic)");
+        detail::require(decode_window >= 0, "decode_window", decode_window, "[0, inf) (0 = unbounded)");
+        detail::require(decode_sink >= 0 && (decode_window == 0 || decode_sink < decode_window), "decode_sink",
+                        decode_sink, "[0, decode_window)");
+    }
+
+    //! Top-k set size for a prompt of `prompt_tokens` tokens.
+    [[nodiscard]] index_t profiling_top_k(index_t prompt_tokens) const noexcept {
+        const index_t k = top_k > 0 ? top_k : std::clamp<index_t>(prompt_tokens / 8, 8, 1024);
+        return std::min(k, prompt_tokens);
+    }
+    //! Hot slots a row reserves for decode tokens.
+    [[nodiscard]] index_t decode_capacity() const noexcept {
+        return decode_window > 0 ? std::min(decode_window, max_new_tokens) : max_new_tokens;
+    }
+};
+
+}  // namespace v1
+}  // namespace heterocache

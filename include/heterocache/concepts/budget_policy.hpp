@@ -1,0 +1,25 @@
+#pragma once
+//! \file
+//! The `BudgetPolicy` concept: how many prompt tokens each head keeps in the hot tier.
+
+#include <concepts>
+#include <span>
+
+#include "heterocache/profile/head_profile.hpp"
+
+namespace heterocache {
+inline namespace v1 {
+
+//! A budget policy fills `caps[layer * kv_heads + head]` with each head's hot prompt tokens for a prompt of
+//! `prompt_tokens` tokens at kept fraction `ratio` (full heads get the whole prompt), and names the
+//! base length `B` a pivot monitors its top-B set with. Uniform, pyramid (per layer) and Ada-KV
+//! (attention mass across the heads of a layer) fit: each is a different split of the same total.
+template <class B>
+concept BudgetPolicy = requires(const B& budget, const head_profile& profile, double ratio, index_t prompt_tokens,
+                                std::span<index_t> caps) {
+    { budget.prompt_caps(profile, ratio, prompt_tokens, caps) } -> std::same_as<void>;
+    { budget.base_length(profile, ratio, prompt_tokens) } -> std::convertible_to<index_t>;
+};
+
+}  // namespace v1
+}  // namespace heterocache

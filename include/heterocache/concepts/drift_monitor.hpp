@@ -1,0 +1,51 @@
+#pragma once
+//! \file
+//! The `DriftMonitor` concept: when a representative head has drifted, and what its satellites should fetch.
+
+#include <concepts>
+#include <span>
+
+#include "heterocache/algorithm/pooled_attention.hpp"
+#include "heterocache/detail/function_ref.hpp"
+#include "heterocache/profile/head_profile.hpp"
+
+namespace heterocache {
+inline namespace v1 {
+
+//! Sizes a monitor plans its state for.
+struct monitor_plan {
+    model_shape shape;
+    index_t sequences = 0;
+    index_t max_prompt_tokens = 0;
+};
+
+//! What a monitor sees at one decode step of one (layer, sequence).
+struct monitor_context {
+    index_t layer = 0;
+    index_t sequence = 0;
+    index_t prompt_tokens = 0;        //!< T of this sequence
+    index_t base_length = 0;          //!< B: size of a pivot's reference set
+    const head_profile* profile = nullptr;
+    const float* query = nullptr;     //!< this step's decode query, `[query_head][head_dim]`
+    index_t query_head_stride = 0;    //!< floats between query heads
+    //! Cold-tier keys of a KV head of this (layer, sequence): prompt positions `[0, prompt_tokens)`.
+    detail::function_ref<key_rows(index_t)> prompt_keys;
+};
+
+//! Called by a monitor when `head` has drifted, with its latest pooled attention ranking over the prompt
+//! (`ranking.size() == prompt_tokens`); the cache refreshes the head's satellites from it.
+using drift_handler = detail::function_ref<void(index_t head, std::span<const float> ranking)>;
+
+//! A monitor keeps per-head reference sets (set at prefill), sees every decode query, and reports drift.
+//! Fits the baselines on paper: never (static SnapKV/PyramidKV/Ada-KV/StreamingLLM), every step
+//! (H2O-style accumulated scores, Quest page digests scored per step).
+template <class M>
+concept DriftMonitor = requires(M& monitor, const monitor_plan& plan, const monitor_context& context, index_t i,
+                                std::span<const index_t> set, drift_handler on_drift) {
+    { monitor.plan(plan) } -> std::same_as<void>;
+    { monitor.set_reference(i, i, i, set) } -> std::same_as<void>;
+    { monitor.observe(context, on_drift) } -> std::same_as<void>;
+};
+
+}  // namespace v1
+}  // namespace heterocache

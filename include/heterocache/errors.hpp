@@ -1,0 +1,76 @@
+#pragma once
+//! \file
+//! Typed errors. Every configuration or shape mistake throws one of these with a message
+//! that names the argument, the value it had and the range that would be valid.
+
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+
+namespace heterocache {
+inline namespace v1 {
+
+//! Base of every error the library throws on bad input.
+class error : public std::invalid_argument {
+public:
+    using std::invalid_argument::invalid_argument;
+};
+
+//! A scalar argument is outside its valid range (r outside (0,1], a NaN threshold, ...).
+class invalid_argument_error : public error {
+public:
+    invalid_argument_error(std::string_view argument, std::string_view value, std::string_view valid_range)
+        : error(std::string("heterocache: argument '") + std::string(argument) + "' = " + std::string(value) +
+                " is invalid; valid range: " + std::string(valid_range)),
+          argument_(argument) {}
+    //! The name of the offending argument.
+    [[nodiscard]] const std::string& argument() const noexcept { return argument_; }
+
+private:
+    std::string argument_;
+};
+
+//! Tensor shapes or counts disagree (zero heads, a layout whose head dim differs from the plan, ...).
+class shape_error : public invalid_argument_error {
+public:
+    using invalid_argument_error::invalid_argument_error;
+};
+
+//! The budget cannot be met (for example r*N <= number of full heads).
+class budget_error : public invalid_argument_error {
+public:
+    using invalid_argument_error::invalid_argument_error;
+};
+
+//! A profile file is malformed, truncated, or of an unknown version.
+class profile_format_error : public error {
+public:
+    profile_format_error(std::size_t line, std::string_view what)
+        : error("heterocache: profile line " + std::to_string(line) + ": " + std::string(what)), line_(line) {}
+    //! 1-based line number where parsing failed (0 when the error is not tied to a line).
+    [[nodiscard]] std::size_t line() const noexcept { return line_; }
+
+private:
+    std::size_t line_;
+};
+
+namespace detail {
+
+template <class T>
+std::string to_display(const T& value) {
+    std::ostringstream out;
+    out.precision(17);
+    out << value;
+    return out.str();
+}
+
+//! Throws `Error(argument, value, range)` unless `condition` holds.
+template <class Error = invalid_argument_error, class T>
+void require(bool condition, std::string_view argument, const T& value, std::string_view valid_range) {
+    if (!condition) throw Error(argument, to_display(value), valid_range);
+}
+
+}  // namespace detail
+}  // namespace v1
+}  // namespace heterocache

@@ -1,0 +1,63 @@
+#pragma once
+//! \file
+//! Vocabulary types shared by every policy: indices, head roles and the model shape.
+
+#include <cstdint>
+#include <string_view>
+
+#include "heterocache/errors.hpp"
+
+namespace heterocache {
+inline namespace v1 {
+
+//! Signed index type used for tokens, heads, layers and slots.
+using index_t = std::int64_t;
+
+//! The four roles of DESIGN.md section 2 ("Roles").
+enum class head_role : std::uint8_t {
+    anchor,     //!< stable, unclustered: keeps a static top-cap selection chosen at prefill
+    volatile_,  //!< drifting, unclustered: keeps the full KV
+    pivot,      //!< cluster representative: keeps the full KV and monitors drift
+    satellite,  //!< cluster member: keeps top-cap tokens, refreshed when its pivot drifts
+};
+
+//! Whether a role keeps the full KV of its head in the hot tier.
+constexpr bool keeps_full_kv(head_role role) noexcept {
+    return role == head_role::volatile_ || role == head_role::pivot;
+}
+
+//! Lower-case name of a role as used in profile files and printed maps.
+constexpr std::string_view role_name(head_role role) noexcept {
+    switch (role) {
+        case head_role::anchor: return "anchor";
+        case head_role::volatile_: return "volatile";
+        case head_role::pivot: return "pivot";
+        case head_role::satellite: return "satellite";
+    }
+    return "unknown";
+}
+
+//! Attention shape of a model: `L` layers, `Hkv` KV heads, `G = Hq / Hkv` query heads per KV head, `d` head dim.
+struct model_shape {
+    index_t layers = 0;
+    index_t kv_heads = 0;
+    index_t query_heads = 0;
+    index_t head_dim = 0;
+
+    //! Query heads sharing one KV head (GQA group size).
+    [[nodiscard]] constexpr index_t group_size() const noexcept { return kv_heads > 0 ? query_heads / kv_heads : 0; }
+    //! Total number of KV heads `N = L * Hkv`.
+    [[nodiscard]] constexpr index_t total_kv_heads() const noexcept { return layers * kv_heads; }
+
+    //! Throws `shape_error` naming the first field outside its range.
+    void validate() const {
+        detail::require<shape_error>(layers > 0, "layers", layers, "[1, inf)");
+        detail::require<shape_error>(kv_heads > 0, "kv_heads", kv_heads, "[1, inf)");
+        detail::require<shape_error>(query_heads > 0 && query_heads % kv_heads == 0, "query_heads", query_heads,
+                                     "a positive multiple of kv_heads");
+        detail::require<shape_error>(head_dim > 0 && head_dim <= 256, "head_dim", head_dim, "[1, 256]");
+    }
+};
+
+}  // namespace v1
+}  // namespace heterocache

@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# The test command: builds HeteroCache and runs its whole test suite three times.
+#
+#   build/        Release, every test (unit, header self-containment, consumers, examples)
+#   build-asan/   AddressSanitizer + UndefinedBehaviorSanitizer, every test but the consumer ones
+#   build-tsan/   ThreadSanitizer, the tests labelled `threads`
+#
+# On Debian/Ubuntu it first installs any missing build dependency with apt (as root, or via sudo).
+# HETEROCACHE_TEST_QUICK=1 runs only the Release build, for quick local iteration.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+readonly packages=(cmake g++ make doctest-dev libbenchmark-dev libopenblas-dev pkg-config python3-pip)
+jobs="$(nproc)"
+readonly jobs
+summary=()
+
+log() { printf '\n==> %s\n' "$*"; }
+
+install_dependencies() {
+    if ! command -v dpkg >/dev/null || ! command -v apt-get >/dev/null; then
+        log "no dpkg/apt-get: assuming cmake, a C++20 compiler and doctest are installed"
+        return
+    fi
+    local missing=() package
+    for package in "${packages[@]}"; do
+        dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
+    done
+    if ((${#missing[@]} == 0)); then
+        return
+    fi
+    log "installing ${missing[*]}"
+    local sudo=()
+    if ((EUID != 0)); then
+        sudo=(sudo)
+    fi
+    "${sudo[@]}" apt-get update
+    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y --no-install-recommends "${missing[@]}"
+}
+
+# stage <name> <build dir> <build target> <ctest arguments...> -- <cmake configure arguments...>
+stage() {
+    local name=$1 dir=$2 target=$3
+    shift 3
+    local ctest_args=()
+    while (($#)) && [[ $1 != -- ]]; do
+        ctest_args+=("$1")
+        shift
+    done
+    shift
+    local started=$SECONDS
+    log "$name: configure $dir"
+    cmake -S . -B "$dir" "$@"
+    log "$name: build $target"
+    cmake --build "$dir" --parallel "$jobs" --target "$target"
+    log "$name: test"
+    if ! ctest --test-dir "$dir" --output-on-failure --parallel "$jobs" "${ctest_args[@]}" 2>&1 | tee "$dir/ctest.log"; then
+        printf '\nheterocache: FAILED in the %s stage (%s, log in %s/ctest.log)\n' "$name" "$dir" "$dir"
+        exit 1
+    fi
+    local count
+    count="$(sed -nE 's/^100% tests passed, 0 tests failed out of ([0-9]+)$/\1/p' "$dir/ctest.log")"
+    summary+=("$(printf '%-8s %4s tests passed in %4ss' "$name" "${count:-0}" "$((SECONDS - started))")")
+}
+
+install_dependencies
+
+stage release build all --no-tests=error -- \
+    -DCMAKE_BUILD_TYPE=Release
+
+if [[ ${HETEROCACHE_TEST_QUICK:-0} != 1 ]]; then
+    # Debug keeps assertions on; -O1 keeps the sanitized tests fast enough.
+    readonly sanitizer_config=(-DCMAKE_BUILD_TYPE=Debug -DHETEROCACHE_BUILD_EXAMPLES=OFF -DHETEROCACHE_BUILD_BENCH=OFF)
+
+    ASAN_OPTIONS=detect_leaks=1:strict_string_checks=1:detect_stack_use_after_return=1 \
+    UBSAN_OPTIONS=print_stacktrace=1 \
+    stage asan build-asan all --label-exclude consumer --no-tests=error -- \
+        "${sanitizer_config[@]}" \
+        "-DCMAKE_CXX_FLAGS=-O1 -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all"
+
+    # Only the code that starts threads needs TSan, so only those tests are built.
+    TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
+    stage tsan build-tsan heterocache_threads_tests --label-regex '^threads$' --no-tests=ignore -- \
+        "${sanitizer_config[@]}" \
+        "-DCMAKE_CXX_FLAGS=-O1 -fsanitize=thread -fno-omit-frame-pointer"
+fi
+
+printf '\n'
+printf '    %s\n' "${summary[@]}"
+if [[ ${HETEROCACHE_TEST_QUICK:-0} == 1 ]]; then
+    printf 'heterocache: PASSED (quick: Release only, sanitizers skipped) in %ss\n' "$SECONDS"
+else
+    printf 'heterocache: PASSED (Release, ASan+UBSan, TSan) in %ss\n' "$SECONDS"
+fi

@@ -1,0 +1,87 @@
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <limits>
+#include <numeric>
+#include <vector>
+
+#include <heterocache/budget/drift_weighted_budget.hpp>
+#include <heterocache/budget/uniform_budget.hpp>
+
+using heterocache::head_role;
+using heterocache::index_t;
+
+namespace {
+heterocache::head_profile make_profile(std::vector<heterocache::head_info> heads) {
+    const auto n = static_cast<index_t>(heads.size());
+    return {1, n, 0.5, 0.5, 8, std::move(heads)};
+}
+}  // namespace
+
+TEST_CASE("drift-weighted budget matches the formula by hand") {
+    // N = 4: one volatile (full), three compressed with S = 0.99, 0.49, 0.24; eps = 0.01.
+    const auto profile = make_profile({{head_role::volatile_, 0.1, -1},
+                                       {head_role::anchor, 0.99, -1},
+                                       {head_role::anchor, 0.49, -1},
+                                       {head_role::anchor, 0.24, -1}});
+    // B = (r*N - Nfull) * T / Nc = (0.5*4 - 1) * 1000 / 3 = 333.33
+    // 1/(S+eps) = 1, 2, 4 -> w = 3*{1,2,4}/7 -> caps = floor(B*w) = floor(1000*{1,2,4}/7) = 142, 285, 571
+    std::vector<index_t> caps(4);
+    heterocache::drift_weighted_budget{}.prompt_caps(profile, 0.5, 1000, caps);
+    CHECK(caps == std::vector<index_t>{1000, 142, 285, 571});
+    CHECK(heterocache::drift_weighted_budget{}.base_length(profile, 0.5, 1000) == 333);
+}
+
+TEST_CASE("a head whose share exceeds the context is capped and the rest goes to the others") {
+    // Nc = 3, total (0.8*3)*100 = 240. Weights 1, 1, 8 (S = 0.99, 0.99, 0.115): head 2 would get 192 > 100.
+    const auto profile = make_profile({{head_role::anchor, 0.99, -1}, {head_role::anchor, 0.99, -1},
+                                       {head_role::anchor, 0.115, -1}});
+    std::vector<index_t> caps(3);
+    heterocache::drift_weighted_budget{}.prompt_caps(profile, 0.8, 100, caps);
+    CHECK(caps == std::vector<index_t>{70, 70, 100});
+}
+
+TEST_CASE_TEMPLATE("budgets sum to r*N*T within one token per head", Budget, heterocache::drift_weighted_budget,
+                   heterocache::uniform_budget) {
+    std::vector<heterocache::head_info> heads;
+    for (int i = 0; i < 30; ++i) {
+        const head_role role = i % 7 == 0 ? head_role::pivot : i % 11 == 0 ? head_role::volatile_ : head_role::anchor;
+        heads.push_back({role, (i * 37 % 100) / 100.0, role == head_role::pivot ? 0 : -1});
+    }
+    heterocache::head_profile profile{30, 1, 0.5, 0.5, 8, heads};
+    for (double r : {0.25, 0.5, 0.9, 1.0})
+        for (index_t t : {64, 1000, 8192}) {
+            std::vector<index_t> caps(30);
+            Budget{}.prompt_caps(profile, r, t, caps);
+            const auto total = static_cast<double>(std::accumulate(caps.begin(), caps.end(), index_t{0}));
+            CHECK(std::abs(total - r * 30.0 * static_cast<double>(t)) <= 30.0);
+            for (index_t c : caps) CHECK((c >= 1 && c <= t));
+        }
+}
+
+TEST_CASE("r*N <= Nfull is a budget error naming r, N, Nfull and the smallest r that works") {
+    const auto profile = make_profile({{head_role::volatile_, 0.1, -1}, {head_role::volatile_, 0.1, -1},
+                                       {head_role::anchor, 0.9, -1}, {head_role::anchor, 0.9, -1}});
+    std::vector<index_t> caps(4);
+    try {
+        heterocache::drift_weighted_budget{}.prompt_caps(profile, 0.5, 100, caps);
+        FAIL("expected a budget_error");
+    } catch (const heterocache::budget_error& e) {
+        const std::string what = e.what();
+        CHECK(e.argument() == "r");
+        CHECK(what.find("N = 4") != std::string::npos);
+        CHECK(what.find("Nfull = 2") != std::string::npos);
+        CHECK(what.find("0.505") != std::string::npos);  // (2 + 2/100) / 4
+    }
+    CHECK_NOTHROW(heterocache::drift_weighted_budget{}.prompt_caps(profile, 0.505, 100, caps));
+}
+
+TEST_CASE("r outside (0, 1] or NaN is rejected by name") {
+    const auto profile = make_profile({{head_role::anchor, 0.9, -1}});
+    std::vector<index_t> caps(1);
+    for (double r : {0.0, -0.5, 1.5, std::numeric_limits<double>::quiet_NaN()})
+        CHECK_THROWS_WITH_AS(heterocache::uniform_budget{}.prompt_caps(profile, r, 10, caps), doctest::Contains("'r'"),
+                             heterocache::invalid_argument_error);
+    CHECK_THROWS_WITH_AS(heterocache::uniform_budget{}.prompt_caps(profile, 0.5, 0, caps),
+                         doctest::Contains("prompt_tokens"), heterocache::invalid_argument_error);
+}

@@ -1,0 +1,62 @@
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <vector>
+
+#include <heterocache/algorithm/pooled_attention.hpp>
+
+using heterocache::index_t;
+
+namespace {
+// Softmax of scaled scores, computed by hand in double.
+std::vector<double> softmax(const std::vector<double>& scores) {
+    double top = scores[0], sum = 0.0;
+    for (double s : scores) top = std::max(top, s);
+    std::vector<double> p;
+    for (double s : scores) sum += std::exp(s - top);
+    for (double s : scores) p.push_back(std::exp(s - top) / sum);
+    return p;
+}
+}  // namespace
+
+TEST_CASE("a pooled attention row is the group max of mean softmax rows, average-pooled over width 5") {
+    // d = 1, so q.k is a product; scale 1/sqrt(1) = 1. Two query heads per KV head, KV head 1 of 2.
+    const std::vector<float> keys{0.0f, 1.0f, 2.0f, -1.0f, 0.5f, 3.0f, 0.0f};  // 7 positions
+    // queries [token][q_head][d=1]: 4 query heads (2 KV heads x G=2); KV head 1 uses q_heads 2, 3.
+    const std::vector<float> queries{9.0f, 9.0f, 1.0f, -1.0f,   // query 0 at position 5
+                                     9.0f, 9.0f, 0.5f, 2.0f};   // query 1 at position 6
+    const heterocache::query_rows q{queries.data(), 2, 4, 1, 5};
+    const heterocache::key_rows k{keys.data(), 1};
+    std::vector<float> row(7), scratch(14);
+    heterocache::pooled_attention_row(q, k, 1, 2, 1, row, scratch);
+
+    std::vector<double> group_max(7, 0.0);
+    for (int g = 0; g < 2; ++g) {
+        std::vector<double> mean(7, 0.0);
+        for (int i = 0; i < 2; ++i) {
+            const double qv = queries[static_cast<std::size_t>(i * 4 + 2 + g)];
+            const int visible = 5 + i + 1;  // causal: query at position 5 sees 0..5, at 6 sees 0..6
+            std::vector<double> scores;
+            for (int t = 0; t < visible; ++t) scores.push_back(qv * keys[static_cast<std::size_t>(t)]);
+            const auto p = softmax(scores);
+            for (int t = 0; t < visible; ++t) mean[static_cast<std::size_t>(t)] += p[static_cast<std::size_t>(t)] / 2.0;
+        }
+        for (int t = 0; t < 7; ++t) group_max[static_cast<std::size_t>(t)] = std::max(group_max[static_cast<std::size_t>(t)], mean[static_cast<std::size_t>(t)]);
+    }
+    for (int t = 0; t < 7; ++t) {
+        double sum = 0.0;
+        for (int u = t - 2; u <= t + 2; ++u)
+            if (u >= 0 && u < 7) sum += group_max[static_cast<std::size_t>(u)];
+        CHECK(row[static_cast<std::size_t>(t)] == doctest::Approx(sum / 5.0).epsilon(1e-6));
+    }
+}
+
+TEST_CASE("pooled attention rows reject an empty query set and a short scratch buffer") {
+    const std::vector<float> keys(4, 1.0f), queries(2, 1.0f);
+    std::vector<float> row(4), scratch(8), small(7);
+    const heterocache::key_rows k{keys.data(), 1};
+    CHECK_THROWS_AS(heterocache::pooled_attention_row({queries.data(), 0, 1, 1, 3}, k, 0, 1, 1, row, scratch),
+                    heterocache::invalid_argument_error);
+    CHECK_THROWS_AS(heterocache::pooled_attention_row({queries.data(), 1, 1, 1, 3}, k, 0, 1, 1, row, small),
+                    heterocache::invalid_argument_error);
+}
