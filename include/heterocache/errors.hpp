@@ -3,10 +3,12 @@
 //! Typed errors. Every configuration or shape mistake throws one of these with a message
 //! that names the argument, the value it had and the range that would be valid.
 
+#include <charconv>
 #include <sstream>
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <type_traits>
 
 namespace heterocache {
 inline namespace v1 {
@@ -57,12 +59,18 @@ private:
 
 namespace detail {
 
+//! Text of a value for an error message; floating point in the shortest form that reads back exactly.
 template <class T>
 std::string to_display(const T& value) {
-    std::ostringstream out;
-    out.precision(17);
-    out << value;
-    return out.str();
+    if constexpr (std::is_floating_point_v<T>) {
+        char buffer[64];
+        const auto result = std::to_chars(buffer, buffer + sizeof buffer, value);
+        return std::string(buffer, result.ptr);
+    } else {
+        std::ostringstream out;
+        out << value;
+        return out.str();
+    }
 }
 
 //! Throws `Error(argument, value, range)` unless `condition` holds.

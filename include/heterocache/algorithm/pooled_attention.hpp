@@ -7,6 +7,7 @@
 #include <limits>
 #include <span>
 
+#include "heterocache/detail/vector_math.hpp"
 #include "heterocache/types.hpp"
 
 namespace heterocache {
@@ -58,14 +59,12 @@ inline void pooled_attention_row(const query_rows& queries, const key_rows& keys
             const index_t visible = std::min(length, queries.first_position + i + 1);
             float maximum = -std::numeric_limits<float>::infinity();
             for (index_t t = 0; t < visible; ++t) {
-                const float* k = keys.key(t);
-                float dot = 0.0f;
-                for (index_t c = 0; c < head_dim; ++c) dot += q[c] * k[c];
-                row[t] = dot * scale;
+                row[t] = detail::dot(q, keys.key(t), head_dim) * scale;
                 maximum = std::max(maximum, row[t]);
             }
+            for (index_t t = 0; t < visible; ++t) row[t] = detail::exp_nonpositive(row[t] - maximum);
             double total = 0.0;
-            for (index_t t = 0; t < visible; ++t) total += (row[t] = std::exp(row[t] - maximum));
+            for (index_t t = 0; t < visible; ++t) total += row[t];
             const float inverse = static_cast<float>(1.0 / (total * static_cast<double>(queries.count)));
             for (index_t t = 0; t < visible; ++t) probabilities[t] += row[t] * inverse;
         }

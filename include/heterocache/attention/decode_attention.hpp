@@ -3,59 +3,74 @@
 //! Reference decode attention on the host over a CSR selection, and the exact merge of partial states.
 
 #include <algorithm>
-#include <array>
 #include <cmath>
 #include <limits>
 
 #include "heterocache/attention/csr_selection.hpp"
+#include "heterocache/attention/host_thread_pool.hpp"
+#include "heterocache/detail/attention_kernel.hpp"
 
 namespace heterocache {
 inline namespace v1 {
 
-//! Maximum head dimension of the host kernels (the accumulator lives on the stack).
-inline constexpr index_t max_head_dim = 256;
+namespace detail {
+
+//! Keys and values read in place from fp32 slots.
+struct float_slots {
+    const float* keys;
+    const float* values;
+    index_t head_dim;
+    [[nodiscard]] const float* key(index_t slot, float*) const noexcept { return keys + slot * head_dim; }
+    [[nodiscard]] const float* value(index_t slot, float*) const noexcept { return values + slot * head_dim; }
+};
+
+inline void check_head_dim(index_t head_dim) {
+    detail::require<shape_error>(head_dim > 0 && head_dim <= max_head_dim, "head_dim", head_dim, "[1, 256]");
+}
+
+//! Row `row` of a selection whose slots `source` reads.
+template <class Selection, class Source>
+attention_row<Source> selection_row(const Selection& selection, const Source& source, index_t row, const float* queries,
+                                    float* output, float* lse, float scale) noexcept {
+    const index_t first_head = row * selection.group_size;  // == seq * Hq + head * G
+    return {source,
+            selection.indices.data() + selection.indptr[row],
+            selection.row_length(row),
+            selection.group_size,
+            selection.head_dim,
+            queries + first_head * selection.head_dim,
+            output + first_head * selection.head_dim,
+            lse + first_head,
+            scale};
+}
+
+}  // namespace detail
 
 //! Exact softmax attention of one decode query per query head over the selection.
 //! `queries`, `output`: `[sequence][query_head][head_dim]`; `lse`: `[sequence][query_head]`, natural log of
-//! the softmax denominator of the scaled scores. GQA is native: the G query heads of a row read the same
-//! slots. Accumulates in double (single pass, running maximum). A row with no token gives output 0 and
-//! lse -inf. Allocates nothing. O(total_tokens * G * d).
+//! the softmax denominator of the scaled scores. GQA is native: the G query heads of a row are computed
+//! together, so each key and value is read once per row. fp32 with an online softmax over blocks of 64
+//! tokens and compensated (Kahan) sums across blocks: relative error about 1e-6 against float64 at 32K
+//! tokens. Deterministic: the result depends on the selection only (bit-identical for identical
+//! selections, whatever pool runs it). A row with no token gives output 0 and lse -inf. Allocates nothing.
+//! Throws `shape_error` unless `1 <= head_dim <= 256`. O(total_tokens * G * d).
 inline void decode_attention(const csr_selection& selection, const float* queries, float* output, float* lse,
                              float scale) {
-    detail::require<shape_error>(selection.head_dim > 0 && selection.head_dim <= max_head_dim, "head_dim",
-                                 selection.head_dim, "[1, 256]");
-    const index_t d = selection.head_dim;
-    std::array<double, max_head_dim> accumulator{};
-    for (index_t row = 0; row < selection.rows; ++row) {
-        for (index_t g = 0; g < selection.group_size; ++g) {
-            const index_t q_head = row * selection.group_size + g;  // == seq * Hq + head * G + g
-            const float* q = queries + q_head * d;
-            double maximum = -std::numeric_limits<double>::infinity();
-            double denominator = 0.0;
-            std::fill(accumulator.begin(), accumulator.begin() + d, 0.0);
-            for (index_t i = selection.indptr[row]; i < selection.indptr[row + 1]; ++i) {
-                const float* k = selection.keys + selection.indices[i] * d;
-                const float* v = selection.values + selection.indices[i] * d;
-                float dot = 0.0f;
-                for (index_t c = 0; c < d; ++c) dot += q[c] * k[c];
-                const double score = static_cast<double>(dot * scale);
-                if (score > maximum) {
-                    const double rescale = std::exp(maximum - score);
-                    denominator *= rescale;
-                    for (index_t c = 0; c < d; ++c) accumulator[c] *= rescale;
-                    maximum = score;
-                }
-                const double p = std::exp(score - maximum);
-                denominator += p;
-                for (index_t c = 0; c < d; ++c) accumulator[c] += p * static_cast<double>(v[c]);
-            }
-            float* out = output + q_head * d;
-            const bool empty = denominator == 0.0;
-            for (index_t c = 0; c < d; ++c) out[c] = empty ? 0.0f : static_cast<float>(accumulator[c] / denominator);
-            lse[q_head] = empty ? -std::numeric_limits<float>::infinity()
-                                : static_cast<float>(maximum + std::log(denominator));
-        }
-    }
+    detail::check_head_dim(selection.head_dim);
+    const detail::float_slots source{selection.keys, selection.values, selection.head_dim};
+    for (index_t row = 0; row < selection.rows; ++row)
+        detail::attend_row(detail::selection_row(selection, source, row, queries, output, lse, scale));
+}
+
+//! As above, with the rows spread over the threads of `pool` (each row computed by one thread, so the
+//! result is bit-identical to the single-threaded call).
+inline void decode_attention(const csr_selection& selection, const float* queries, float* output, float* lse,
+                             float scale, host_thread_pool& pool) {
+    detail::check_head_dim(selection.head_dim);
+    const detail::float_slots source{selection.keys, selection.values, selection.head_dim};
+    pool.for_each(selection.rows, [&](index_t row) {
+        detail::attend_row(detail::selection_row(selection, source, row, queries, output, lse, scale));
+    });
 }
 
 //! Merges two partial attention states over disjoint token sets into the state over their union, exactly:

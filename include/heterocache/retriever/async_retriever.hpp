@@ -66,6 +66,7 @@ public:
     void wait(index_t layer) {
         std::unique_lock lock(mutex_);
         const auto l = static_cast<std::size_t>(layer);
+        if (l >= submitted_.size()) return;  // never bound: nothing was submitted
         changed_.wait(lock, [&] { return completed_[l] == submitted_[l]; });
     }
 

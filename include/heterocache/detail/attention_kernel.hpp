@@ -1,0 +1,135 @@
+#pragma once
+//! \file
+//! The host decode-attention row kernel shared by the fp32 and the 16-bit paths (internal).
+//!
+//! One call computes one CSR row for all the query heads of its GQA group: every key and value is read once
+//! and used by the whole group. Tokens go in blocks of `attention_block_tokens`: the scores of a block, one
+//! rescale of the running state per block (online softmax), then the weighted values of the block summed
+//! into a block partial that is added to the running total with Kahan compensation. fp32 throughout; the
+//! error stays near `attention_block_tokens` ulp however long the row (tested against float64 at 32K).
+//! Deterministic: the order of every sum depends on the selection only.
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+#include "heterocache/detail/vector_math.hpp"
+#include "heterocache/types.hpp"
+
+namespace heterocache {
+inline namespace v1 {
+
+//! Maximum head dimension of the host kernels (the accumulator lives on the stack).
+inline constexpr index_t max_head_dim = 256;
+
+namespace detail {
+
+//! Tokens scored, then accumulated, together.
+inline constexpr index_t attention_block_tokens = 64;
+//! Query heads of a group processed in one pass over the row (larger groups take several passes).
+inline constexpr index_t attention_head_tile = 8;
+
+//! A CSR row in the kernel's terms. `Source` gives a token's key and value as `head_dim` floats:
+//! `const float* key(index_t slot, float* buffer)` returns either the stored floats or `buffer`, filled.
+template <class Source>
+struct attention_row {
+    const Source& source;
+    const index_t* slots;  //!< the row's hot slots
+    index_t tokens;
+    index_t group_size, head_dim;
+    const float* queries;  //!< `group_size * head_dim`
+    float* output;         //!< `group_size * head_dim`
+    float* lse;            //!< `group_size`
+    float scale;
+};
+
+//! `sum += x` with the running compensation `carry` (Kahan).
+inline void compensated_add(float& sum, float& carry, float x) noexcept {
+    const float y = x - carry;
+    const float t = sum + y;
+    carry = (t - sum) - y;
+    sum = t;
+}
+
+//! The running softmax state of up to `attention_head_tile` query heads.
+struct attention_state {
+    alignas(64) float total[attention_head_tile][max_head_dim];
+    alignas(64) float carry[attention_head_tile][max_head_dim];
+    alignas(64) float partial[attention_head_tile][max_head_dim];
+    alignas(64) float weights[attention_head_tile][attention_block_tokens];
+    float maximum[attention_head_tile];
+    float denominator[attention_head_tile];
+    float denominator_carry[attention_head_tile];
+};
+
+template <class Source>
+void attend_heads(const attention_row<Source>& row, index_t first_head, index_t heads, attention_state& st) noexcept {
+    const index_t d = row.head_dim;
+    const float* q = row.queries + first_head * d;
+    alignas(64) float buffers[token_tile][max_head_dim];  // tokens converted by a 16-bit source
+    for (index_t g = 0; g < heads; ++g) {
+        st.maximum[g] = -std::numeric_limits<float>::infinity();
+        st.denominator[g] = st.denominator_carry[g] = 0.0f;
+        std::fill(st.total[g], st.total[g] + d, 0.0f);
+        std::fill(st.carry[g], st.carry[g] + d, 0.0f);
+    }
+    for (index_t begin = 0; begin < row.tokens; begin += attention_block_tokens) {
+        const index_t n = std::min(attention_block_tokens, row.tokens - begin);
+        for (index_t j = 0; j < n; ++j) {
+            const float* k = row.source.key(row.slots[begin + j], buffers[0]);
+            for (index_t g = 0; g < heads; ++g) st.weights[g][j] = dot(q + g * d, k, d) * row.scale;
+        }
+        for (index_t g = 0; g < heads; ++g) {
+            float* w = st.weights[g];
+            float block_max = w[0];
+            for (index_t j = 1; j < n; ++j) block_max = std::max(block_max, w[j]);
+            if (block_max > st.maximum[g]) {  // a new maximum: rescale what was summed so far, once per block
+                const float rescale = std::exp(st.maximum[g] - block_max);
+                for (index_t c = 0; c < d; ++c) st.total[g][c] *= rescale, st.carry[g][c] *= rescale;
+                st.denominator[g] *= rescale, st.denominator_carry[g] *= rescale;
+                st.maximum[g] = block_max;
+            }
+            const float m = st.maximum[g];
+            for (index_t j = 0; j < n; ++j) w[j] = exp_nonpositive(w[j] - m);
+            compensated_add(st.denominator[g], st.denominator_carry[g], sum(w, n));
+            std::fill(st.partial[g], st.partial[g] + d, 0.0f);
+        }
+        index_t j = 0;
+        for (; j + token_tile <= n; j += token_tile) {
+            const float* v[token_tile];
+            for (index_t t = 0; t < token_tile; ++t) v[t] = row.source.value(row.slots[begin + j + t], buffers[t]);
+            for (index_t g = 0; g < heads; ++g) {
+                const float w[token_tile] = {st.weights[g][j], st.weights[g][j + 1], st.weights[g][j + 2],
+                                             st.weights[g][j + 3]};
+                axpy_tile(w, v, st.partial[g], d);
+            }
+        }
+        for (; j < n; ++j) {
+            const float* v = row.source.value(row.slots[begin + j], buffers[0]);
+            for (index_t g = 0; g < heads; ++g) axpy(st.weights[g][j], v, st.partial[g], d);
+        }
+        for (index_t g = 0; g < heads; ++g)
+            for (index_t c = 0; c < d; ++c) compensated_add(st.total[g][c], st.carry[g][c], st.partial[g][c]);
+    }
+    for (index_t g = 0; g < heads; ++g) {
+        float* out = row.output + (first_head + g) * d;
+        const bool empty = st.denominator[g] == 0.0f;
+        const float denominator = st.denominator[g];
+        for (index_t c = 0; c < d; ++c) out[c] = empty ? 0.0f : st.total[g][c] / denominator;
+        row.lse[first_head + g] =
+            empty ? -std::numeric_limits<float>::infinity()
+                  : static_cast<float>(static_cast<double>(st.maximum[g]) + std::log(static_cast<double>(st.denominator[g])));
+    }
+}
+
+//! Computes one row for its whole group. Allocates nothing (about 30 KiB of stack).
+template <class Source>
+void attend_row(const attention_row<Source>& row) noexcept {
+    attention_state state;
+    for (index_t first = 0; first < row.group_size; first += attention_head_tile)
+        attend_heads(row, first, std::min(attention_head_tile, row.group_size - first), state);
+}
+
+}  // namespace detail
+}  // namespace v1
+}  // namespace heterocache

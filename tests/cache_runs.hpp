@@ -1,0 +1,82 @@
+#pragma once
+// Test support: runs a cache over a planted scenario and records what an engine would see.
+
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include <heterocache/attention/decode_attention.hpp>
+
+#include "planted_heads.hpp"
+
+namespace testing_support {
+
+using heterocache::index_t;
+
+//! Attention outputs and log-sum-exps of every (step, layer), `[seq][query_head][d]` each.
+struct attention_trace {
+    std::vector<std::vector<float>> outputs, lses;
+};
+
+//! Drives `cache` over the planted model and records `decode_attention` over each selection.
+//! `after_layer(step, layer)` runs after each layer's observe (for invariant checks).
+template <class Cache, class AfterLayer>
+attention_trace record_attention(Cache& cache, const planted::model& m, AfterLayer&& after_layer) {
+    const auto& sh = m.spec().shape;
+    const auto heads = static_cast<std::size_t>(m.spec().sequences * sh.query_heads);
+    attention_trace trace;
+    const float scale = 1.0f / std::sqrt(static_cast<float>(sh.head_dim));
+    index_t last_step = -1, last_layer = -1;
+    planted::drive(cache, m, [&](index_t step, index_t layer, const heterocache::csr_selection& s, const float* q) {
+        if (last_step >= 0) after_layer(last_step, last_layer);
+        std::vector<float> out(heads * static_cast<std::size_t>(sh.head_dim)), lse(heads);
+        heterocache::decode_attention(s, q, out.data(), lse.data(), scale);
+        trace.outputs.push_back(std::move(out));
+        trace.lses.push_back(std::move(lse));
+        last_step = step, last_layer = layer;
+    });
+    if (last_step >= 0) after_layer(last_step, last_layer);
+    return trace;
+}
+
+template <class Cache>
+attention_trace record_attention(Cache& cache, const planted::model& m) {
+    return record_attention(cache, m, [](index_t, index_t) {});
+}
+
+//! True when two traces are equal bit for bit.
+inline bool identical(const attention_trace& a, const attention_trace& b) {
+    if (a.outputs.size() != b.outputs.size()) return false;
+    for (std::size_t i = 0; i < a.outputs.size(); ++i)
+        if (std::memcmp(a.outputs[i].data(), b.outputs[i].data(), a.outputs[i].size() * sizeof(float)) != 0 ||
+            std::memcmp(a.lses[i].data(), b.lses[i].data(), a.lses[i].size() * sizeof(float)) != 0)
+            return false;
+    return true;
+}
+
+//! The planted heads as a profile: drifting heads that share a group form a cluster (lowest head pivots),
+//! a drifting head alone is volatile, a stable head is an anchor.
+inline heterocache::head_profile planted_profile(const planted::model& m) {
+    const auto& sh = m.spec().shape;
+    heterocache::head_profile p{sh.layers, sh.kv_heads, 0.5, 0.5, 0, {}};
+    for (index_t l = 0; l < sh.layers; ++l)
+        for (index_t h = 0; h < sh.kv_heads; ++h) {
+            const auto& plan = m.plan(l, h);
+            index_t first = -1, members = 0;
+            for (index_t o = 0; o < sh.kv_heads; ++o)
+                if (m.plan(l, o).group == plan.group && m.plan(l, o).drifting) {
+                    members += 1;
+                    if (first < 0) first = o;
+                }
+            heterocache::head_info info{heterocache::head_role::anchor, 0.9, -1};
+            if (plan.drifting) {
+                info.stability = 0.2;
+                if (members > 1) info = {first == h ? heterocache::head_role::pivot : heterocache::head_role::satellite, 0.2, first};
+                else info.role = heterocache::head_role::volatile_;
+            }
+            p.heads.push_back(info);
+        }
+    return p;
+}
+
+}  // namespace testing_support
