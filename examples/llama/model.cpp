@@ -1,0 +1,430 @@
+#include "model.hpp"
+
+#include <cblas.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+
+#ifdef HCLLAMA_OPENBLAS
+extern "C" void openblas_set_num_threads(int num_threads);
+#endif
+
+namespace hcllama {
+
+namespace {
+
+[[noreturn]] void fail(const std::string& msg) { throw model_error("model: " + msg); }
+
+std::size_t meta_size(const gguf_file& f, const std::string& key) {
+  const gguf_value* v = f.find(key);
+  if (!v) fail("missing metadata key '" + key + "'");
+  const auto x = v->as_u64();
+  if (x == 0 || x > (1u << 24)) fail("metadata '" + key + "' has an implausible value " + std::to_string(x));
+  return static_cast<std::size_t>(x);
+}
+
+std::vector<float> load(const gguf_file& f, const std::string& name, std::vector<std::uint64_t> dims) {
+  const gguf_tensor_info& t = f.tensor(name);
+  if (t.dims != dims) {
+    std::string want, got;
+    for (auto d : dims) want += std::to_string(d) + " ";
+    for (auto d : t.dims) got += std::to_string(d) + " ";
+    fail("tensor '" + name + "' has shape [ " + got + "], expected [ " + want + "]");
+  }
+  return f.to_float(t);
+}
+
+void rmsnorm(const float* x, const float* w, float* y, std::size_t n, float eps) {
+  double ss = 0;
+  for (std::size_t i = 0; i < n; ++i) ss += static_cast<double>(x[i]) * x[i];
+  const float r = static_cast<float>(1.0 / std::sqrt(ss / static_cast<double>(n) + eps));
+  for (std::size_t i = 0; i < n; ++i) y[i] = x[i] * r * w[i];
+}
+
+inline int ci(std::size_t x) { return static_cast<int>(x); }
+
+// C[m][n] = alpha * A[m][k] * B[n][k]^T + beta * C   (B is a row-major [out][in] weight)
+void gemm_nt(std::size_t m, std::size_t n, std::size_t k, float alpha, const float* a, std::size_t lda, const float* b,
+             std::size_t ldb, float beta, float* c, std::size_t ldc) {
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, ci(m), ci(n), ci(k), alpha, a, ci(lda), b, ci(ldb), beta, c,
+              ci(ldc));
+}
+// C[m][n] = alpha * A[m][k] * B[k][n] + beta * C
+void gemm_nn(std::size_t m, std::size_t n, std::size_t k, float alpha, const float* a, std::size_t lda, const float* b,
+             std::size_t ldb, float beta, float* c, std::size_t ldc) {
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, ci(m), ci(n), ci(k), alpha, a, ci(lda), b, ci(ldb), beta, c,
+              ci(ldc));
+}
+// y[out] = W[out][in] x + beta*y
+void gemv(const std::vector<float>& w, std::size_t out, std::size_t in, const float* x, float beta, float* y) {
+  cblas_sgemv(CblasRowMajor, CblasNoTrans, ci(out), ci(in), 1.0f, w.data(), ci(in), x, 1, beta, y, 1);
+}
+
+inline float silu(float x) { return x / (1.0f + std::exp(-x)); }
+
+}  // namespace
+
+bool set_blas_threads(int n) noexcept {
+#ifdef HCLLAMA_OPENBLAS
+  if (n > 0) openblas_set_num_threads(n);
+  return true;
+#else
+  (void)n;
+  return false;
+#endif
+}
+
+llama_config read_llama_config(const gguf_file& f) {
+  const std::string arch = f.get_string("general.architecture", "");
+  if (arch != "llama") fail("unsupported architecture '" + arch + "' (only 'llama')");
+  llama_config c;
+  c.n_layer = meta_size(f, arch + ".block_count");
+  c.n_embd = meta_size(f, arch + ".embedding_length");
+  c.n_ff = meta_size(f, arch + ".feed_forward_length");
+  c.n_head = meta_size(f, arch + ".attention.head_count");
+  c.n_head_kv = f.find(arch + ".attention.head_count_kv") ? meta_size(f, arch + ".attention.head_count_kv") : c.n_head;
+  c.n_ctx_train = f.find(arch + ".context_length") ? meta_size(f, arch + ".context_length") : 2048;
+  if (c.n_embd % c.n_head != 0) fail("embedding length is not a multiple of the head count");
+  c.head_dim = f.find(arch + ".attention.key_length") ? meta_size(f, arch + ".attention.key_length") : c.n_embd / c.n_head;
+  if (c.head_dim * c.n_head != c.n_embd) fail("head_dim * n_head != n_embd is not supported");
+  if (c.n_head % c.n_head_kv != 0) fail("head count is not a multiple of the KV head count");
+  c.rope_dim = f.find(arch + ".rope.dimension_count") ? meta_size(f, arch + ".rope.dimension_count") : c.head_dim;
+  if (c.rope_dim > c.head_dim || c.rope_dim % 2 != 0) fail("invalid rope dimension count");
+  c.rope_theta = static_cast<float>(f.get_f64(arch + ".rope.freq_base", 10000.0));
+  c.rms_eps = static_cast<float>(f.get_f64(arch + ".attention.layer_norm_rms_epsilon", 1e-5));
+  const auto& emb = f.tensor("token_embd.weight");
+  if (emb.dims.size() != 2 || emb.dims[0] != c.n_embd) fail("token_embd.weight has an unexpected shape");
+  c.n_vocab = static_cast<std::size_t>(emb.dims[1]);
+  return c;
+}
+
+llama_model::llama_model(const gguf_file& f) : cfg_(read_llama_config(f)) {
+  const std::uint64_t E = cfg_.n_embd, F = cfg_.n_ff, V = cfg_.n_vocab;
+  const std::uint64_t Q = cfg_.n_head * cfg_.head_dim, KV = cfg_.n_head_kv * cfg_.head_dim;
+  tok_embd_ = load(f, "token_embd.weight", {E, V});
+  out_norm_ = load(f, "output_norm.weight", {E});
+  if (f.find_tensor("output.weight")) output_ = load(f, "output.weight", {E, V});
+  layers_.resize(cfg_.n_layer);
+  for (std::size_t i = 0; i < cfg_.n_layer; ++i) {
+    const std::string p = "blk." + std::to_string(i) + ".";
+    auto& L = layers_[i];
+    L.attn_norm = load(f, p + "attn_norm.weight", {E});
+    L.wq = load(f, p + "attn_q.weight", {E, Q});
+    L.wk = load(f, p + "attn_k.weight", {E, KV});
+    L.wv = load(f, p + "attn_v.weight", {E, KV});
+    L.wo = load(f, p + "attn_output.weight", {Q, E});
+    L.ffn_norm = load(f, p + "ffn_norm.weight", {E});
+    L.w_gate = load(f, p + "ffn_gate.weight", {E, F});
+    L.w_up = load(f, p + "ffn_up.weight", {E, F});
+    L.w_down = load(f, p + "ffn_down.weight", {F, E});
+  }
+}
+
+std::size_t llama_model::weight_bytes() const noexcept {
+  std::size_t n = tok_embd_.size() + out_norm_.size() + output_.size();
+  for (const auto& L : layers_)
+    n += L.attn_norm.size() + L.wq.size() + L.wk.size() + L.wv.size() + L.wo.size() + L.ffn_norm.size() +
+         L.w_gate.size() + L.w_up.size() + L.w_down.size();
+  return n * sizeof(float);
+}
+
+kv_store::kv_store(std::size_t n_layer, std::size_t n_head_kv, std::size_t capacity, std::size_t head_dim)
+    : n_layer_(n_layer), n_head_kv_(n_head_kv), capacity_(capacity), head_dim_(head_dim),
+      k_(n_layer * n_head_kv * capacity * head_dim), v_(n_layer * n_head_kv * capacity * head_dim) {}
+
+void full_attention_policy::select(std::size_t, std::size_t n_tokens, const kv_store& kv, kv_selection& out) {
+  const std::size_t H = kv.n_head_kv();
+  out.indptr.resize(H + 1);
+  out.indices.resize(H * n_tokens);
+  for (std::size_t h = 0; h <= H; ++h) out.indptr[h] = static_cast<std::int32_t>(h * n_tokens);
+  for (std::size_t h = 0; h < H; ++h)
+    for (std::size_t t = 0; t < n_tokens; ++t) out.indices[h * n_tokens + t] = static_cast<std::int32_t>(t);
+}
+
+void attend_selected(const float* q, std::size_t group, std::size_t head_dim, const float* k, const float* v,
+                     std::span<const std::int32_t> slots, float scale, float* out, std::vector<float>& scratch) {
+  const std::size_t n = slots.size();
+  std::fill(out, out + group * head_dim, 0.0f);
+  if (n == 0) return;
+  if (scratch.size() < group * n) scratch.resize(group * n);
+  float* s = scratch.data();
+  constexpr std::size_t kMinRun = 8;
+  // scores s[g][i] = scale * q_g . k[slots[i]]
+  for (std::size_t i = 0; i < n;) {
+    std::size_t j = i + 1;
+    while (j < n && slots[j] == slots[j - 1] + 1) ++j;
+    const std::size_t len = j - i;
+    const float* kr = k + static_cast<std::size_t>(slots[i]) * head_dim;
+    if (len >= kMinRun) {
+      gemm_nt(group, len, head_dim, scale, q, head_dim, kr, head_dim, 0.0f, s + i, n);
+    } else {
+      for (std::size_t t = 0; t < len; ++t)
+        for (std::size_t g = 0; g < group; ++g) {
+          const float* qg = q + g * head_dim;
+          const float* kt = kr + t * head_dim;
+          float acc = 0;
+          for (std::size_t d = 0; d < head_dim; ++d) acc += qg[d] * kt[d];
+          s[g * n + i + t] = acc * scale;
+        }
+    }
+    i = j;
+  }
+  for (std::size_t g = 0; g < group; ++g) {
+    float* row = s + g * n;
+    const float mx = *std::max_element(row, row + n);
+    double sum = 0;
+    for (std::size_t i = 0; i < n; ++i) {
+      row[i] = std::exp(row[i] - mx);
+      sum += row[i];
+    }
+    const float inv = static_cast<float>(1.0 / sum);
+    for (std::size_t i = 0; i < n; ++i) row[i] *= inv;
+  }
+  // out[g] = sum_i s[g][i] * v[slots[i]]
+  for (std::size_t i = 0; i < n;) {
+    std::size_t j = i + 1;
+    while (j < n && slots[j] == slots[j - 1] + 1) ++j;
+    const std::size_t len = j - i;
+    const float* vr = v + static_cast<std::size_t>(slots[i]) * head_dim;
+    if (len >= kMinRun) {
+      gemm_nn(group, head_dim, len, 1.0f, s + i, n, vr, head_dim, 1.0f, out, head_dim);
+    } else {
+      for (std::size_t t = 0; t < len; ++t)
+        for (std::size_t g = 0; g < group; ++g) {
+          const float p = s[g * n + i + t];
+          float* og = out + g * head_dim;
+          const float* vt = vr + t * head_dim;
+          for (std::size_t d = 0; d < head_dim; ++d) og[d] += p * vt[d];
+        }
+    }
+    i = j;
+  }
+}
+
+llama_context::llama_context(const llama_model& m, std::size_t capacity, std::shared_ptr<attention_policy> policy)
+    : m_(m), kv_(m.config().n_layer, m.config().n_head_kv, capacity, m.config().head_dim),
+      policy_(policy ? std::move(policy) : std::make_shared<full_attention_policy>()) {
+  if (capacity == 0) fail("context capacity must be positive");
+  const auto& c = m_.config();
+  const std::size_t half = c.rope_dim / 2;
+  rope_freq_.resize(half);
+  for (std::size_t i = 0; i < half; ++i)
+    rope_freq_[i] = static_cast<float>(std::pow(static_cast<double>(c.rope_theta), -2.0 * static_cast<double>(i) / static_cast<double>(c.rope_dim)));
+  rope_cos_.resize(capacity * half);
+  rope_sin_.resize(capacity * half);
+  for (std::size_t p = 0; p < capacity; ++p)
+    for (std::size_t i = 0; i < half; ++i) {
+      const double a = static_cast<double>(p) * static_cast<double>(rope_freq_[i]);
+      rope_cos_[p * half + i] = static_cast<float>(std::cos(a));
+      rope_sin_[p * half + i] = static_cast<float>(std::sin(a));
+    }
+  logits_.resize(c.n_vocab);
+}
+
+// GGUF llama models store Q/K rows permuted so that RoPE rotates adjacent
+// pairs (x[2i], x[2i+1]) by pos * theta^(-2i/d).
+void llama_context::rope_(float* x, std::size_t n_heads, std::size_t pos) const {
+  const auto& c = m_.config();
+  const std::size_t half = c.rope_dim / 2;
+  const float* cs = rope_cos_.data() + pos * half;
+  const float* sn = rope_sin_.data() + pos * half;
+  for (std::size_t h = 0; h < n_heads; ++h) {
+    float* xh = x + h * c.head_dim;
+    for (std::size_t i = 0; i < half; ++i) {
+      const float a = xh[2 * i], b = xh[2 * i + 1];
+      xh[2 * i] = a * cs[i] - b * sn[i];
+      xh[2 * i + 1] = a * sn[i] + b * cs[i];
+    }
+  }
+}
+
+void llama_context::check_tokens_(std::span<const std::int32_t> tokens) const {
+  if (n_past_ + tokens.size() > kv_.capacity())
+    fail("context is full: " + std::to_string(n_past_) + " + " + std::to_string(tokens.size()) + " tokens exceed the capacity " +
+         std::to_string(kv_.capacity()));
+  for (auto t : tokens)
+    if (t < 0 || static_cast<std::size_t>(t) >= m_.config().n_vocab) fail("token id " + std::to_string(t) + " out of range");
+}
+
+const std::vector<float>& llama_context::eval(std::span<const std::int32_t> tokens,
+                                              const std::function<void(const eval_progress&)>& progress) {
+  if (tokens.empty()) fail("eval() needs at least one token");
+  check_tokens_(tokens);
+  if (tokens.size() == 1) {
+    decode_one_(tokens[0]);
+    return logits_;
+  }
+  const std::size_t B = std::max<std::size_t>(1, prefill_block);
+  for (std::size_t i = 0; i < tokens.size(); i += B) {
+    const std::size_t n = std::min(B, tokens.size() - i);
+    prefill_block_(tokens.data() + i, n, i + n == tokens.size());
+    if (progress) progress({i + n, tokens.size()});
+  }
+  return logits_;
+}
+
+const std::vector<float>& llama_context::eval_decode(std::span<const std::int32_t> tokens) {
+  if (tokens.empty()) fail("eval_decode() needs at least one token");
+  check_tokens_(tokens);
+  for (auto t : tokens) decode_one_(t);
+  return logits_;
+}
+
+void llama_context::prefill_block_(const std::int32_t* tokens, std::size_t n, bool want_logits) {
+  const auto& c = m_.config();
+  const std::size_t E = c.n_embd, F = c.n_ff, hd = c.head_dim, H = c.n_head, Hkv = c.n_head_kv, G = c.group();
+  const std::size_t QD = H * hd, KD = Hkv * hd;
+  const std::size_t p0 = n_past_, T = p0 + n;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+  x_.resize(n * E);
+  xn_.resize(n * E);
+  q_.resize(n * QD);
+  k_.resize(n * KD);
+  v_.resize(n * KD);
+  att_.resize(std::max(n * QD, G * n * hd));
+  ff_a_.resize(n * F);
+  ff_b_.resize(n * F);
+  scores_.resize(G * n * T);
+  std::vector<float> qg(G * n * hd), og(G * n * hd);
+
+  for (std::size_t t = 0; t < n; ++t)
+    std::memcpy(&x_[t * E], &m_.token_embd()[static_cast<std::size_t>(tokens[t]) * E], E * sizeof(float));
+
+  for (std::size_t l = 0; l < c.n_layer; ++l) {
+    const auto& L = m_.layer(l);
+    for (std::size_t t = 0; t < n; ++t) rmsnorm(&x_[t * E], L.attn_norm.data(), &xn_[t * E], E, c.rms_eps);
+    gemm_nt(n, QD, E, 1.0f, xn_.data(), E, L.wq.data(), E, 0.0f, q_.data(), QD);
+    gemm_nt(n, KD, E, 1.0f, xn_.data(), E, L.wk.data(), E, 0.0f, k_.data(), KD);
+    gemm_nt(n, KD, E, 1.0f, xn_.data(), E, L.wv.data(), E, 0.0f, v_.data(), KD);
+    for (std::size_t t = 0; t < n; ++t) {
+      rope_(&q_[t * QD], H, p0 + t);
+      rope_(&k_[t * KD], Hkv, p0 + t);
+      for (std::size_t h = 0; h < Hkv; ++h) {
+        std::memcpy(kv_.k(l, h) + (p0 + t) * hd, &k_[t * KD + h * hd], hd * sizeof(float));
+        std::memcpy(kv_.v(l, h) + (p0 + t) * hd, &v_[t * KD + h * hd], hd * sizeof(float));
+      }
+    }
+    // attention: one GEMM per KV head for the whole query group
+    std::vector<float>& att = att_;  // [n][QD]
+    for (std::size_t h = 0; h < Hkv; ++h) {
+      for (std::size_t g = 0; g < G; ++g)
+        for (std::size_t t = 0; t < n; ++t)
+          std::memcpy(&qg[(g * n + t) * hd], &q_[t * QD + (h * G + g) * hd], hd * sizeof(float));
+      gemm_nt(G * n, T, hd, scale, qg.data(), hd, kv_.k(l, h), hd, 0.0f, scores_.data(), T);
+      for (std::size_t g = 0; g < G; ++g)
+        for (std::size_t t = 0; t < n; ++t) {
+          float* row = &scores_[(g * n + t) * T];
+          const std::size_t valid = p0 + t + 1;
+          const float mx = *std::max_element(row, row + valid);
+          double sum = 0;
+          for (std::size_t i = 0; i < valid; ++i) {
+            row[i] = std::exp(row[i] - mx);
+            sum += row[i];
+          }
+          const float inv = static_cast<float>(1.0 / sum);
+          for (std::size_t i = 0; i < valid; ++i) row[i] *= inv;
+          std::fill(row + valid, row + T, 0.0f);
+        }
+      gemm_nn(G * n, hd, T, 1.0f, scores_.data(), T, kv_.v(l, h), hd, 0.0f, og.data(), hd);
+      for (std::size_t g = 0; g < G; ++g)
+        for (std::size_t t = 0; t < n; ++t)
+          std::memcpy(&att[t * QD + (h * G + g) * hd], &og[(g * n + t) * hd], hd * sizeof(float));
+    }
+    gemm_nt(n, E, QD, 1.0f, att.data(), QD, L.wo.data(), QD, 1.0f, x_.data(), E);
+
+    for (std::size_t t = 0; t < n; ++t) rmsnorm(&x_[t * E], L.ffn_norm.data(), &xn_[t * E], E, c.rms_eps);
+    gemm_nt(n, F, E, 1.0f, xn_.data(), E, L.w_gate.data(), E, 0.0f, ff_a_.data(), F);
+    gemm_nt(n, F, E, 1.0f, xn_.data(), E, L.w_up.data(), E, 0.0f, ff_b_.data(), F);
+    for (std::size_t i = 0; i < n * F; ++i) ff_a_[i] = silu(ff_a_[i]) * ff_b_[i];
+    gemm_nt(n, E, F, 1.0f, ff_a_.data(), F, L.w_down.data(), F, 1.0f, x_.data(), E);
+  }
+  n_past_ += n;
+  if (want_logits) {
+    rmsnorm(&x_[(n - 1) * E], m_.output_norm().data(), xn_.data(), E, c.rms_eps);
+    gemv(m_.output(), c.n_vocab, E, xn_.data(), 0.0f, logits_.data());
+  }
+}
+
+void llama_context::decode_one_(std::int32_t token) {
+  const auto& c = m_.config();
+  const std::size_t E = c.n_embd, F = c.n_ff, hd = c.head_dim, H = c.n_head, Hkv = c.n_head_kv, G = c.group();
+  const std::size_t QD = H * hd, KD = Hkv * hd;
+  const std::size_t pos = n_past_;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+  x_.resize(E);
+  xn_.resize(E);
+  q_.resize(QD);
+  k_.resize(KD);
+  v_.resize(KD);
+  att_.resize(QD);
+  ff_a_.resize(F);
+  ff_b_.resize(F);
+  std::memcpy(x_.data(), &m_.token_embd()[static_cast<std::size_t>(token) * E], E * sizeof(float));
+  for (std::size_t l = 0; l < c.n_layer; ++l) {
+    const auto& L = m_.layer(l);
+    rmsnorm(x_.data(), L.attn_norm.data(), xn_.data(), E, c.rms_eps);
+    gemv(L.wq, QD, E, xn_.data(), 0.0f, q_.data());
+    gemv(L.wk, KD, E, xn_.data(), 0.0f, k_.data());
+    gemv(L.wv, KD, E, xn_.data(), 0.0f, v_.data());
+    rope_(q_.data(), H, pos);
+    rope_(k_.data(), Hkv, pos);
+    for (std::size_t h = 0; h < Hkv; ++h) {
+      std::memcpy(kv_.k(l, h) + pos * hd, &k_[h * hd], hd * sizeof(float));
+      std::memcpy(kv_.v(l, h) + pos * hd, &v_[h * hd], hd * sizeof(float));
+    }
+    policy_->select(l, pos + 1, kv_, sel_);
+    if (sel_.rows() != Hkv || sel_.indptr[0] != 0 ||
+        static_cast<std::size_t>(sel_.indptr.back()) != sel_.indices.size())
+      fail(std::string("attention policy '") + policy_->name() + "' returned a malformed selection");
+    for (std::size_t h = 0; h < Hkv; ++h) {
+      const auto b = sel_.indptr[h], e = sel_.indptr[h + 1];
+      if (b > e) fail("malformed selection (indptr not monotonic)");
+      std::span<const std::int32_t> slots(sel_.indices.data() + b, static_cast<std::size_t>(e - b));
+      for (auto s : slots)
+        if (s < 0 || static_cast<std::size_t>(s) > pos) fail("selection refers to slot " + std::to_string(s) + " not yet written");
+      attend_selected(&q_[h * G * hd], G, hd, kv_.k(l, h), kv_.v(l, h), slots, scale, &att_[h * G * hd], scores_);
+    }
+    gemv(L.wo, E, QD, att_.data(), 1.0f, x_.data());
+    rmsnorm(x_.data(), L.ffn_norm.data(), xn_.data(), E, c.rms_eps);
+    gemv(L.w_gate, F, E, xn_.data(), 0.0f, ff_a_.data());
+    gemv(L.w_up, F, E, xn_.data(), 0.0f, ff_b_.data());
+    for (std::size_t i = 0; i < F; ++i) ff_a_[i] = silu(ff_a_[i]) * ff_b_[i];
+    gemv(L.w_down, E, F, ff_a_.data(), 1.0f, x_.data());
+  }
+  n_past_ += 1;
+  rmsnorm(x_.data(), m_.output_norm().data(), xn_.data(), E, c.rms_eps);
+  gemv(m_.output(), c.n_vocab, E, xn_.data(), 0.0f, logits_.data());
+}
+
+std::int32_t argmax(std::span<const float> logits) {
+  if (logits.empty()) fail("argmax of empty logits");
+  return static_cast<std::int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
+}
+
+std::int32_t sample_temperature(std::span<const float> logits, float temperature, std::uint64_t& rng_state) {
+  if (temperature <= 0.0f) return argmax(logits);
+  const float mx = *std::max_element(logits.begin(), logits.end());
+  std::vector<double> p(logits.size());
+  double sum = 0;
+  for (std::size_t i = 0; i < logits.size(); ++i) {
+    p[i] = std::exp(static_cast<double>(logits[i] - mx) / temperature);
+    sum += p[i];
+  }
+  // splitmix64
+  rng_state += 0x9E3779B97F4A7C15ull;
+  std::uint64_t z = rng_state;
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  z ^= z >> 31;
+  const double u = static_cast<double>(z >> 11) * (1.0 / 9007199254740992.0) * sum;
+  double acc = 0;
+  for (std::size_t i = 0; i < p.size(); ++i) {
+    acc += p[i];
+    if (u < acc) return static_cast<std::int32_t>(i);
+  }
+  return argmax(logits);
+}
+
+}  // namespace hcllama

@@ -1,0 +1,80 @@
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <random>
+
+#include "model.hpp"
+
+using namespace hcllama;
+
+namespace {
+// Plain reference: softmax(q k^T * scale) v for one query head.
+std::vector<float> naive(const float* q, std::size_t hd, const float* k, const float* v,
+                         const std::vector<std::int32_t>& slots, float scale) {
+  std::vector<double> s(slots.size());
+  double mx = -1e300;
+  for (std::size_t i = 0; i < slots.size(); ++i) {
+    double acc = 0;
+    for (std::size_t d = 0; d < hd; ++d) acc += double(q[d]) * k[std::size_t(slots[i]) * hd + d];
+    s[i] = acc * scale;
+    mx = std::max(mx, s[i]);
+  }
+  double sum = 0;
+  for (auto& x : s) sum += (x = std::exp(x - mx));
+  std::vector<float> out(hd, 0.0f);
+  for (std::size_t i = 0; i < slots.size(); ++i)
+    for (std::size_t d = 0; d < hd; ++d) out[d] += float(s[i] / sum) * v[std::size_t(slots[i]) * hd + d];
+  return out;
+}
+}  // namespace
+
+TEST_CASE("attend_selected matches a naive softmax attention for any selection") {
+  const std::size_t hd = 64, group = 3, cap = 300;
+  std::mt19937 rng(7);
+  std::normal_distribution<float> nd;
+  std::vector<float> k(cap * hd), v(cap * hd), q(group * hd);
+  for (auto& x : k) x = nd(rng);
+  for (auto& x : v) x = nd(rng);
+  for (auto& x : q) x = nd(rng);
+  std::vector<std::vector<std::int32_t>> selections;
+  std::vector<std::int32_t> all(cap);
+  for (std::size_t i = 0; i < cap; ++i) all[i] = std::int32_t(i);
+  selections.push_back(all);
+  selections.push_back({5});
+  selections.push_back({0, 1, 2, 50, 51, 52, 53, 54, 55, 56, 57, 58, 59, 60, 200, 299});
+  std::vector<std::int32_t> sparse;
+  for (std::size_t i = 0; i < cap; i += 3) sparse.push_back(std::int32_t(i));
+  selections.push_back(sparse);
+  selections.push_back({});
+  std::vector<float> scratch, out(group * hd);
+  const float scale = 0.125f;
+  for (const auto& sel : selections) {
+    attend_selected(q.data(), group, hd, k.data(), v.data(), sel, scale, out.data(), scratch);
+    for (std::size_t g = 0; g < group; ++g) {
+      const auto ref = sel.empty() ? std::vector<float>(hd, 0.0f) : naive(&q[g * hd], hd, k.data(), v.data(), sel, scale);
+      for (std::size_t d = 0; d < hd; ++d) REQUIRE(out[g * hd + d] == doctest::Approx(ref[d]).epsilon(1e-4));
+    }
+  }
+}
+
+TEST_CASE("full attention policy selects every token of every KV head") {
+  kv_store kv(2, 3, 16, 8);
+  full_attention_policy p;
+  kv_selection sel;
+  p.select(1, 5, kv, sel);
+  CHECK(sel.rows() == 3);
+  CHECK(sel.indptr == std::vector<std::int32_t>{0, 5, 10, 15});
+  CHECK(sel.indices[7] == 2);
+  CHECK(kv.k(1, 2) - kv.k(0, 0) == std::ptrdiff_t((1 * 3 + 2) * 16 * 8));
+}
+
+TEST_CASE("sampling") {
+  std::vector<float> l = {0.1f, 3.0f, -1.0f};
+  CHECK(argmax(l) == 1);
+  std::uint64_t s = 1;
+  CHECK(sample_temperature(l, 0.0f, s) == 1);
+  int counts[3] = {0, 0, 0};
+  for (int i = 0; i < 2000; ++i) counts[sample_temperature(l, 1.0f, s)]++;
+  CHECK(counts[1] > counts[0]);
+  CHECK(counts[0] > counts[2]);
+}
