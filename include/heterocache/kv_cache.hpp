@@ -84,6 +84,7 @@ public:
             const std::span<float> scores = score_buffer(layer, seq, head, prompt_tokens);
             pooled_attention_row(window, cold_prompt_keys(layer, row), head, shape_.group_size(), shape_.head_dim, scores,
                                  scratch_);
+            monitor_.score_prompt(layer, seq, head, scores);
             decoded_[state_index(layer, seq, head)] = 0;
             if (profile_) {
                 select_prompt(layer, seq, head, scores);
@@ -136,22 +137,25 @@ public:
         const std::span<refresh_row> rows(refresh_rows_.data() + stream * shape_.kv_heads,
                                           static_cast<std::size_t>(shape_.kv_heads));
         std::size_t used = 0;
-        const auto refresh_satellites = [&](index_t pivot, std::span<const float> ranking) {
-            for (index_t head = 0; head < shape_.kv_heads; ++head) {
-                const head_info& info = profile_->at(layer, head);
-                if (info.role != head_role::satellite || info.pivot != pivot) continue;
-                const index_t state = state_index(layer, seq, head);
-                const std::span<index_t> positions(refresh_positions_.data() + refresh_offset_[state],
-                                                   static_cast<std::size_t>(prompt_count_[state]));
-                top_k_positions(ranking, positions, index_scratch_);
-                const index_t row = seq * shape_.kv_heads + head;
-                rows[used++] = {row, storage_.hot_row_base(layer, row), positions};
-            }
+        std::fill(refreshing_.begin(), refreshing_.end(), index_t{-1});
+        const auto refresh_head = [&](index_t head, std::span<const float> ranking) {
+            detail::require(head >= 0 && head < shape_.kv_heads && !keeps_full_kv(profile_->at(layer, head).role), "head",
+                            head, "a compressed head (anchor or satellite) of the layer");
+            detail::require<shape_error>(static_cast<index_t>(ranking.size()) == prompt_tokens_[seq], "ranking.size()",
+                                         ranking.size(), "the prompt length");
+            const index_t state = state_index(layer, seq, head);
+            const std::span<index_t> positions(refresh_positions_.data() + refresh_offset_[state],
+                                               static_cast<std::size_t>(prompt_count_[state]));
+            top_k_positions(ranking, positions, index_scratch_);
+            if (refreshing_[head] >= 0) return;  // asked twice in one step: the latest ranking wins, one row
+            const index_t row = seq * shape_.kv_heads + head;
+            refreshing_[head] = static_cast<index_t>(used);
+            rows[used++] = {row, storage_.hot_row_base(layer, row), positions};
         };
         const auto prompt_keys = [&](index_t head) { return cold_prompt_keys(layer, seq * shape_.kv_heads + head); };
         const monitor_context context{layer,        seq,   prompt_tokens_[seq], base_length_[seq], &*profile_,
                                       query,        query_head_stride,          prompt_keys};
-        monitor_.observe(context, refresh_satellites);
+        monitor_.observe(context, refresh_head);
         if (used > 0) retriever_.submit({layer, rows.first(used)});
     }
 
@@ -260,13 +264,14 @@ private:
             for (index_t head = 0; head < shape_.kv_heads; ++head) {
                 const index_t state = stream * shape_.kv_heads + head;
                 refresh_offset_[state] = offset;
-                if (profile_->heads[static_cast<std::size_t>(head_of_state(state))].role != head_role::satellite) continue;
+                if (keeps_full_kv(profile_->heads[static_cast<std::size_t>(head_of_state(state))].role)) continue;
                 offset += prompt_capacity_[state];
                 request += prompt_capacity_[state];
             }
             largest_request = std::max(largest_request, request);
         }
         refresh_positions_.assign(static_cast<std::size_t>(offset), 0);
+        refreshing_.assign(static_cast<std::size_t>(shape_.kv_heads), -1);
         retriever_.bind(storage_, {shape_.layers, shape_.head_dim, largest_request, shape_.layers * options_.sequences});
     }
 
@@ -428,7 +433,7 @@ private:
     std::vector<float> scores_, scratch_, ranking_;
     std::vector<index_t> index_scratch_, top_k_;
     std::vector<refresh_row> refresh_rows_;
-    std::vector<index_t> refresh_offset_, refresh_positions_;
+    std::vector<index_t> refresh_offset_, refresh_positions_, refreshing_;
     std::vector<std::vector<index_t>> indptr_, indices_;
     std::vector<bool> dirty_;
 };

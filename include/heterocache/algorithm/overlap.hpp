@@ -3,6 +3,9 @@
 //! Top-k position sets and the overlap coefficient (DESIGN.md section 2, "Overlap coefficient").
 
 #include <algorithm>
+#include <bit>
+#include <cstdint>
+#include <functional>
 #include <cstddef>
 #include <span>
 
@@ -38,11 +41,21 @@ inline void top_k_positions(std::span<const float> scores, std::span<index_t> ou
     const auto k = static_cast<index_t>(out.size());
     detail::require(k <= n, "k", k, "[0, number of scores]");
     detail::require(static_cast<index_t>(scratch.size()) >= n, "scratch.size()", scratch.size(), "[scores.size(), inf)");
+    detail::require(n <= index_t{0xffffffff}, "scores.size()", scores.size(), "[0, 2^32 - 1]");
     if (k == 0) return;
-    for (index_t i = 0; i < n; ++i) scratch[i] = i;
-    const auto higher = [&](index_t a, index_t b) { return scores[a] > scores[b] || (scores[a] == scores[b] && a < b); };
-    std::nth_element(scratch.begin(), scratch.begin() + (k - 1), scratch.begin() + n, higher);
-    std::copy(scratch.begin(), scratch.begin() + k, out.begin());
+    // Each entry packs (score, position) into one integer whose order is the ranking: the score's bits made
+    // monotonic in the high half, the position reversed in the low half (ties to the lower position). The
+    // selection then compares plain integers instead of chasing indices into `scores`.
+    constexpr std::uint32_t sign = 0x80000000u;
+    for (index_t i = 0; i < n; ++i) {
+        const auto bits = std::bit_cast<std::uint32_t>(scores[i] + 0.0f);  // + 0 makes -0 equal to +0
+        const std::uint32_t monotonic = (bits & sign) != 0 ? ~bits : bits | sign;
+        const std::uint64_t key = (std::uint64_t{monotonic} << 32) | (0xffffffffu - static_cast<std::uint32_t>(i));
+        scratch[i] = std::bit_cast<index_t>(key ^ (std::uint64_t{1} << 63));  // signed order = unsigned order
+    }
+    std::nth_element(scratch.begin(), scratch.begin() + (k - 1), scratch.begin() + n, std::greater<>());
+    for (index_t j = 0; j < k; ++j)
+        out[j] = 0xffffffffu - static_cast<std::uint32_t>(std::bit_cast<std::uint64_t>(scratch[j]) & 0xffffffffu);
     std::sort(out.begin(), out.end());
 }
 

@@ -32,17 +32,21 @@ struct monitor_context {
     detail::function_ref<key_rows(index_t)> prompt_keys;
 };
 
-//! Called by a monitor when `head` has drifted, with its latest pooled attention ranking over the prompt
-//! (`ranking.size() == prompt_tokens`); the cache refreshes the head's satellites from it.
+//! Called by a monitor to refresh the compressed head `head` (an anchor or a satellite) of the observed
+//! (layer, sequence): its hot prompt tokens become the top-cap positions of `ranking` (one score per prompt
+//! position, `ranking.size() == prompt_tokens`), fetched from the cold tier, effective from the next step.
 using drift_handler = detail::function_ref<void(index_t head, std::span<const float> ranking)>;
 
-//! A monitor keeps per-head reference sets (set at prefill), sees every decode query, and reports drift.
-//! Fits the baselines on paper: never (static SnapKV/PyramidKV/Ada-KV/StreamingLLM), every step
-//! (H2O-style accumulated scores, Quest page digests scored per step).
+//! A monitor decides which prompt tokens compressed heads hold over time: it may rewrite the prefill
+//! scores a head's initial selection is taken from (`score_prompt`), keeps per-head reference sets (set at
+//! prefill for pivots), sees every decode query, and asks for refreshes. Fits the baselines: never
+//! (SnapKV, PyramidKV, Ada-KV: static), positional scores (StreamingLLM: sink + recent), every step on
+//! the head's own query (H2O accumulated scores, Quest page digests), pivot drift (HeteroCache).
 template <class M>
 concept DriftMonitor = requires(M& monitor, const monitor_plan& plan, const monitor_context& context, index_t i,
-                                std::span<const index_t> set, drift_handler on_drift) {
+                                std::span<const index_t> set, std::span<float> scores, drift_handler on_drift) {
     { monitor.plan(plan) } -> std::same_as<void>;
+    { monitor.score_prompt(i, i, i, scores) } -> std::same_as<void>;
     { monitor.set_reference(i, i, i, set) } -> std::same_as<void>;
     { monitor.observe(context, on_drift) } -> std::same_as<void>;
 };

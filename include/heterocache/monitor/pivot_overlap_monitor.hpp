@@ -16,7 +16,7 @@ inline namespace v1 {
 //! Default `DriftMonitor` (DESIGN.md section 2, "Decode, drift and retrieval"): every `interval` decode steps
 //! of a (layer, sequence), each pivot scores its last `interval` queries over its full prompt keys; when the
 //! median overlap of their top-B sets with the reference falls below the profile's `tau_stable`, the
-//! reference becomes the latest top-B set and the drift is reported with the latest ranking.
+//! reference becomes the latest top-B set and every satellite of the pivot is refreshed from the latest ranking.
 //! Cost per check: `interval * pivots * G * T * d` multiply-adds; the state is planned once.
 class pivot_overlap_monitor {
 public:
@@ -43,6 +43,9 @@ public:
         latest_.assign(static_cast<std::size_t>(max_prompt_), 0);
         overlaps_.assign(static_cast<std::size_t>(interval_), 0.0);
     }
+
+    //! Keeps the pooled attention scores of the observation window (DESIGN.md section 2, "Prefill").
+    void score_prompt(index_t, index_t, index_t, std::span<float>) {}
 
     //! Sets a pivot's reference set (at prefill) and restarts the interval count of its (layer, sequence).
     void set_reference(index_t layer, index_t seq, index_t head, std::span<const index_t> set) {
@@ -79,7 +82,10 @@ public:
             }
             if (median_in_place(overlaps_) >= context.profile->tau_stable) continue;
             store_reference(h, latest);
-            on_drift(head, ranking);
+            for (index_t satellite = 0; satellite < shape_.kv_heads; ++satellite) {
+                const head_info& info = context.profile->at(context.layer, satellite);
+                if (info.role == head_role::satellite && info.pivot == head) on_drift(satellite, ranking);
+            }
         }
     }
 

@@ -10,6 +10,8 @@ inline namespace v1 {
 //! `DriftMonitor` for static compression (SnapKV-like): satellites keep their prefill selection.
 struct static_monitor {
     void plan(const monitor_plan&) {}
+    //! Keeps the pooled attention scores (SnapKV-style selection).
+    void score_prompt(index_t, index_t, index_t, std::span<float>) {}
     void set_reference(index_t, index_t, index_t, std::span<const index_t>) {}
     void observe(const monitor_context&, drift_handler) {}
 };
