@@ -86,13 +86,11 @@ public:
                                  scratch_);
             monitor_.score_prompt(layer, seq, head, scores);
             decoded_[state_index(layer, seq, head)] = 0;
-            if (profile_) {
-                select_prompt(layer, seq, head, scores);
-            } else {
-                keep_whole_prompt(layer, seq, head);
-                record_top_k(layer, seq, head, 0, scores);
-            }
+            if (profile_) continue;
+            keep_whole_prompt(layer, seq, head);
+            record_top_k(layer, seq, head, 0, scores);
         }
+        if (profile_) select_layer(layer, seq);
         profiled_steps_[stream_index(layer, seq)] = 0;
         prefilled_[stream_index(layer, seq)] = true;
         dirty_[layer] = true;
@@ -211,7 +209,8 @@ private:
         prompt_capacity_.assign(static_cast<std::size_t>(states), t);
         if (profile_) {
             std::vector<index_t> caps(profile_->heads.size());
-            budget_.prompt_caps(*profile_, options_.budget_ratio, t, caps);
+            if constexpr (AdaptiveBudgetPolicy<Budget>) budget_.capacity_caps(*profile_, options_.budget_ratio, t, caps);
+            else budget_.prompt_caps(*profile_, options_.budget_ratio, t, caps);
             for (index_t state = 0; state < states; ++state)
                 prompt_capacity_[state] = caps[static_cast<std::size_t>(head_of_state(state))];
         } else {
@@ -225,7 +224,8 @@ private:
         prompt_count_.assign(static_cast<std::size_t>(states), 0);
         decoded_.assign(static_cast<std::size_t>(states), 0);
         online_ = !profile_;  // online profiling keeps every row's prefill scores until it classifies
-        scores_.assign(static_cast<std::size_t>((online_ ? states : 1) * t), 0.0f);
+        scores_.assign(static_cast<std::size_t>((online_ ? states : shape_.kv_heads) * t), 0.0f);
+        head_scores_.assign(static_cast<std::size_t>(shape_.kv_heads), {});
         scratch_.assign(static_cast<std::size_t>(2 * t), 0.0f);
         ranking_.assign(static_cast<std::size_t>(t), 0.0f);
         index_scratch_.assign(static_cast<std::size_t>(t), 0);
@@ -290,7 +290,7 @@ private:
         return {storage_.cold_keys(layer, row), shape_.head_dim};
     }
     [[nodiscard]] std::span<float> score_buffer(index_t layer, index_t seq, index_t head, index_t prompt_tokens) {
-        const index_t row = online_ ? state_index(layer, seq, head) : 0;
+        const index_t row = online_ ? state_index(layer, seq, head) : head;
         return {scores_.data() + row * options_.max_prompt_tokens, static_cast<std::size_t>(prompt_tokens)};
     }
 
@@ -312,6 +312,20 @@ private:
         std::iota(all.begin(), all.end(), index_t{0});
         fill_prompt(layer, seq, head, all);
     }
+    //! Chooses the hot prompt tokens of every head of (layer, seq) from their prefill scores, after an
+    //! adaptive budget has moved tokens between the heads.
+    void select_layer(index_t layer, index_t seq) {
+        const index_t t = prompt_tokens_[seq];
+        if constexpr (AdaptiveBudgetPolicy<Budget>) {
+            for (index_t head = 0; head < shape_.kv_heads; ++head)
+                head_scores_[static_cast<std::size_t>(head)] = score_buffer(layer, seq, head, t);
+            const std::span<index_t> layer_caps(caps_[static_cast<std::size_t>(seq)].data() + layer * shape_.kv_heads,
+                                                static_cast<std::size_t>(shape_.kv_heads));
+            budget_.share_layer(*profile_, options_.budget_ratio, layer, head_scores_, layer_caps);
+        }
+        for (index_t head = 0; head < shape_.kv_heads; ++head) select_prompt(layer, seq, head, score_buffer(layer, seq, head, t));
+    }
+
     //! Chooses a head's hot prompt tokens by its role (DESIGN.md section 2, "Prefill").
     void select_prompt(index_t layer, index_t seq, index_t head, std::span<const float> scores) {
         const head_role role = profile_->at(layer, head).role;
@@ -363,9 +377,7 @@ private:
         for (index_t seq = 0; seq < options_.sequences; ++seq) {
             if (prompt_tokens_[seq] < 0) continue;
             set_budget(seq);
-            for (index_t layer = 0; layer < shape_.layers; ++layer)
-                for (index_t head = 0; head < shape_.kv_heads; ++head)
-                    select_prompt(layer, seq, head, score_buffer(layer, seq, head, prompt_tokens_[seq]));
+            for (index_t layer = 0; layer < shape_.layers; ++layer) select_layer(layer, seq);
         }
         std::fill(dirty_.begin(), dirty_.end(), true);
     }
@@ -431,6 +443,7 @@ private:
     std::vector<bool> prefilled_;
     std::vector<index_t> prompt_capacity_, prompt_count_, decoded_;  // per (layer, seq, head)
     std::vector<float> scores_, scratch_, ranking_;
+    std::vector<std::span<const float>> head_scores_;
     std::vector<index_t> index_scratch_, top_k_;
     std::vector<refresh_row> refresh_rows_;
     std::vector<index_t> refresh_offset_, refresh_positions_, refreshing_;

@@ -21,5 +21,16 @@ concept BudgetPolicy = requires(const B& budget, const head_profile& profile, do
     { budget.base_length(profile, ratio, prompt_tokens) } -> std::convertible_to<index_t>;
 };
 
+//! An adaptive budget also moves tokens between the heads of a layer once their prefill scores are known
+//! (Ada-KV: by attention mass). `share_layer` rewrites `layer_caps` (the caps of the layer's heads for one
+//! sequence) keeping their sum; `capacity_caps` gives the most each head may ever receive, for planning.
+template <class B>
+concept AdaptiveBudgetPolicy =
+    BudgetPolicy<B> && requires(const B& budget, const head_profile& profile, double ratio, index_t i,
+                                std::span<const std::span<const float>> head_scores, std::span<index_t> caps) {
+        { budget.share_layer(profile, ratio, i, head_scores, caps) } -> std::same_as<void>;
+        { budget.capacity_caps(profile, ratio, i, caps) } -> std::same_as<void>;
+    };
+
 }  // namespace v1
 }  // namespace heterocache
