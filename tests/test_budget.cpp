@@ -85,3 +85,18 @@ TEST_CASE("r outside (0, 1] or NaN is rejected by name") {
     CHECK_THROWS_WITH_AS(heterocache::uniform_budget{}.prompt_caps(profile, 0.5, 0, caps),
                          doctest::Contains("prompt_tokens"), heterocache::invalid_argument_error);
 }
+
+TEST_CASE("a budget too small for the full heads demotes them, most stable first, clusters whole") {
+    // N = 6: a volatile (S 0.3), a pivot (S 0.4) with one satellite, and three anchors. Nfull = 2.
+    heterocache::head_profile profile{2, 3, 0.5, 0.5, 8,
+                                      {{head_role::volatile_, 0.3, -1}, {head_role::pivot, 0.4, 1}, {head_role::satellite, 0.2, 1},
+                                       {head_role::anchor, 0.9, -1}, {head_role::anchor, 0.8, -1}, {head_role::anchor, 0.7, -1}}};
+    CHECK_FALSE(heterocache::budget_feasible(profile, 0.3, 100));  // r*N = 1.8 < 2
+    CHECK(heterocache::demote_until_feasible(profile, 0.3, 100) == 1);  // the pivot (S 0.4) goes first
+    CHECK(profile.at(0, 1).role == head_role::anchor);
+    CHECK(profile.at(0, 2).role == head_role::anchor);  // its satellite is released too
+    CHECK(profile.at(0, 2).pivot == -1);
+    CHECK(profile.at(0, 0).role == head_role::volatile_);
+    CHECK_NOTHROW(profile.validate());
+    CHECK(heterocache::budget_feasible(profile, 0.3, 100));
+}

@@ -246,6 +246,22 @@ TEST_CASE("satellites follow their pivot's drift with the tokens it now attends"
           static_cast<double>(s.shape.total_kv_heads()));
 }
 
+TEST_CASE("online profiling under a budget too small for its full heads demotes the most stable ones") {
+    auto s = small_scenario();
+    const planted::model m(s);
+    auto o = options_for(s, 0.2);  // the planted model has 3 full heads of 6: r*N = 1.2 < Nfull
+    hc::kv_cache<> cache(s.shape, o);
+    const auto trace = record_attention(cache, m);
+    REQUIRE(cache.profile().has_value());
+    const auto& profile = *cache.profile();
+    CHECK(0.2 * 6.0 > static_cast<double>(profile.full_heads()));
+    CHECK_NOTHROW(profile.validate());
+    const double prompt_resident = static_cast<double>(cache.resident_tokens() - s.shape.total_kv_heads() * s.steps);
+    CHECK(prompt_resident <= 0.2 * static_cast<double>(s.shape.total_kv_heads() * s.prompt_tokens) + 6.0);
+    // Loaded, the same profile is an error at construction instead.
+    CHECK_THROWS_AS(hc::kv_cache<>(s.shape, o, testing_support::planted_profile(m)), hc::budget_error);
+}
+
 TEST_CASE("a paged layout gives the same cache as the contiguous one") {
     const auto s = small_scenario();
     const planted::model m(s);
@@ -285,6 +301,7 @@ TEST_CASE("bad shapes, budgets and calls are typed errors naming the argument an
     hc::cache_options o;
     o.max_prompt_tokens = 64;
     o.max_new_tokens = 4;
+    o.profiling_steps = 4;
     const auto throws_naming = [](auto&& make, const char* argument) {
         try {
             make();
@@ -327,6 +344,11 @@ TEST_CASE("bad shapes, budgets and calls are typed errors naming the argument an
     s.prompt_tokens = 64;
     s.steps = 4;
     const planted::model m(s);
+    {
+        auto too_few_steps = o;
+        too_few_steps.profiling_steps = 5;  // more than max_new_tokens: online profiling could never finish
+        throws_naming([&] { hc::kv_cache<> c(shape, too_few_steps); }, "profiling_steps");
+    }
     hc::kv_cache<> cache(shape, o);
     const std::vector<float> query(static_cast<std::size_t>(shape.query_heads * shape.head_dim), 0.0f);
     throws_naming([&] { cache.append(0, 0, m.layout(), 64); }, "seq");  // before prefill

@@ -40,7 +40,9 @@ inline namespace v1 {
 //! Without a profile the cache profiles online: every head keeps its full prompt until each
 //! (layer, sequence) has observed `profiling_steps` decode queries; then heads are classified, budgets set
 //! and the hot tier compacted (the only step that allocates). With a profile, the hot tier is planned at the
-//! budgeted size and compression starts at prefill.
+//! budgeted size and compression starts at prefill; a budget that cannot hold its full heads is a
+//! `budget_error` at construction. Online, such a budget demotes full heads to anchors instead, most
+//! stable first (`demote_until_feasible`), since decoding is already under way.
 //!
 //! Thread rules: one engine thread calls the cache; the retriever may use its own threads.
 template <KvLayout Layout = strided_kv_layout, HeadClassifier Classifier = overlap_star_classifier,
@@ -56,6 +58,9 @@ public:
         shape_.validate();
         options_.validate();
         if (profile_) profile_->validate(shape_);
+        else
+            detail::require(options_.profiling_steps <= options_.max_new_tokens, "profiling_steps",
+                            options_.profiling_steps, "[1, max_new_tokens] (online profiling observes that many decode steps)");
         plan();
     }
     kv_cache(const kv_cache&) = delete;
@@ -373,6 +378,11 @@ private:
     void finish_profiling() {
         profile_ = classifier_.classify(record_);
         profile_->validate(shape_);
+        // Online profiling cannot fail mid-decode: a budget too small for the full heads demotes them.
+        index_t shortest = options_.max_prompt_tokens;
+        for (const index_t t : prompt_tokens_)
+            if (t > 0) shortest = std::min(shortest, t);
+        demote_until_feasible(*profile_, options_.budget_ratio, shortest);
         plan_for_profile();
         for (index_t seq = 0; seq < options_.sequences; ++seq) {
             if (prompt_tokens_[seq] < 0) continue;

@@ -38,6 +38,35 @@ inline double compressed_token_total(const head_profile& profile, double ratio, 
     return total;
 }
 
+//! True when the prompt budget can give every compressed head at least one token: `(r*N - Nfull) * T >= Nc`.
+inline bool budget_feasible(const head_profile& profile, double ratio, index_t prompt_tokens) {
+    validate_budget_arguments(ratio, prompt_tokens);
+    const auto n = static_cast<double>(profile.heads.size());
+    const auto n_full = static_cast<double>(profile.full_heads());
+    return n == n_full ? ratio == 1.0 || n_full == 0.0 : (ratio * n - n_full) * static_cast<double>(prompt_tokens) >= n - n_full;
+}
+
+//! Graceful degradation for a budget too small for the full heads (DESIGN.md section 2, "Budget"): demotes
+//! full heads to anchors, most stable first (a volatile head alone; a pivot together with its satellites),
+//! until every compressed head can keep a token. Returns the number of heads demoted.
+inline index_t demote_until_feasible(head_profile& profile, double ratio, index_t prompt_tokens) {
+    index_t demoted = 0;
+    while (!budget_feasible(profile, ratio, prompt_tokens)) {
+        head_info* best = nullptr;
+        for (auto& h : profile.heads)
+            if (keeps_full_kv(h.role) && (best == nullptr || h.stability > best->stability)) best = &h;
+        if (best == nullptr) break;
+        const auto index = static_cast<index_t>(best - profile.heads.data());
+        const index_t layer = index / profile.kv_heads, head = index % profile.kv_heads;
+        if (best->role == head_role::pivot)
+            for (index_t h = 0; h < profile.kv_heads; ++h)
+                if (profile.at(layer, h).pivot == head) profile.at(layer, h) = {head_role::anchor, profile.at(layer, h).stability, -1};
+        *best = {head_role::anchor, best->stability, -1};
+        ++demoted;
+    }
+    return demoted;
+}
+
 //! Splits `total` tokens over the compressed heads in proportion to `weight(head)` (mean-normalized),
 //! each capped at `prompt_tokens`; what a capped head cannot take goes to the others (water filling),
 //! so the caps add up to `total` within one token per head. Every compressed head keeps at least one
