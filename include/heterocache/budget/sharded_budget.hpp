@@ -18,8 +18,15 @@ inline namespace v1 {
 //! compute the caps and base length over the whole model, and returns the rank's share: a rank's cache
 //! keeps, head for head, what the unsharded cache keeps. The profile the rank's cache passes in must be
 //! `slice_profile(full, kv_heads)` (checked). Calls allocate `O(layers * kv_heads)` (plan and prefill time).
+//!
+//! An `AdaptiveBudgetPolicy` (Ada-KV) moves tokens between the heads of a layer by their prefill scores,
+//! which live on every rank; sharding it would need those scores gathered, so it is refused at compile time.
 template <BudgetPolicy Budget = drift_weighted_budget>
 class sharded_budget {
+    static_assert(!AdaptiveBudgetPolicy<Budget>,
+                  "sharded_budget: an adaptive budget shares tokens across a layer's heads on every rank; "
+                  "it cannot be split per rank");
+
 public:
     //! Throws like `slice_profile` when `kv_heads` is not a valid set for `full`.
     sharded_budget(head_profile full, std::vector<index_t> kv_heads, Budget budget = {})
