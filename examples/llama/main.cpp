@@ -1,8 +1,9 @@
 // heterocache-llama: a minimal llama-architecture inference engine
-// (SmolLM2-135M-Instruct) used to exercise HeteroCache on a real model.
+// (SmolLM2-135M-Instruct) that attends through a HeteroCache kv_cache.
 //
 //   heterocache-llama --model M.gguf --prompt "What is 2+2?"
 //   heterocache-llama --model M.gguf --passkey-demo --context 4096
+//   heterocache-llama --model M.gguf --passkey-sweep --sweep-contexts 1024,2048
 //   heterocache-llama --model M.gguf --tokens 1,2,3 --dump-logits out.f32 --max-new 8 --print-ids
 #include <algorithm>
 #include <chrono>
@@ -17,9 +18,12 @@
 #include <random>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
+#include "cache.hpp"
 #include "gguf.hpp"
+#include "heterocache/profile/profile_io.hpp"
 #include "model.hpp"
 #include "tokenizer.hpp"
 
@@ -37,16 +41,22 @@ struct options {
   float temperature = 0.0f;
   std::uint64_t seed = 42;
   int threads = 0;
-  bool passkey = false;
+  bool passkey = false, demo = false, sweep = false;
+  int style = 1;
   std::size_t context = 4096;
   std::optional<double> depth;
+  std::string sweep_contexts = "1024,2048,4096,8192";
+  std::string sweep_depths = "0,0.25,0.5,0.75,1";
   std::string policy = "full";
-  std::optional<double> budget;
+  double budget = 0.5;
+  std::size_t window = 32;
+  std::string profile, save_profile;
   std::string tokens;
-  std::string dump_logits;
+  std::string dump_logits, dump_final_logits;
   bool print_ids = false;
   bool tokenize_only = false;
   bool quiet = false;
+  bool ignore_eos = false;
 };
 
 void usage(std::FILE* out) {
@@ -56,19 +66,29 @@ void usage(std::FILE* out) {
       "  --prompt TEXT       user prompt, wrapped in the chat template unless --raw\n"
       "  --system TEXT       system prompt (default: the model's own)\n"
       "  --raw               feed --prompt as is (special tokens still recognised)\n"
-      "  --max-new N         tokens to generate (default 256; passkey demo 16)\n"
+      "  --max-new N         tokens to generate (default 256; passkey 12)\n"
       "  --temperature T     0 = greedy (default), >0 = sampling\n"
       "  --seed S            random seed (sampling, passkey and depth)\n"
-      "  --threads N         BLAS threads (default: all cores)\n"
-      "  --passkey-demo      passkey retrieval over about --context tokens\n"
+      "  --threads N         threads (prefill BLAS, decode attention; default: all cores)\n"
+      "  --policy NAME       KV cache: full | heterocache (default full)\n"
+      "  --budget R          heterocache: kept fraction r of the prompt KV (default 0.5)\n"
+      "  --profile FILE      heterocache: load this head profile (no online profiling)\n"
+      "  --save-profile FILE heterocache: save the profile found online\n"
+      "  --window W          observation window: last W prompt queries per layer (default 32)\n"
+      "  --passkey           one passkey retrieval run over about --context tokens with --policy\n"
+      "  --passkey-demo      the same prompt with the full cache and with --policy heterocache\n"
+      "  --passkey-sweep     passkey accuracy table over --sweep-contexts x --sweep-depths\n"
+      "  --passkey-style N   0 chat+classic filler, 1 plain+classic (default), 2 chat+varied, 3 plain+varied\n"
       "  --context N         passkey prompt length in tokens (default 4096)\n"
       "  --depth F           passkey depth in [0,1] (default: random)\n"
-      "  --policy NAME       KV cache policy: full (others: not yet available)\n"
-      "  --budget R          kept fraction of the KV cache (needs a compressing policy)\n"
+      "  --sweep-contexts L  comma-separated prompt lengths (default 1024,2048,4096,8192)\n"
+      "  --sweep-depths L    comma-separated depths (default 0,0.25,0.5,0.75,1)\n"
       "  --tokens IDS        comma-separated prompt token ids instead of --prompt\n"
       "  --tokenize          print the prompt's token ids and exit\n"
       "  --dump-logits FILE  write the prompt's last-token logits (raw float32)\n"
+      "  --dump-final-logits FILE  write the logits after the last generated token (raw float32)\n"
       "  --print-ids         print the generated token ids\n"
+      "  --ignore-eos        keep generating past the end of the turn\n"
       "  --quiet             no progress display\n",
       out);
 }
@@ -96,9 +116,20 @@ T parse_num(const std::string& flag, const std::string& s) {
   }
 }
 
+template <class T>
+std::vector<T> parse_list(const std::string& flag, const std::string& s) {
+  std::vector<T> out;
+  std::stringstream ss(s);
+  for (std::string t; std::getline(ss, t, ',');)
+    if (!t.empty()) out.push_back(parse_num<T>(flag, t));
+  if (out.empty()) die("empty list for " + flag);
+  return out;
+}
+
 options parse_args(int argc, char** argv) {
   options o;
   if (const char* m = std::getenv("HETEROCACHE_MODEL")) o.model = m;
+  bool budget_given = false;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     auto next = [&]() -> std::string {
@@ -113,16 +144,26 @@ options parse_args(int argc, char** argv) {
     else if (a == "--temperature") o.temperature = parse_num<float>(a, next());
     else if (a == "--seed") o.seed = parse_num<std::uint64_t>(a, next());
     else if (a == "--threads") o.threads = parse_num<int>(a, next());
-    else if (a == "--passkey-demo") o.passkey = true;
+    else if (a == "--passkey") o.passkey = true;
+    else if (a == "--passkey-demo") o.passkey = o.demo = true;
+    else if (a == "--passkey-sweep") o.passkey = o.sweep = true;
+    else if (a == "--passkey-style") o.style = parse_num<int>(a, next());
     else if (a == "--context") o.context = parse_num<std::size_t>(a, next());
     else if (a == "--depth") o.depth = parse_num<double>(a, next());
+    else if (a == "--sweep-contexts") o.sweep_contexts = next();
+    else if (a == "--sweep-depths") o.sweep_depths = next();
     else if (a == "--policy") o.policy = next();
-    else if (a == "--budget") o.budget = parse_num<double>(a, next());
+    else if (a == "--budget") o.budget = parse_num<double>(a, next()), budget_given = true;
+    else if (a == "--profile") o.profile = next();
+    else if (a == "--save-profile") o.save_profile = next();
+    else if (a == "--window") o.window = parse_num<std::size_t>(a, next());
     else if (a == "--tokens") o.tokens = next();
     else if (a == "--tokenize") o.tokenize_only = true;
     else if (a == "--dump-logits") o.dump_logits = next();
+    else if (a == "--dump-final-logits") o.dump_final_logits = next();
     else if (a == "--print-ids") o.print_ids = true;
     else if (a == "--quiet") o.quiet = true;
+    else if (a == "--ignore-eos") o.ignore_eos = true;
     else if (a == "--help" || a == "-h") {
       usage(stdout);
       std::exit(0);
@@ -132,12 +173,17 @@ options parse_args(int argc, char** argv) {
     }
   }
   if (o.model.empty()) die("no model given (use --model PATH or set HETEROCACHE_MODEL; scripts/fetch-model.sh downloads it)");
-  if (o.policy != "full") die("KV cache policy '" + o.policy + "' is not yet available (only 'full')");
-  if (o.budget && (*o.budget <= 0.0 || *o.budget > 1.0)) die("--budget must be in (0, 1]");
-  if (o.budget && *o.budget < 1.0) die("--budget below 1 is not yet available (the 'full' policy keeps the whole cache)");
+  if (o.policy != "full" && o.policy != "heterocache") die("unknown --policy '" + o.policy + "' (full or heterocache)");
+  if (o.budget <= 0.0 || o.budget > 1.0) die("--budget must be in (0, 1]");
+  if (budget_given && o.policy == "full" && !o.demo) die("--budget needs --policy heterocache (the full cache keeps every token)");
+  if ((!o.profile.empty() || !o.save_profile.empty()) && o.policy != "heterocache" && !o.demo)
+    die("--profile/--save-profile need --policy heterocache");
   if (o.temperature < 0) die("--temperature must be >= 0");
   if (o.depth && (*o.depth < 0.0 || *o.depth > 1.0)) die("--depth must be in [0, 1]");
   if (o.context < 64) die("--context must be at least 64");
+  if (o.window < 1) die("--window must be at least 1");
+  if (o.style < 0 || o.style > 3) die("--passkey-style must be in [0, 3]");
+  if (o.threads <= 0) o.threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   return o;
 }
 
@@ -159,32 +205,81 @@ struct passkey_prompt {
   double depth = 0;
 };
 
+// Passkey prompt styles (--passkey-style):
+//   0 chat template, repeated classic filler ("The grass is green. ...")
+//   1 no chat template (plain completion), classic filler
+//   2 chat template, varied filler (sentences drawn from a fixed list)
+//   3 no chat template, varied filler
+constexpr int passkey_styles = 4;
+
+const char* const varied_sentences[] = {
+    "The morning train left the station a few minutes late. ",
+    "A small boat drifted slowly along the quiet river. ",
+    "The library closes early on public holidays. ",
+    "Fresh bread was cooling on the kitchen table. ",
+    "The children played football in the park until sunset. ",
+    "An old clock ticked steadily in the hallway. ",
+    "The farmer checked the fence around the north field. ",
+    "Rain tapped gently against the office windows. ",
+    "The museum opened a new room for ancient maps. ",
+    "A cat slept in a patch of warm sunlight. ",
+    "The baker added a pinch of salt to the dough. ",
+    "Snow covered the mountain road during the night. ",
+    "The choir practised the same song three times. ",
+    "A gardener planted tulips along the garden path. ",
+    "The market was busy with people buying vegetables. ",
+    "Two friends talked about their favourite books over tea. ",
+};
+
 passkey_prompt build_passkey_prompt(const tokenizer& tok, std::size_t target_tokens, std::uint64_t seed,
-                                    std::optional<double> depth) {
+                                    std::optional<double> depth, int style) {
   std::mt19937_64 rng(seed);
   passkey_prompt p;
   p.key = std::to_string(std::uniform_int_distribution<int>(10000, 99999)(rng));
   p.depth = depth ? *depth : std::uniform_real_distribution<double>(0.0, 1.0)(rng);
+  const bool chat = style == 0 || style == 2;
+  const bool varied = style == 2 || style == 3;
   const std::string intro =
       "There is an important info hidden inside a lot of irrelevant text. Find it and memorize it. "
       "I will quiz you about the important information there.\n\n";
-  const std::string filler = "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again. ";
+  const std::string classic = "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again. ";
+  // filler unit i (the varied filler is a fixed pseudo-random sequence of sentences)
+  std::vector<std::string> units;
+  auto unit = [&](std::size_t i) -> const std::string& {
+    while (units.size() <= i) {
+      if (!varied) {
+        units.push_back(classic);
+      } else {
+        std::mt19937_64 r(seed * 1000003u + units.size());
+        constexpr std::size_t n = sizeof(varied_sentences) / sizeof(varied_sentences[0]);
+        units.push_back(std::string(varied_sentences[r() % n]) + varied_sentences[r() % n]);
+      }
+    }
+    return units[i];
+  };
   const std::string needle = "The pass key is " + p.key + ". Remember it. " + p.key + " is the pass key. ";
   const std::string question = "\n\nWhat is the pass key?";
-  const std::string answer_prefix = "The pass key is";
+  const std::string answer_prefix = chat ? "The pass key is" : " The pass key is";
   auto assemble = [&](std::size_t reps, std::size_t before) {
     std::string user = intro;
-    for (std::size_t i = 0; i < before; ++i) user += filler;
+    for (std::size_t i = 0; i < before; ++i) user += unit(i);
     user += needle;
-    for (std::size_t i = before; i < reps; ++i) user += filler;
+    for (std::size_t i = before; i < reps; ++i) user += unit(i);
     user += question;
-    return tok.apply_chat_template({{"user", user}}, true) + answer_prefix;
+    return chat ? tok.apply_chat_template({{"user", user}}, true) + answer_prefix : user + answer_prefix;
   };
   const std::size_t overhead = tok.encode(assemble(0, 0)).size();
-  const std::size_t per = std::max<std::size_t>(1, tok.encode(filler + filler).size() - tok.encode(filler).size());
-  const std::size_t reps = target_tokens > overhead ? (target_tokens - overhead) / per : 0;
-  const auto before = static_cast<std::size_t>(p.depth * static_cast<double>(reps) + 0.5);
-  p.text = assemble(reps, std::min(before, reps));
+  std::size_t per = 0;
+  for (std::size_t i = 0; i < 8; ++i) per += tok.encode(unit(i)).size();
+  per = std::max<std::size_t>(1, per / 8);
+  std::size_t reps = target_tokens > overhead ? (target_tokens - overhead) / per : 0;
+  // trim so that the prompt does not exceed the target
+  for (;;) {
+    const auto before = static_cast<std::size_t>(p.depth * static_cast<double>(reps) + 0.5);
+    p.text = assemble(reps, std::min(before, reps));
+    if (reps == 0 || tok.encode(p.text).size() <= target_tokens) break;
+    --reps;
+  }
   return p;
 }
 
@@ -198,27 +293,156 @@ std::vector<std::int32_t> parse_ids(const std::string& s) {
   return ids;
 }
 
+struct run_result {
+  std::vector<std::int32_t> ids;
+  std::string text;
+  std::vector<float> prompt_logits, final_logits;
+  double prefill_s = 0, decode_s = 0, steady_s = 0;
+  std::size_t decode_steps = 0, steady_steps = 0;
+  std::uint64_t resident_bytes = 0;
+  std::optional<heterocache::head_profile> profile;
+  std::string policy;
+};
+
+// Prefills `prompt` and generates up to max_new tokens with the cache `cc`.
+run_result generate(const llama_model& model, const tokenizer& tok, const std::vector<std::int32_t>& prompt,
+                    const options& opt, const cache_config& cc, int max_new, bool stream, const std::string& label) {
+  const std::size_t capacity = prompt.size() + static_cast<std::size_t>(std::max(max_new, 1)) + 1;
+  llama_context ctx(model, capacity, make_cache_factory(model.config(), cc), static_cast<std::size_t>(opt.threads));
+  ctx.window = opt.window;
+  ctx.prefill_blas_threads = opt.threads;
+  ctx.decode_blas_threads = 1;  // decode GEMVs: one BLAS thread (see README of examples/llama)
+  run_result r;
+  r.policy = cc.policy;
+  const bool progress = !opt.quiet && prompt.size() > 256;
+  const auto t_pre = clock_type::now();
+  ctx.eval(prompt, [&](const eval_progress& p) {
+    if (!progress) return;
+    const double s = seconds_since(t_pre);
+    std::fprintf(stderr, "\r%sprefill %zu/%zu tokens (%3.0f%%) %.0f tok/s ", label.c_str(), p.done, p.total,
+                 100.0 * static_cast<double>(p.done) / static_cast<double>(p.total), static_cast<double>(p.done) / s);
+    std::fflush(stderr);
+  });
+  r.prefill_s = seconds_since(t_pre);
+  if (progress) std::fprintf(stderr, "\n");
+  r.prompt_logits = ctx.logits();
+  std::uint64_t rng = opt.seed;
+  const auto t_dec = clock_type::now();
+  for (int i = 0; i < max_new; ++i) {
+    const std::int32_t next = sample_temperature(ctx.logits(), opt.temperature, rng);
+    if (tok.is_end_of_turn(next) && !opt.ignore_eos) break;
+    r.ids.push_back(next);
+    const std::string piece = tok.token_text(next);
+    r.text += piece;
+    if (stream) {
+      std::fwrite(piece.data(), 1, piece.size(), stdout);
+      std::fflush(stdout);
+    }
+    if (i + 1 == max_new) break;
+    const bool steady = ctx.cache()->profile().has_value();
+    const auto t_step = clock_type::now();
+    ctx.eval(std::span<const std::int32_t>(&next, 1));
+    if (steady) r.steady_s += seconds_since(t_step), ++r.steady_steps;
+    ++r.decode_steps;
+  }
+  r.decode_s = seconds_since(t_dec);
+  if (stream) std::printf("\n");
+  r.final_logits = ctx.logits();
+  r.resident_bytes = ctx.cache()->resident_bytes();
+  r.profile = ctx.cache()->profile();
+  return r;
+}
+
+double tps(std::size_t n, double s) { return s > 0 ? static_cast<double>(n) / s : 0.0; }
+
+void write_floats(const std::string& path, const std::vector<float>& v) {
+  std::ofstream o(path, std::ios::binary);
+  o.write(reinterpret_cast<const char*>(v.data()), static_cast<std::streamsize>(v.size() * sizeof(float)));
+  if (!o) die("cannot write '" + path + "'");
+}
+
+std::string one_line(std::string s) {
+  for (auto& ch : s)
+    if (ch == '\n' || ch == '\r') ch = ' ';
+  return s;
+}
+
+cache_config cache_for(const options& opt, const std::string& policy) {
+  cache_config cc;
+  cc.policy = policy;
+  cc.budget = opt.budget;
+  if (policy == "heterocache" && !opt.profile.empty()) {
+    try {
+      cc.profile = heterocache::load_profile(opt.profile);
+    } catch (const std::exception& e) {
+      die(std::string("cannot load profile: ") + e.what());
+    }
+  }
+  return cc;
+}
+
+void print_run(const run_result& r, std::size_t prompt_tokens) {
+  std::printf("policy: %-11s | prompt %zu tokens, prefill %.1f tok/s (%.2f s) | decode %zu tokens, %.1f tok/s",
+              r.policy.c_str(), prompt_tokens, tps(prompt_tokens, r.prefill_s), r.prefill_s, r.decode_steps,
+              tps(r.decode_steps, r.decode_s));
+  if (r.steady_steps != r.decode_steps) std::printf(" (%.1f tok/s after profiling)", tps(r.steady_steps, r.steady_s));
+  std::printf(" | hot KV %.1f MiB | peak RSS %.0f MiB\n", static_cast<double>(r.resident_bytes) / (1 << 20), peak_rss_mib());
+}
+
+int passkey_sweep(const options& opt, const llama_model& model, const tokenizer& tok) {
+  const auto contexts = parse_list<std::size_t>("--sweep-contexts", opt.sweep_contexts);
+  const auto depths = parse_list<double>("--sweep-depths", opt.sweep_depths);
+  const int max_new = opt.max_new >= 0 ? opt.max_new : 12;
+  const cache_config cc = cache_for(opt, opt.policy);
+  std::printf("passkey sweep: policy %s, style %d, seed %llu\n", opt.policy.c_str(), opt.style,
+              static_cast<unsigned long long>(opt.seed));
+  std::printf("%8s", "context");
+  for (double d : depths) std::printf("  %5.0f%%", d * 100);
+  std::printf("   found\n");
+  std::fflush(stdout);
+  int total_found = 0, total = 0;
+  for (std::size_t n : contexts) {
+    std::printf("%8zu", n);
+    std::fflush(stdout);
+    int found = 0;
+    for (double d : depths) {
+      const passkey_prompt pk = build_passkey_prompt(tok, n, opt.seed, d, opt.style);
+      const auto prompt = tok.encode(pk.text);
+      options quiet = opt;
+      quiet.quiet = true;
+      const run_result r = generate(model, tok, prompt, quiet, cc, max_new, false, "");
+      const bool ok = r.text.find(pk.key) != std::string::npos;
+      found += ok;
+      std::printf("  %6s", ok ? "yes" : "no");
+      std::fflush(stdout);
+      if (!opt.quiet) std::fprintf(stderr, "[%zu @ %.2f: key %s, answer '%s']\n", n, d, pk.key.c_str(), one_line(r.text).c_str());
+    }
+    std::printf("   %d/%zu\n", found, depths.size());
+    total_found += found, total += static_cast<int>(depths.size());
+  }
+  std::printf("total: %d/%d\n", total_found, total);
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   const options opt = parse_args(argc, argv);
   try {
-    if (opt.threads > 0 && !set_blas_threads(opt.threads))
-      std::fprintf(stderr, "heterocache-llama: warning: this BLAS cannot set its thread count\n");
-
+    set_blas_threads(opt.threads);
     const auto t_load = clock_type::now();
     const gguf_file file = gguf_file::open(opt.model);
     const tokenizer tok(file);
 
     std::vector<std::int32_t> prompt;
     passkey_prompt pk;
-    if (opt.passkey) {
-      pk = build_passkey_prompt(tok, opt.context, opt.seed, opt.depth);
+    if (opt.passkey && !opt.sweep) {
+      pk = build_passkey_prompt(tok, opt.context, opt.seed, opt.depth, opt.style);
       prompt = tok.encode(pk.text);
     } else if (!opt.tokens.empty()) {
       prompt = parse_ids(opt.tokens);
-    } else {
-      if (opt.prompt.empty()) die("nothing to do: give --prompt, --tokens or --passkey-demo");
+    } else if (!opt.sweep) {
+      if (opt.prompt.empty()) die("nothing to do: give --prompt, --tokens, --passkey, --passkey-demo or --passkey-sweep");
       std::string text = opt.prompt;
       if (!opt.raw) {
         std::vector<chat_message> msgs;
@@ -228,7 +452,7 @@ int main(int argc, char** argv) {
       }
       prompt = tok.encode(text);
     }
-    if (prompt.empty()) die("the prompt is empty");
+    if (!opt.sweep && prompt.empty()) die("the prompt is empty");
     if (opt.tokenize_only) {
       for (std::size_t i = 0; i < prompt.size(); ++i) std::printf("%s%d", i ? "," : "", prompt[i]);
       std::printf("\n");
@@ -238,79 +462,74 @@ int main(int argc, char** argv) {
     const llama_model model(file);
     const auto& cfg = model.config();
     if (!opt.quiet)
-      std::fprintf(stderr, "loaded %s: %zu layers, %zu heads (%zu KV), head dim %zu, vocab %zu, %.0f MiB weights, %.2f s\n",
+      std::fprintf(stderr, "loaded %s: %zu layers, %zu heads (%zu KV), head dim %zu, vocab %zu, %.0f MiB weights, %.2f s, %d threads\n",
                    file.get_string("general.name", "model").c_str(), cfg.n_layer, cfg.n_head, cfg.n_head_kv, cfg.head_dim,
-                   cfg.n_vocab, static_cast<double>(model.weight_bytes()) / (1 << 20), seconds_since(t_load));
+                   cfg.n_vocab, static_cast<double>(model.weight_bytes()) / (1 << 20), seconds_since(t_load), opt.threads);
+    if (opt.sweep) return passkey_sweep(opt, model, tok);
 
-    const int max_new = opt.max_new >= 0 ? opt.max_new : (opt.passkey ? 16 : 256);
-    const std::size_t capacity = prompt.size() + static_cast<std::size_t>(max_new) + 1;
-    if (capacity > cfg.n_ctx_train)
-      std::fprintf(stderr, "heterocache-llama: warning: %zu tokens exceed the training context %zu\n", capacity,
-                   cfg.n_ctx_train);
-    llama_context ctx(model, capacity, std::make_shared<full_attention_policy>());
+    const int max_new = opt.max_new >= 0 ? opt.max_new : (opt.passkey ? 12 : 256);
+    if (prompt.size() + static_cast<std::size_t>(max_new) + 1 > cfg.n_ctx_train)
+      std::fprintf(stderr, "heterocache-llama: warning: %zu tokens exceed the training context %zu\n",
+                   prompt.size() + static_cast<std::size_t>(max_new) + 1, cfg.n_ctx_train);
 
-    // ---- prefill
-    const bool progress = !opt.quiet && prompt.size() > 256;
-    const auto t_pre = clock_type::now();
-    ctx.eval(prompt, [&](const eval_progress& p) {
-      if (!progress) return;
-      const double s = seconds_since(t_pre);
-      std::fprintf(stderr, "\rprefill %zu/%zu tokens (%3.0f%%) %.0f tok/s ", p.done, p.total,
-                   100.0 * static_cast<double>(p.done) / static_cast<double>(p.total), static_cast<double>(p.done) / s);
-      std::fflush(stderr);
-    });
-    const double prefill_s = seconds_since(t_pre);
-    if (progress) std::fprintf(stderr, "\n");
-    if (!opt.dump_logits.empty()) {
-      std::ofstream o(opt.dump_logits, std::ios::binary);
-      o.write(reinterpret_cast<const char*>(ctx.logits().data()),
-              static_cast<std::streamsize>(ctx.logits().size() * sizeof(float)));
-      if (!o) die("cannot write '" + opt.dump_logits + "'");
-    }
-
-    // ---- decode
-    std::uint64_t rng = opt.seed;
-    std::vector<std::int32_t> generated;
-    std::string text;
-    const bool stream = !opt.passkey && !opt.quiet;
-    const auto t_dec = clock_type::now();
-    std::size_t decode_steps = 0;
-    for (int i = 0; i < max_new; ++i) {
-      const std::int32_t next = sample_temperature(ctx.logits(), opt.temperature, rng);
-      if (tok.is_end_of_turn(next)) break;
-      generated.push_back(next);
-      const std::string piece = tok.token_text(next);
-      text += piece;
-      if (stream) {
-        std::fwrite(piece.data(), 1, piece.size(), stdout);
-        std::fflush(stdout);
+    if (opt.demo) {
+      std::printf("passkey demo: %zu prompt tokens, key %s at depth %.2f (style %d, seed %llu)\n", prompt.size(),
+                  pk.key.c_str(), pk.depth, opt.style, static_cast<unsigned long long>(opt.seed));
+      std::vector<run_result> runs;
+      for (const std::string policy : {"full", "heterocache"}) {
+        const cache_config cc = cache_for(opt, policy);
+        if (policy == "heterocache" && !cc.profile && !opt.quiet)
+          std::fprintf(stderr, "note: no --profile: heterocache profiles online during the first decode steps, which "
+                               "still attend the full prompt\n");
+        const std::string label = policy == "full" ? "[full] " : "[heterocache r=" + std::to_string(opt.budget).substr(0, 4) + "] ";
+        runs.push_back(generate(model, tok, prompt, opt, cc, max_new, false, label));
       }
-      if (i + 1 == max_new) break;
-      ctx.eval(std::span<const std::int32_t>(&next, 1));
-      ++decode_steps;
+      std::printf("\n%-24s %-8s %-12s %-14s %s\n", "cache", "correct", "hot KV MiB", "decode tok/s", "answer");
+      for (const auto& r : runs) {
+        const std::string name = r.policy == "full" ? "full" : "heterocache r=" + std::to_string(opt.budget).substr(0, 4);
+        std::printf("%-24s %-8s %-12.1f %-14.1f %s\n", name.c_str(), r.text.find(pk.key) != std::string::npos ? "yes" : "NO",
+                    static_cast<double>(r.resident_bytes) / (1 << 20), tps(r.decode_steps, r.decode_s),
+                    one_line(r.text).c_str());
+      }
+      std::printf("\n");
+      for (const auto& r : runs) print_run(r, prompt.size());
+      const auto& hc = runs[1];
+      if (hc.profile) {
+        const auto& p = *hc.profile;
+        std::printf("\nhead roles (P pivot, S satellite, A anchor, V volatile; one letter per KV head): "
+                    "%lld P, %lld S, %lld A, %lld V\n%s",
+                    static_cast<long long>(p.count(heterocache::head_role::pivot)),
+                    static_cast<long long>(p.count(heterocache::head_role::satellite)),
+                    static_cast<long long>(p.count(heterocache::head_role::anchor)),
+                    static_cast<long long>(p.count(heterocache::head_role::volatile_)), role_map(p).c_str());
+        if (!opt.save_profile.empty()) heterocache::save_profile(opt.save_profile, p);
+      }
+      return runs[0].text.find(pk.key) != std::string::npos ? 0 : 2;
     }
-    const double decode_s = seconds_since(t_dec);
-    if (stream) std::printf("\n");
 
+    const cache_config cc = cache_for(opt, opt.policy);
+    const bool stream = !opt.passkey && !opt.quiet;
+    const run_result r = generate(model, tok, prompt, opt, cc, max_new, stream, "");
+    if (!opt.dump_logits.empty()) write_floats(opt.dump_logits, r.prompt_logits);
+    if (!opt.dump_final_logits.empty()) write_floats(opt.dump_final_logits, r.final_logits);
     if (opt.print_ids) {
       std::printf("generated_ids:");
-      for (std::size_t i = 0; i < generated.size(); ++i) std::printf("%s%d", i ? "," : " ", generated[i]);
+      for (std::size_t i = 0; i < r.ids.size(); ++i) std::printf("%s%d", i ? "," : " ", r.ids[i]);
       std::printf("\n");
     }
-    const double pre_tps = static_cast<double>(prompt.size()) / prefill_s;
-    const double dec_tps = decode_steps ? static_cast<double>(decode_steps) / decode_s : 0.0;
     if (opt.passkey) {
-      const bool found = text.find(pk.key) != std::string::npos;
       std::printf("passkey: %s depth: %.2f prompt tokens: %zu\n", pk.key.c_str(), pk.depth, prompt.size());
-      std::printf("answer: %s\n", text.c_str());
-      std::printf("match: %s\n", found ? "yes" : "no");
+      std::printf("answer: %s\n", one_line(r.text).c_str());
+      std::printf("match: %s\n", r.text.find(pk.key) != std::string::npos ? "yes" : "no");
+    }
+    if (!opt.save_profile.empty()) {
+      if (!r.profile) die("no profile to save: online profiling needs more decode steps (--max-new > 8)");
+      heterocache::save_profile(opt.save_profile, *r.profile);
     }
     if (!opt.quiet || opt.passkey) {
-      std::fprintf(opt.passkey ? stdout : stderr,
-                   "policy: %s | prompt %zu tokens, prefill %.1f tok/s (%.2f s) | decode %zu tokens, %.1f tok/s | "
-                   "KV %.0f MiB | peak RSS %.0f MiB\n",
-                   ctx.policy().name(), prompt.size(), pre_tps, prefill_s, decode_steps, dec_tps,
-                   static_cast<double>(ctx.kv().bytes()) / (1 << 20), peak_rss_mib());
+      if (!opt.passkey) std::fflush(stdout);
+      print_run(r, prompt.size());
+      if (r.profile && !opt.quiet && opt.policy == "heterocache") std::fputs(role_map(*r.profile).c_str(), stderr);
     }
     return 0;
   } catch (const std::exception& e) {

@@ -1,5 +1,7 @@
 #include "model.hpp"
 
+#include "cache.hpp"
+
 #include <cblas.h>
 
 #include <algorithm>
@@ -134,15 +136,6 @@ kv_store::kv_store(std::size_t n_layer, std::size_t n_head_kv, std::size_t capac
     : n_layer_(n_layer), n_head_kv_(n_head_kv), capacity_(capacity), head_dim_(head_dim),
       k_(n_layer * n_head_kv * capacity * head_dim), v_(n_layer * n_head_kv * capacity * head_dim) {}
 
-void full_attention_policy::select(std::size_t, std::size_t n_tokens, const kv_store& kv, kv_selection& out) {
-  const std::size_t H = kv.n_head_kv();
-  out.indptr.resize(H + 1);
-  out.indices.resize(H * n_tokens);
-  for (std::size_t h = 0; h <= H; ++h) out.indptr[h] = static_cast<std::int32_t>(h * n_tokens);
-  for (std::size_t h = 0; h < H; ++h)
-    for (std::size_t t = 0; t < n_tokens; ++t) out.indices[h * n_tokens + t] = static_cast<std::int32_t>(t);
-}
-
 void attend_selected(const float* q, std::size_t group, std::size_t head_dim, const float* k, const float* v,
                      std::span<const std::int32_t> slots, float scale, float* out, std::vector<float>& scratch) {
   const std::size_t n = slots.size();
@@ -203,9 +196,9 @@ void attend_selected(const float* q, std::size_t group, std::size_t head_dim, co
   }
 }
 
-llama_context::llama_context(const llama_model& m, std::size_t capacity, std::shared_ptr<attention_policy> policy)
+llama_context::llama_context(const llama_model& m, std::size_t capacity, cache_factory factory, std::size_t threads)
     : m_(m), kv_(m.config().n_layer, m.config().n_head_kv, capacity, m.config().head_dim),
-      policy_(policy ? std::move(policy) : std::make_shared<full_attention_policy>()) {
+      factory_(factory ? std::move(factory) : make_cache_factory(m.config(), cache_config{})), attention_(threads) {
   if (capacity == 0) fail("context capacity must be positive");
   const auto& c = m_.config();
   const std::size_t half = c.rope_dim / 2;
@@ -221,6 +214,13 @@ llama_context::llama_context(const llama_model& m, std::size_t capacity, std::sh
       rope_sin_[p * half + i] = static_cast<float>(std::sin(a));
     }
   logits_.resize(c.n_vocab);
+}
+
+heterocache::strided_kv_layout llama_context::layout() const {
+  // kv_store is [layer][kv_head][token][head_dim], one sequence
+  return heterocache::make_head_major_layout(kv_.k(0, 0), kv_.v(0, 0), 1, static_cast<heterocache::index_t>(kv_.n_head_kv()),
+                                             static_cast<heterocache::index_t>(kv_.capacity()),
+                                             static_cast<heterocache::index_t>(kv_.head_dim()));
 }
 
 // GGUF llama models store Q/K rows permuted so that RoPE rotates adjacent
@@ -252,27 +252,39 @@ const std::vector<float>& llama_context::eval(std::span<const std::int32_t> toke
                                               const std::function<void(const eval_progress&)>& progress) {
   if (tokens.empty()) fail("eval() needs at least one token");
   check_tokens_(tokens);
-  if (tokens.size() == 1) {
-    decode_one_(tokens[0]);
+  if (!cache_) {
+    prefill_(tokens, progress);
     return logits_;
   }
-  const std::size_t B = std::max<std::size_t>(1, prefill_block);
-  for (std::size_t i = 0; i < tokens.size(); i += B) {
-    const std::size_t n = std::min(B, tokens.size() - i);
-    prefill_block_(tokens.data() + i, n, i + n == tokens.size());
-    if (progress) progress({i + n, tokens.size()});
-  }
-  return logits_;
-}
-
-const std::vector<float>& llama_context::eval_decode(std::span<const std::int32_t> tokens) {
-  if (tokens.empty()) fail("eval_decode() needs at least one token");
-  check_tokens_(tokens);
   for (auto t : tokens) decode_one_(t);
   return logits_;
 }
 
-void llama_context::prefill_block_(const std::int32_t* tokens, std::size_t n, bool want_logits) {
+void llama_context::prefill_(std::span<const std::int32_t> tokens, const std::function<void(const eval_progress&)>& progress) {
+  const auto& c = m_.config();
+  const std::size_t T = tokens.size(), QD = c.n_head * c.head_dim;
+  window_count_ = std::max<std::size_t>(1, std::min(window, T));
+  window_q_.assign(c.n_layer * window_count_ * QD, 0.0f);
+  if (prefill_blas_threads > 0) set_blas_threads(prefill_blas_threads);
+  const std::size_t B = std::max<std::size_t>(1, prefill_block);
+  for (std::size_t i = 0; i < T; i += B) {
+    const std::size_t n = std::min(B, T - i);
+    prefill_block_(tokens.data() + i, n, i + n == T, T);
+    if (progress) progress({i + n, T});
+  }
+  if (decode_blas_threads > 0) set_blas_threads(decode_blas_threads);
+  cache_ = factory_(T, kv_.capacity() - T);
+  const auto kv = layout();
+  for (std::size_t l = 0; l < c.n_layer; ++l) {
+    const heterocache::query_rows w{window_q_.data() + l * window_count_ * QD, static_cast<heterocache::index_t>(window_count_),
+                                    static_cast<heterocache::index_t>(QD), static_cast<heterocache::index_t>(c.head_dim), 0};
+    cache_->prefill(l, kv, T, w);
+  }
+  std::vector<float>().swap(window_q_);
+}
+
+void llama_context::prefill_block_(const std::int32_t* tokens, std::size_t n, bool want_logits,
+                                   std::size_t prompt_tokens) {
   const auto& c = m_.config();
   const std::size_t E = c.n_embd, F = c.n_ff, hd = c.head_dim, H = c.n_head, Hkv = c.n_head_kv, G = c.group();
   const std::size_t QD = H * hd, KD = Hkv * hd;
@@ -301,6 +313,8 @@ void llama_context::prefill_block_(const std::int32_t* tokens, std::size_t n, bo
     for (std::size_t t = 0; t < n; ++t) {
       rope_(&q_[t * QD], H, p0 + t);
       rope_(&k_[t * KD], Hkv, p0 + t);
+      if (const std::size_t pos = p0 + t, first = prompt_tokens - window_count_; pos >= first)
+        std::memcpy(&window_q_[(l * window_count_ + (pos - first)) * QD], &q_[t * QD], QD * sizeof(float));
       for (std::size_t h = 0; h < Hkv; ++h) {
         std::memcpy(kv_.k(l, h) + (p0 + t) * hd, &k_[t * KD + h * hd], hd * sizeof(float));
         std::memcpy(kv_.v(l, h) + (p0 + t) * hd, &v_[t * KD + h * hd], hd * sizeof(float));
@@ -362,6 +376,7 @@ void llama_context::decode_one_(std::int32_t token) {
   ff_a_.resize(F);
   ff_b_.resize(F);
   std::memcpy(x_.data(), &m_.token_embd()[static_cast<std::size_t>(token) * E], E * sizeof(float));
+  const auto kv_layout = layout();
   for (std::size_t l = 0; l < c.n_layer; ++l) {
     const auto& L = m_.layer(l);
     rmsnorm(x_.data(), L.attn_norm.data(), xn_.data(), E, c.rms_eps);
@@ -374,18 +389,13 @@ void llama_context::decode_one_(std::int32_t token) {
       std::memcpy(kv_.k(l, h) + pos * hd, &k_[h * hd], hd * sizeof(float));
       std::memcpy(kv_.v(l, h) + pos * hd, &v_[h * hd], hd * sizeof(float));
     }
-    policy_->select(l, pos + 1, kv_, sel_);
-    if (sel_.rows() != Hkv || sel_.indptr[0] != 0 ||
-        static_cast<std::size_t>(sel_.indptr.back()) != sel_.indices.size())
-      fail(std::string("attention policy '") + policy_->name() + "' returned a malformed selection");
-    for (std::size_t h = 0; h < Hkv; ++h) {
-      const auto b = sel_.indptr[h], e = sel_.indptr[h + 1];
-      if (b > e) fail("malformed selection (indptr not monotonic)");
-      std::span<const std::int32_t> slots(sel_.indices.data() + b, static_cast<std::size_t>(e - b));
-      for (auto s : slots)
-        if (s < 0 || static_cast<std::size_t>(s) > pos) fail("selection refers to slot " + std::to_string(s) + " not yet written");
-      attend_selected(&q_[h * G * hd], G, hd, kv_.k(l, h), kv_.v(l, h), slots, scale, &att_[h * G * hd], scores_);
-    }
+    cache_->append(l, kv_layout, pos);
+    const heterocache::csr_selection sel = cache_->selection(l);
+    if (static_cast<std::size_t>(sel.rows) != Hkv || static_cast<std::size_t>(sel.group_size) != G ||
+        static_cast<std::size_t>(sel.head_dim) != hd)
+      fail(std::string("cache '") + cache_->name() + "' returned a selection of the wrong shape");
+    attention_.run(sel, q_.data(), att_.data(), scale);
+    cache_->observe(l, q_.data(), hd);
     gemv(L.wo, E, QD, att_.data(), 1.0f, x_.data());
     rmsnorm(x_.data(), L.ffn_norm.data(), xn_.data(), E, c.rms_eps);
     gemv(L.w_gate, F, E, xn_.data(), 0.0f, ff_a_.data());

@@ -1,27 +1,31 @@
 // Minimal llama-architecture forward pass (SmolLM2-135M and similar models)
 // with float32 weights dequantized from a GGUF file.
 //
-// The KV cache is kept behind a small interface so that a compressed cache
-// (HeteroCache) can later decide which tokens each KV head attends to:
-//   * kv_store owns K and V as [layer][kv_head][slot][head_dim] float, keys
-//     stored after RoPE;
-//   * for every decode step and layer an attention_policy fills a CSR
-//     kv_selection: rows = KV heads, indptr has n_kv_head + 1 entries and
-//     indices are token slots of kv_store;
-//   * attend_selected() computes the attention of one KV head's query group
-//     over the selected slots, reading every K/V row once for the whole group.
+// The engine owns K and V as [layer][kv_head][token][head_dim] float (kv_store,
+// keys after RoPE). The first eval() is the prompt prefill (blocked BLAS, full
+// causal attention); it keeps the last `window` queries of every layer, then
+// builds the decode cache (cache_factory) and prefills it layer by layer with
+// that observation window. Each decode step, per layer: write K/V, append,
+// selection, attention over the selection (selection_attention, GQA-shared
+// reads of the cache's hot slots), observe.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <span>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
+#include "attention.hpp"
 #include "gguf.hpp"
+#include "heterocache/algorithm/pooled_attention.hpp"
+#include "heterocache/attention/csr_selection.hpp"
+#include "heterocache/layout/strided_kv_layout.hpp"
+#include "heterocache/profile/head_profile.hpp"
 
 namespace hcllama {
 
@@ -88,30 +92,29 @@ class kv_store {
   std::vector<float> k_, v_;
 };
 
-// CSR selection of one layer: row h (a KV head) attends to slots
-// indices[indptr[h] .. indptr[h+1]).
-struct kv_selection {
-  std::vector<std::int32_t> indptr;
-  std::vector<std::int32_t> indices;
-  std::size_t rows() const noexcept { return indptr.empty() ? 0 : indptr.size() - 1; }
-};
-
-// Decides which cached tokens every KV head attends to during decode.
-class attention_policy {
+// The decode-time KV cache the engine attends through: a heterocache::kv_cache
+// (or full_kv_cache) behind a small virtual interface (see cache.hpp for the
+// implementations). The engine keeps its own K/V in kv_store and describes it
+// with a strided layout; the cache hands back, per layer, a CSR selection of
+// its hot-tier slots (rows = KV heads of sequence 0).
+class decode_cache {
  public:
-  virtual ~attention_policy() = default;
+  virtual ~decode_cache() = default;
   virtual const char* name() const noexcept = 0;
-  // Called once per decode step and layer, after the new token's K/V were
-  // written at slot n_tokens - 1. Must fill `out` for all KV heads.
-  virtual void select(std::size_t layer, std::size_t n_tokens, const kv_store& kv, kv_selection& out) = 0;
+  // Stores the prompt [0, prompt_tokens) of `layer`, scored by the observation window.
+  virtual void prefill(std::size_t layer, const heterocache::strided_kv_layout& kv, std::size_t prompt_tokens,
+                       const heterocache::query_rows& window) = 0;
+  // Appends the decode token written at `token` of kv.
+  virtual void append(std::size_t layer, const heterocache::strided_kv_layout& kv, std::size_t token) = 0;
+  virtual heterocache::csr_selection selection(std::size_t layer) = 0;
+  virtual void observe(std::size_t layer, const float* query, std::size_t head_stride) = 0;
+  virtual std::uint64_t resident_bytes() const = 0;
+  // The head profile in use (empty while online profiling is still observing).
+  virtual const std::optional<heterocache::head_profile>& profile() const = 0;
 };
 
-// Attends to every cached token (the uncompressed baseline).
-class full_attention_policy final : public attention_policy {
- public:
-  const char* name() const noexcept override { return "full"; }
-  void select(std::size_t layer, std::size_t n_tokens, const kv_store& kv, kv_selection& out) override;
-};
+// Builds the cache once the prompt length is known.
+using cache_factory = std::function<std::unique_ptr<decode_cache>(std::size_t prompt_tokens, std::size_t max_new_tokens)>;
 
 // Attention of the `group` query heads that share one KV head over the
 // selected slots. q: [group][head_dim]; k, v: one head of kv_store
@@ -128,42 +131,52 @@ struct eval_progress {
 
 class llama_context {
  public:
-  // capacity: the most tokens this context can hold. policy: nullptr = full.
-  llama_context(const llama_model& m, std::size_t capacity, std::shared_ptr<attention_policy> policy = nullptr);
+  // capacity: the most tokens this context can hold. factory: builds the
+  // decode cache at the prompt prefill (nullptr = heterocache::full_kv_cache).
+  // threads: attention threads at decode (and BLAS threads at prefill).
+  llama_context(const llama_model& m, std::size_t capacity, cache_factory factory = nullptr, std::size_t threads = 1);
 
-  // Appends tokens and returns the logits of the last one. More than one
-  // token takes the prefill path (blocked BLAS, full causal attention); one
-  // token takes the decode path (the attention policy's selection).
+  // Appends tokens and returns the logits of the last one. The first call is
+  // the prompt prefill (blocked BLAS, full causal attention, then the decode
+  // cache is built and prefilled); later calls go through the decode path one
+  // token at a time (attention over the cache's selection).
   const std::vector<float>& eval(std::span<const std::int32_t> tokens,
                                  const std::function<void(const eval_progress&)>& progress = {});
-  // Same, but always through the decode path one token at a time.
-  const std::vector<float>& eval_decode(std::span<const std::int32_t> tokens);
 
   std::size_t n_past() const noexcept { return n_past_; }
   std::size_t capacity() const noexcept { return kv_.capacity(); }
-  void reset() noexcept { n_past_ = 0; }
   const std::vector<float>& logits() const noexcept { return logits_; }
   kv_store& kv() noexcept { return kv_; }
   const kv_store& kv() const noexcept { return kv_; }
-  attention_policy& policy() noexcept { return *policy_; }
+  // The decode cache (null before the prompt prefill).
+  decode_cache* cache() noexcept { return cache_.get(); }
+  const decode_cache* cache() const noexcept { return cache_.get(); }
+  heterocache::strided_kv_layout layout() const;
 
   std::size_t prefill_block = 128;
+  std::size_t window = 32;     // observation window (last prompt queries per layer)
+  int prefill_blas_threads = 0;  // BLAS threads during prefill (0: leave as is)
+  int decode_blas_threads = 0;   // BLAS threads during decode (0: leave as is)
 
  private:
-  void prefill_block_(const std::int32_t* tokens, std::size_t n, bool want_logits);
+  void prefill_(std::span<const std::int32_t> tokens, const std::function<void(const eval_progress&)>& progress);
+  void prefill_block_(const std::int32_t* tokens, std::size_t n, bool want_logits, std::size_t prompt_tokens);
   void decode_one_(std::int32_t token);
   void check_tokens_(std::span<const std::int32_t> tokens) const;
   void rope_(float* x, std::size_t n_heads, std::size_t pos) const;
 
   const llama_model& m_;
   kv_store kv_;
-  std::shared_ptr<attention_policy> policy_;
+  cache_factory factory_;
+  std::unique_ptr<decode_cache> cache_;
+  selection_attention attention_;
   std::size_t n_past_ = 0;
+  std::size_t window_count_ = 0;
+  std::vector<float> window_q_;  // [layer][window][n_head * head_dim]
   std::vector<float> rope_cos_, rope_sin_, rope_freq_;
   std::vector<float> logits_;
   // scratch
   std::vector<float> x_, xn_, q_, k_, v_, att_, ff_a_, ff_b_, scores_;
-  kv_selection sel_;
 };
 
 // Sets the BLAS thread count (OpenBLAS); returns false if not supported.

@@ -57,15 +57,36 @@ TEST_CASE("attend_selected matches a naive softmax attention for any selection")
   }
 }
 
-TEST_CASE("full attention policy selects every token of every KV head") {
-  kv_store kv(2, 3, 16, 8);
-  full_attention_policy p;
-  kv_selection sel;
-  p.select(1, 5, kv, sel);
-  CHECK(sel.rows() == 3);
-  CHECK(sel.indptr == std::vector<std::int32_t>{0, 5, 10, 15});
-  CHECK(sel.indices[7] == 2);
-  CHECK(kv.k(1, 2) - kv.k(0, 0) == std::ptrdiff_t((1 * 3 + 2) * 16 * 8));
+TEST_CASE("selection_attention matches a naive softmax attention, split or not") {
+  const std::size_t hd = 64, group = 3, rows = 3, per_row = 700;
+  std::mt19937 rng(11);
+  std::normal_distribution<float> nd;
+  std::vector<float> k(rows * per_row * hd), v(rows * per_row * hd), q(rows * group * hd);
+  for (auto& x : k) x = nd(rng);
+  for (auto& x : v) x = nd(rng);
+  for (auto& x : q) x = nd(rng);
+  // row r attends a gappy subset of its own slots [r*per_row, (r+1)*per_row)
+  std::vector<std::int64_t> indptr{0}, indices;
+  for (std::size_t r = 0; r < rows; ++r) {
+    for (std::size_t i = 0; i < per_row; ++i)
+      if (i % 7 != 3 || r == 0) indices.push_back(static_cast<std::int64_t>(r * per_row + i));
+    indptr.push_back(static_cast<std::int64_t>(indices.size()));
+  }
+  const heterocache::csr_selection sel{3, 3, 3, 64, indptr, indices, k.data(), v.data()};
+  for (std::size_t threads : {1, 2, 3}) {
+    selection_attention att(threads);
+    att.min_split = 100;
+    std::vector<float> out(rows * group * hd);
+    att.run(sel, q.data(), out.data(), 0.125f);
+    for (std::size_t r = 0; r < rows; ++r) {
+      std::vector<std::int32_t> slots(indices.begin() + indptr[r], indices.begin() + indptr[r + 1]);
+      for (std::size_t g = 0; g < group; ++g) {
+        const auto ref = naive(&q[(r * group + g) * hd], hd, k.data(), v.data(), slots, 0.125f);
+        for (std::size_t d = 0; d < hd; ++d)
+          REQUIRE(out[(r * group + g) * hd + d] == doctest::Approx(ref[d]).epsilon(1e-4));
+      }
+    }
+  }
 }
 
 TEST_CASE("sampling") {

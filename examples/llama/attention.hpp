@@ -1,0 +1,41 @@
+// Decode attention of the engine over a HeteroCache CSR selection.
+//
+// One task computes one (row, chunk): the G query heads that share the row's
+// KV head, over a contiguous part of the row's slots, so every key and value
+// is read once for the whole group (GQA-shared reads). Rows longer than
+// `min_split` tokens are cut into as many chunks as the pool has threads and
+// the partial results are merged exactly through their log-sum-exp.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "heterocache/attention/csr_selection.hpp"
+#include "heterocache/attention/host_thread_pool.hpp"
+
+namespace hcllama {
+
+// Attention of `group` query heads (q: [group][head_dim]) over the keys/values
+// at `slots` (k, v: [slot][head_dim]). Writes out: [group][head_dim] and, if
+// lse is not null, the natural log of each head's softmax denominator.
+// scratch: at least group * slots.size() floats. Allocates nothing.
+void attend_slots(const float* q, std::size_t group, std::size_t head_dim, const float* k, const float* v,
+                  const std::int64_t* slots, std::size_t n, float scale, float* out, float* lse, float* scratch);
+
+// Decode attention of one layer over a CSR selection (rows = KV heads of one
+// sequence). queries/output: [query_head][head_dim].
+class selection_attention {
+ public:
+  explicit selection_attention(std::size_t threads);
+  void run(const heterocache::csr_selection& sel, const float* queries, float* output, float scale);
+  std::size_t threads() const noexcept { return static_cast<std::size_t>(pool_.size()); }
+  std::size_t min_split = 512;  // rows shorter than this are not split
+
+ private:
+  heterocache::host_thread_pool pool_;
+  std::vector<float> scratch_, part_out_, part_lse_;
+};
+
+}  // namespace hcllama
