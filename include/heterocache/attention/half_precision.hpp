@@ -26,7 +26,9 @@ inline float fp16_to_float(std::uint16_t h) noexcept {
     // subnormal halves alike. Infinity and NaN (exponent all ones) keep an all-ones exponent instead.
     const float scaled = std::bit_cast<float>(magnitude << 13) * 0x1p112f;
     const std::uint32_t special = (magnitude << 13) | 0x7f800000u;
-    const std::uint32_t bits = magnitude >= 0x7c00u ? special : std::bit_cast<std::uint32_t>(scaled);
+    // A mask, not `?:`: GCC would turn the choice into a branch around the multiply and not vectorize.
+    const std::uint32_t is_special = 0u - static_cast<std::uint32_t>(magnitude >= 0x7c00u);
+    const std::uint32_t bits = (special & is_special) | (std::bit_cast<std::uint32_t>(scaled) & ~is_special);
     return std::bit_cast<float>(bits | sign);
 }
 

@@ -1,0 +1,87 @@
+// Decode-step attention of one layer, batch 1: full attention (a CSR selection of every token) against
+// selections keeping r of every row, on one thread and on two.
+#include <memory>
+#include <string>
+
+#include <benchmark/benchmark.h>
+
+#include <heterocache/attention/decode_attention.hpp>
+#include <heterocache/attention/half_precision.hpp>
+
+#include "bench_common.hpp"
+
+namespace bench {
+namespace {
+
+void attention(benchmark::State& state, model shape, index_t context, double ratio, index_t threads) {
+    const layer_data& data = layer(shape, context);
+    const auto kept = static_cast<index_t>(ratio * static_cast<double>(context));
+    const selection_arrays arrays(data, kept);
+    const heterocache::csr_selection selection = arrays.view(data);
+    std::vector<float> output(data.queries.size()), lse(static_cast<std::size_t>(shape.query_heads));
+    heterocache::host_thread_pool pool(threads);
+    const float scale = 0.125f;
+    for (auto _ : state) {
+        if (threads == 1)
+            heterocache::decode_attention(selection, data.queries.data(), output.data(), lse.data(), scale);
+        else
+            heterocache::decode_attention(selection, data.queries.data(), output.data(), lse.data(), scale, pool);
+        benchmark::DoNotOptimize(output.data());
+        benchmark::ClobberMemory();
+    }
+    const index_t tokens = selection.total_tokens();
+    state.SetItemsProcessed(state.iterations() * tokens);  // tokens attended (each by the G heads of its row)
+    state.SetBytesProcessed(state.iterations() * tokens * 2 * shape.head_dim * static_cast<index_t>(sizeof(float)));
+    state.counters["tokens"] = static_cast<double>(tokens);
+}
+
+// The same step over 16-bit K/V (converted once here, outside the timing): half the bytes read.
+void attention_half(benchmark::State& state, model shape, index_t context, double ratio,
+                    heterocache::half_format format) {
+    const layer_data& data = layer(shape, context);
+    const auto kept = static_cast<index_t>(ratio * static_cast<double>(context));
+    const selection_arrays arrays(data, kept);
+    std::vector<std::uint16_t> keys(data.keys.size()), values(data.values.size());
+    heterocache::to_half(format, data.keys.data(), keys.data(), static_cast<index_t>(keys.size()));
+    heterocache::to_half(format, data.values.data(), values.data(), static_cast<index_t>(values.size()));
+    const heterocache::half_csr_selection selection{data.rows(),    shape.kv_heads, shape.group(), shape.head_dim,
+                                                    arrays.indptr,  arrays.indices, keys.data(),   values.data(),
+                                                    format};
+    std::vector<float> output(data.queries.size()), lse(static_cast<std::size_t>(shape.query_heads));
+    for (auto _ : state) {
+        heterocache::decode_attention(selection, data.queries.data(), output.data(), lse.data(), 0.125f);
+        benchmark::DoNotOptimize(output.data());
+        benchmark::ClobberMemory();
+    }
+    const index_t tokens = selection.total_tokens();
+    state.SetItemsProcessed(state.iterations() * tokens);
+    state.SetBytesProcessed(state.iterations() * tokens * 2 * shape.head_dim * static_cast<index_t>(sizeof(std::uint16_t)));
+    state.counters["tokens"] = static_cast<double>(tokens);
+}
+
+}  // namespace
+
+void register_attention() {
+    for (const model& shape : models)
+        for (const index_t context : contexts)
+            for (const index_t threads : {1, 2})
+                for (const double ratio : {1.0, 0.5, 0.25, 0.1}) {
+                    const std::string id = name({"attention", shape.name, context_name(context), ratio_name(ratio),
+                                                 threads_name(threads)});
+                    benchmark::RegisterBenchmark(id.c_str(), attention, shape, context, ratio, threads)
+                        ->UseRealTime()
+                        ->Unit(benchmark::kMicrosecond);
+                }
+    for (const model& shape : models)
+        for (const index_t context : contexts)
+            for (const auto format : {heterocache::half_format::fp16, heterocache::half_format::bf16})
+                for (const double ratio : {1.0, 0.25}) {
+                    const char* type = format == heterocache::half_format::fp16 ? "attention_fp16" : "attention_bf16";
+                    const std::string id = name({type, shape.name, context_name(context), ratio_name(ratio), "threads:1"});
+                    benchmark::RegisterBenchmark(id.c_str(), attention_half, shape, context, ratio, format)
+                        ->UseRealTime()
+                        ->Unit(benchmark::kMicrosecond);
+                }
+}
+
+}  // namespace bench

@@ -1,0 +1,31 @@
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <random>
+#include <vector>
+
+#include <heterocache/algorithm/overlap.hpp>
+
+using heterocache::index_t;
+
+TEST_CASE("top-k positions equal a full sort by score, ties to the lower position, signs and zeros included") {
+    std::mt19937_64 rng(17);
+    std::uniform_int_distribution<int> level(-6, 6);  // few distinct values: many ties
+    for (const index_t n : {1, 2, 10, 1000, 4099}) {
+        std::vector<float> scores(static_cast<std::size_t>(n));
+        for (auto& s : scores) {
+            const int v = level(rng);
+            s = v == 0 ? (rng() % 2 ? 0.0f : -0.0f) : static_cast<float>(v) * 0.25f;
+        }
+        std::vector<index_t> order(scores.size());
+        for (index_t i = 0; i < n; ++i) order[static_cast<std::size_t>(i)] = i;
+        std::stable_sort(order.begin(), order.end(), [&](index_t a, index_t b) { return scores[a] > scores[b]; });
+        std::vector<index_t> scratch(scores.size());
+        for (const index_t k : {index_t{0}, index_t{1}, n / 3, n}) {
+            std::vector<index_t> expected(order.begin(), order.begin() + k), out(static_cast<std::size_t>(k));
+            std::sort(expected.begin(), expected.end());
+            heterocache::top_k_positions(scores, out, scratch);
+            CHECK(out == expected);
+        }
+    }
+}
