@@ -85,7 +85,7 @@ if [[ ! -x $nvcc ]]; then
     nvcc="$(command -v nvcc || true)"
 fi
 if [[ -n $nvcc ]]; then
-    stage cuda build-cuda all --no-tests=error -- \
+    stage cuda build-cuda heterocache_cuda_build --label-regex '^cuda$' --no-tests=error -- \
         -DCMAKE_BUILD_TYPE=Release -DHETEROCACHE_BUILD_EXAMPLES=OFF \
         -DHETEROCACHE_ENABLE_CUDA=ON "-DCMAKE_CUDA_COMPILER=$nvcc"
 else
