@@ -89,11 +89,10 @@ public:
             const std::span<float> scores = score_buffer(layer, seq, head, prompt_tokens);
             pooled_attention_row(window, cold_prompt_keys(layer, row), head, shape_.group_size(), shape_.head_dim, scores,
                                  scratch_);
+            if (!profile_) record_top_k(layer, seq, head, 0, scores);  // profiles attention, not a monitor's rewrite
             monitor_.score_prompt(layer, seq, head, scores);
             decoded_[state_index(layer, seq, head)] = 0;
-            if (profile_) continue;
-            keep_whole_prompt(layer, seq, head);
-            record_top_k(layer, seq, head, 0, scores);
+            if (!profile_) keep_whole_prompt(layer, seq, head);
         }
         if (profile_) select_layer(layer, seq);
         profiled_steps_[stream_index(layer, seq)] = 0;
@@ -245,6 +244,7 @@ private:
         for (index_t layer = 0; layer < shape_.layers; ++layer)
             indices_[layer].assign(static_cast<std::size_t>(storage_hot_slots(layer)), 0);
         dirty_.assign(static_cast<std::size_t>(shape_.layers), true);
+        monitor_.plan({shape_, options_.sequences, options_.max_prompt_tokens});  // sees every prefill
         if (profile_) plan_for_profile();
     }
 
@@ -258,9 +258,8 @@ private:
         return slots;
     }
 
-    //! Plans what depends on the roles: the monitor, refresh buffers, the retriever.
+    //! Plans what depends on the roles: refresh buffers and the retriever.
     void plan_for_profile() {
-        monitor_.plan({shape_, options_.sequences, options_.max_prompt_tokens});
         refresh_rows_.assign(static_cast<std::size_t>(shape_.layers * rows_per_layer()), refresh_row{});
         refresh_offset_.assign(prompt_capacity_.size(), 0);
         index_t offset = 0, largest_request = 0;

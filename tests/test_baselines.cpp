@@ -1,0 +1,305 @@
+// The baselines by name (heterocache/baselines.hpp): each reproduces a selection checked by hand, and each
+// reproduces the full cache bit for bit when the budget is the whole context.
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+#include <vector>
+
+#include <heterocache/heterocache.hpp>
+
+#include "attention_error.hpp"
+#include "cache_runs.hpp"
+#include "planted_heads.hpp"
+
+namespace hc = heterocache;
+using hc::head_role;
+using hc::index_t;
+using testing_support::record_attention;
+
+namespace {
+
+planted::scenario small_scenario() {
+    planted::scenario s;
+    s.shape = {2, 3, 6, 32};
+    s.prompt_tokens = 160;
+    s.steps = 40;
+    s.targets = 6;
+    s.drift_period = 10;
+    return s;
+}
+
+hc::cache_options options_for(const planted::scenario& s, double r) {
+    hc::cache_options o;
+    o.sequences = s.sequences;
+    o.max_prompt_tokens = s.prompt_tokens;
+    o.max_new_tokens = s.steps;
+    o.budget_ratio = r;
+    o.profiling_steps = 6;
+    return o;
+}
+
+//! The planted roles without clusters: a drifting head is volatile, a stable one an anchor (DuoAttention's split).
+hc::head_profile unclustered_profile(const planted::model& m) {
+    auto profile = testing_support::planted_profile(m);
+    for (auto& head : profile.heads)
+        if (head.role == head_role::pivot || head.role == head_role::satellite) head = {head_role::volatile_, head.stability, -1};
+    return profile;
+}
+
+// Each method as the tests build it: `make(model, options)`.
+struct full_method {
+    static auto make(const planted::model& m, const hc::cache_options& o) { return hc::make_full_cache(m.spec().shape, o); }
+};
+struct streaming_llm_method {
+    static auto make(const planted::model& m, const hc::cache_options& o) { return hc::make_streaming_llm_cache(m.spec().shape, o); }
+};
+struct h2o_method {
+    static auto make(const planted::model& m, const hc::cache_options& o) { return hc::make_h2o_cache(m.spec().shape, o); }
+};
+struct snapkv_method {
+    static auto make(const planted::model& m, const hc::cache_options& o) { return hc::make_snapkv_cache(m.spec().shape, o); }
+};
+struct pyramidkv_method {
+    static auto make(const planted::model& m, const hc::cache_options& o) { return hc::make_pyramidkv_cache(m.spec().shape, o); }
+};
+struct ada_kv_method {
+    static auto make(const planted::model& m, const hc::cache_options& o) { return hc::make_ada_kv_cache(m.spec().shape, o); }
+};
+struct quest_method {
+    static auto make(const planted::model& m, const hc::cache_options& o) { return hc::make_quest_cache(m.spec().shape, o); }
+};
+struct duo_attention_profiled_online {
+    static auto make(const planted::model& m, const hc::cache_options& o) {
+        return hc::make_duo_attention_cache(m.spec().shape, o);
+    }
+};
+struct duo_attention_with_profile {
+    static auto make(const planted::model& m, const hc::cache_options& o) {
+        return hc::make_duo_attention_cache(m.spec().shape, o, unclustered_profile(m));
+    }
+};
+struct heterocache_profiled_online {
+    static auto make(const planted::model& m, const hc::cache_options& o) { return hc::make_heterocache_cache(m.spec().shape, o); }
+};
+struct heterocache_with_profile {
+    static auto make(const planted::model& m, const hc::cache_options& o) {
+        return hc::make_heterocache_cache(m.spec().shape, o, testing_support::planted_profile(m));
+    }
+};
+struct heterocache_ada_kv_profiled_online {
+    static auto make(const planted::model& m, const hc::cache_options& o) {
+        return hc::make_heterocache_ada_kv_cache(m.spec().shape, o);
+    }
+};
+struct heterocache_ada_kv_with_profile {
+    static auto make(const planted::model& m, const hc::cache_options& o) {
+        return hc::make_heterocache_ada_kv_cache(m.spec().shape, o, testing_support::planted_profile(m));
+    }
+};
+
+//! Positions of the prompt tokens `row` of `layer` attends now, ascending.
+template <class Cache>
+std::vector<index_t> hot_prompt_positions(Cache& cache, index_t layer, index_t row) {
+    const auto selection = cache.selection(layer);
+    std::vector<index_t> positions;
+    for (index_t i = selection.indptr[row]; i < selection.indptr[row + 1]; ++i) {
+        const index_t p = cache.storage().hot_position(layer, selection.indices[i]);
+        if (p < cache.prompt_tokens(0)) positions.push_back(p);
+    }
+    return positions;
+}
+
+std::vector<index_t> range(index_t first, index_t last) {
+    std::vector<index_t> out(static_cast<std::size_t>(last - first));
+    std::iota(out.begin(), out.end(), first);
+    return out;
+}
+
+//! A one-layer model with head dim 2 whose keys and queries a test writes by hand: K/V `[kv_head][token][2]`,
+//! queries `[query_head][2]`.
+struct tiny_model {
+    hc::model_shape shape;
+    index_t tokens;
+    std::vector<float> keys, values, window, decode;
+
+    tiny_model(index_t kv_heads, index_t query_heads, index_t tokens_)
+        : shape{1, kv_heads, query_heads, 2}, tokens(tokens_),
+          keys(static_cast<std::size_t>(kv_heads * tokens * 2), 0.0f), values(keys.size(), 1.0f),
+          window(static_cast<std::size_t>(query_heads * 2), 0.0f), decode(window.size(), 0.0f) {}
+    void set_key(index_t head, index_t t, float x, float y) {
+        keys[static_cast<std::size_t>((head * tokens + t) * 2)] = x;
+        keys[static_cast<std::size_t>((head * tokens + t) * 2 + 1)] = y;
+    }
+    [[nodiscard]] hc::strided_kv_layout layout() const {
+        return hc::make_head_major_layout(keys.data(), values.data(), 1, shape.kv_heads, tokens, 2);
+    }
+    [[nodiscard]] hc::query_rows window_rows() const { return {window.data(), 1, shape.query_heads * 2, 2, 0}; }
+    [[nodiscard]] hc::cache_options options(index_t prompt_tokens, double r) const {
+        hc::cache_options o;
+        o.max_prompt_tokens = prompt_tokens;
+        o.max_new_tokens = tokens - prompt_tokens;
+        o.budget_ratio = r;
+        return o;
+    }
+};
+
+}  // namespace
+
+TEST_CASE_TEMPLATE("every method with a budget of the whole context reproduces the full cache bit for bit", Method,
+                   full_method, streaming_llm_method, h2o_method, snapkv_method, pyramidkv_method, ada_kv_method,
+                   quest_method, duo_attention_profiled_online, duo_attention_with_profile, heterocache_profiled_online,
+                   heterocache_with_profile, heterocache_ada_kv_profiled_online, heterocache_ada_kv_with_profile) {
+    const planted::model m(small_scenario());
+    const auto o = options_for(m.spec(), 1.0);
+    auto full = hc::make_full_cache(m.spec().shape, o);
+    const auto expected = record_attention(full, m);
+    auto cache = Method::make(m, o);
+    CHECK(testing_support::identical(record_attention(cache, m), expected));
+}
+
+TEST_CASE_TEMPLATE("every method at r = 0.25 keeps its budget and a finite attention", Method, streaming_llm_method,
+                   h2o_method, snapkv_method, pyramidkv_method, ada_kv_method, quest_method,
+                   duo_attention_profiled_online, heterocache_profiled_online, heterocache_ada_kv_profiled_online) {
+    const planted::model m(small_scenario());
+    const auto& s = m.spec();
+    const auto o = options_for(s, 0.25);
+    auto full = hc::make_full_cache(s.shape, o);
+    const auto expected = record_attention(full, m);
+    auto cache = Method::make(m, o);
+    const auto trace = record_attention(cache, m);
+    REQUIRE(trace.outputs.size() == expected.outputs.size());
+    double worst = 0.0;
+    for (std::size_t i = 0; i < trace.outputs.size(); ++i)
+        worst = std::max(worst, planted::relative_error(trace.outputs[i], expected.outputs[i]));
+    CHECK(std::isfinite(worst));
+    const index_t heads = s.shape.total_kv_heads();
+    const index_t prompt_resident = cache.resident_tokens() - heads * s.steps;
+    CHECK(static_cast<double>(prompt_resident) <= 0.25 * static_cast<double>(heads * s.prompt_tokens) + static_cast<double>(heads));
+}
+
+TEST_CASE("SnapKV keeps the pooled neighbourhoods of the tokens the window attends, the hotter first") {
+    // One head, d = 2, T = 16, r = 7/16: cap 7. The window query (20, 0) attends key 2 = (10, 0) and, e^-7 less,
+    // key 13 = (9.5, 0); every other logit is over 87 lower and its softmax exactly 0. Pooled over width 5:
+    // positions 0..4 score p(2)/5, positions 11..15 score p(13)/5, the rest 0. Top 7: 0..4, then 11 and 12.
+    tiny_model model(1, 1, 17);
+    model.set_key(0, 2, 10.0f, 0.0f);
+    model.set_key(0, 13, 9.5f, 0.0f);
+    model.window = {20.0f, 0.0f};
+    auto cache = hc::make_snapkv_cache(model.shape, model.options(16, 7.0 / 16.0));
+    cache.prefill(0, 0, model.layout(), 16, model.window_rows());
+    CHECK(hot_prompt_positions(cache, 0, 0) == std::vector<index_t>{0, 1, 2, 3, 4, 11, 12});
+    CHECK(hc::snapkv_window == 32);
+}
+
+TEST_CASE("StreamingLLM keeps four sink tokens and the most recent ones, whatever the head attends") {
+    tiny_model model(1, 1, 17);
+    model.set_key(0, 8, 10.0f, 0.0f);
+    model.window = {20.0f, 0.0f};
+    auto cache = hc::make_streaming_llm_cache(model.shape, model.options(16, 0.5));
+    cache.prefill(0, 0, model.layout(), 16, model.window_rows());
+    CHECK(hot_prompt_positions(cache, 0, 0) == std::vector<index_t>{0, 1, 2, 3, 12, 13, 14, 15});
+    cache.append(0, 0, model.layout(), 16);
+    cache.observe(0, 0, model.window.data(), 2);
+    CHECK(hot_prompt_positions(cache, 0, 0) == std::vector<index_t>{0, 1, 2, 3, 12, 13, 14, 15});  // static
+}
+
+TEST_CASE("H2O brings in the token the decode queries pile their attention on, beside the recent window") {
+    // One head, d = 2, T = 16, r = 0.25: cap 4, recent window 0.25 * 16 / 2 = 2 (positions 14, 15). The window
+    // attends key 9 = (0, 10): pooled, positions 7..11 score 0.2. Prefill keeps 14, 15 and the first two of
+    // 7..11. The decode query (20, 0) attends key 5 = (10, 0): one step adds 1 to position 5, which then
+    // outranks 7..11.
+    tiny_model model(1, 1, 17);
+    model.set_key(0, 9, 0.0f, 10.0f);
+    model.set_key(0, 5, 10.0f, 0.0f);
+    model.window = {0.0f, 20.0f};
+    model.decode = {20.0f, 0.0f};
+    auto cache = hc::make_h2o_cache(model.shape, model.options(16, 0.25));
+    cache.prefill(0, 0, model.layout(), 16, model.window_rows());
+    CHECK(hot_prompt_positions(cache, 0, 0) == std::vector<index_t>{7, 8, 14, 15});
+    cache.append(0, 0, model.layout(), 16);
+    cache.observe(0, 0, model.decode.data(), 2);
+    CHECK(hot_prompt_positions(cache, 0, 0) == std::vector<index_t>{5, 7, 14, 15});
+}
+
+TEST_CASE("Quest fetches the page whose key digest bounds the decode query's score highest") {
+    // Two query heads on one KV head, T = 40, pages of 16: the digests give page bounds 2, 3, 1 (as in the
+    // policy test); with r = 0.4 (cap 16) the second page is fetched after the first decode step.
+    tiny_model model(1, 2, 41);
+    for (index_t t = 0; t < 40; ++t) {
+        if (t < 16) model.set_key(0, t, t == 5 ? 2.0f : 1.0f, t == 5 ? 0.0f : -1.0f);
+        else if (t < 32) model.set_key(0, t, t == 20 ? 0.0f : -1.0f, t == 20 ? 3.0f : 1.0f);
+        else model.set_key(0, t, 0.5f, 0.5f);
+    }
+    model.window = {1.0f, 0.0f, 1.0f, 0.0f};
+    model.decode = {1.0f, 1.0f, -1.0f, 0.0f};
+    auto cache = hc::make_quest_cache(model.shape, model.options(40, 0.4));
+    cache.prefill(0, 0, model.layout(), 40, model.window_rows());
+    cache.append(0, 0, model.layout(), 40);
+    cache.observe(0, 0, model.decode.data(), 2);
+    CHECK(hot_prompt_positions(cache, 0, 0) == range(16, 32));
+}
+
+TEST_CASE("DuoAttention-style: drifting heads keep everything, stable heads sink + recent") {
+    // Head 0 volatile (a "retrieval head"), head 1 anchor. T = 16, r = 0.75: the anchor gets (1.5 - 1) * 16 = 8.
+    tiny_model model(2, 2, 17);
+    auto profile = hc::uniform_profile(model.shape, head_role::anchor);
+    profile.heads[0] = {head_role::volatile_, 0.1, -1};
+    auto cache = hc::make_duo_attention_cache(model.shape, model.options(16, 0.75), profile);
+    cache.prefill(0, 0, model.layout(), 16, model.window_rows());
+    CHECK(hot_prompt_positions(cache, 0, 0) == range(0, 16));
+    CHECK(hot_prompt_positions(cache, 0, 1) == std::vector<index_t>{0, 1, 2, 3, 12, 13, 14, 15});
+}
+
+TEST_CASE("HeteroCache roles with Ada-KV's budget: each layer's compressed total is the drift-weighted one") {
+    const planted::model m(small_scenario());
+    const auto& s = m.spec();
+    const auto profile = testing_support::planted_profile(m);
+    const auto o = options_for(s, 0.5);
+    auto cache = hc::make_heterocache_ada_kv_cache(s.shape, o, profile);
+    auto full = hc::make_full_cache(s.shape, o);
+    const auto expected = record_attention(full, m);
+    const auto trace = record_attention(cache, m);
+    std::vector<index_t> base(profile.heads.size());
+    hc::drift_weighted_budget{}.prompt_caps(profile, 0.5, s.prompt_tokens, base);
+    const auto caps = cache.prompt_caps(0);
+    for (index_t l = 0; l < s.shape.layers; ++l) {
+        index_t shared = 0, weighted = 0;
+        for (index_t h = 0; h < s.shape.kv_heads; ++h) {
+            const auto i = static_cast<std::size_t>(l * s.shape.kv_heads + h);
+            if (hc::keeps_full_kv(profile.heads[i].role)) {
+                CHECK(caps[i] == s.prompt_tokens);
+                continue;
+            }
+            shared += caps[i], weighted += base[i];
+        }
+        CHECK(shared == weighted);
+    }
+    double worst = 0.0;
+    for (std::size_t i = 0; i < trace.outputs.size(); ++i)
+        worst = std::max(worst, planted::relative_error(trace.outputs[i], expected.outputs[i]));
+    CHECK(std::isfinite(worst));
+}
+
+TEST_CASE("online profiling measures attention, not the positions a monitor ranks prompt tokens by") {
+    auto s = small_scenario();
+    const planted::model m(s);
+    const auto o = options_for(s, 0.5);
+    using stability_only = hc::kv_cache<hc::strided_kv_layout, hc::overlap_star_classifier, hc::uniform_budget,
+                                        hc::host_storage, hc::static_monitor>;
+    using positional = hc::kv_cache<hc::strided_kv_layout, hc::overlap_star_classifier, hc::uniform_budget,
+                                    hc::host_storage, hc::streaming_monitor>;
+    hc::overlap_star_classifier classifier;
+    classifier.cluster = false;
+    stability_only reference(s.shape, o, std::nullopt, classifier);
+    positional streaming(s.shape, o, std::nullopt, classifier);
+    record_attention(reference, m);
+    record_attention(streaming, m);
+    REQUIRE(reference.profile().has_value());
+    REQUIRE(streaming.profile().has_value());
+    for (std::size_t i = 0; i < reference.profile()->heads.size(); ++i) {
+        CHECK(streaming.profile()->heads[i].role == reference.profile()->heads[i].role);
+        CHECK(streaming.profile()->heads[i].stability == reference.profile()->heads[i].stability);
+    }
+}
