@@ -1,0 +1,51 @@
+#pragma once
+//! \file
+//! Accumulated (unpooled) attention of a KV head's query group: the mass H2O ranks heavy hitters by.
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <span>
+
+#include "heterocache/algorithm/pooled_attention.hpp"
+#include "heterocache/detail/vector_math.hpp"
+#include "heterocache/types.hpp"
+
+namespace heterocache {
+inline namespace v1 {
+
+//! Adds to `accumulated` (one entry per position `[0, accumulated.size())`) the softmax rows of `queries`
+//! (causally masked) of the `group_size` query heads of `kv_head`, each row weighted `1 / group_size`: one
+//! query adds a mass of 1 in all. Unlike `pooled_attention_row` there is no maximum over the group and no
+//! average pool, so the accumulated value of a position is the attention it received.
+//! `scratch` must hold `accumulated.size()` floats. Allocates nothing. O(w * G * T * d).
+inline void accumulate_group_attention(const query_rows& queries, const key_rows& keys, index_t kv_head,
+                                       index_t group_size, index_t head_dim, std::span<float> accumulated,
+                                       std::span<float> scratch) {
+    const auto length = static_cast<index_t>(accumulated.size());
+    detail::require(group_size >= 1, "group_size", group_size, "[1, inf)");
+    detail::require(static_cast<index_t>(scratch.size()) >= length, "scratch.size()", scratch.size(),
+                    "[accumulated.size(), inf)");
+    const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
+    float* logits = scratch.data();
+    for (index_t g = 0; g < group_size; ++g) {
+        const index_t q_head = kv_head * group_size + g;
+        for (index_t i = 0; i < queries.count; ++i) {
+            const float* q = queries.query(i, q_head);
+            const index_t visible = std::min(length, queries.first_position + i + 1);
+            float maximum = -std::numeric_limits<float>::infinity();
+            for (index_t t = 0; t < visible; ++t) {
+                logits[t] = detail::dot(q, keys.key(t), head_dim) * scale;
+                maximum = std::max(maximum, logits[t]);
+            }
+            for (index_t t = 0; t < visible; ++t) logits[t] = detail::exp_nonpositive(logits[t] - maximum);
+            double total = 0.0;
+            for (index_t t = 0; t < visible; ++t) total += logits[t];
+            const auto weight = static_cast<float>(1.0 / (total * static_cast<double>(group_size)));
+            for (index_t t = 0; t < visible; ++t) accumulated[t] += logits[t] * weight;
+        }
+    }
+}
+
+}  // namespace v1
+}  // namespace heterocache

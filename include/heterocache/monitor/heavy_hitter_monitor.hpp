@@ -1,0 +1,123 @@
+#pragma once
+//! \file
+//! H2O as a monitor: each compressed head keeps its heavy hitters (most accumulated attention) plus a recent
+//! window, re-ranked as decoding goes on.
+
+#include <algorithm>
+#include <span>
+#include <vector>
+
+#include "heterocache/algorithm/group_attention.hpp"
+#include "heterocache/concepts/drift_monitor.hpp"
+
+namespace heterocache {
+inline namespace v1 {
+
+//! Raises the last `recent` positions of `scores` above every other, the newest highest, so that a top-cap
+//! selection keeps them first: position `T - recent + j` scores `max(scores) + 1 + j`.
+inline void protect_recent(std::span<float> scores, index_t recent) {
+    detail::require(recent >= 0, "recent", recent, "[0, inf)");
+    if (scores.empty() || recent == 0) return;
+    const auto length = static_cast<index_t>(scores.size());
+    const index_t first = std::max<index_t>(0, length - recent);
+    const float top = *std::max_element(scores.begin(), scores.end()) + 1.0f;
+    for (index_t t = first; t < length; ++t) scores[t] = top + static_cast<float>(t - first);
+}
+
+//! `DriftMonitor` of H2O (Zhang et al., 2023): every compressed head (anchor or satellite) accumulates the
+//! attention its own query group pays to each prompt position (`accumulate_group_attention`: softmax over the
+//! prompt keys, mean over the group, one unit of mass per step), starting from the prefill scores of the
+//! observation window; every `interval` steps its hot prompt tokens become the top-cap positions of that
+//! accumulated ranking, the last `recent` prompt positions always kept.
+//!
+//! How it differs from H2O: H2O only evicts, so a token once dropped never returns, and it scores only the
+//! tokens it still holds. Here the full prompt stays in the cold tier and the monitor scores every prompt
+//! position, so a token whose accumulated attention climbs back into the top-cap is fetched again. An
+//! eviction-only variant (ranking restricted to the held positions) is not offered: this cache gives a head a
+//! fixed number of prompt slots and keeps decode tokens apart, so a head never has to make room, and H2O's
+//! eviction-only rule would keep the prefill selection for good (which `static_monitor` already does).
+//! H2O splits its budget evenly between heavy hitters and recent tokens: set `recent` to half the cap
+//! (`make_h2o_cache` does). Decode tokens are the cache's own window, not ranked.
+//!
+//! State: `T` floats per (layer, sequence, KV head), planned once. Cost per step: `G * T * d` multiply-adds
+//! per compressed head, plus a refresh of `cap` tokens per head every `interval` steps. Under online profiling
+//! the cache shows the monitor no decode step before profiling ends, so those steps are not accumulated (and
+//! a prefill seen before `plan` starts the accumulation from zero).
+class heavy_hitter_monitor {
+public:
+    heavy_hitter_monitor() = default;
+    //! Keeps the last `recent` prompt tokens and re-ranks every `interval` decode steps (H2O: every step).
+    explicit heavy_hitter_monitor(index_t recent, index_t interval = 1) : recent_(recent), interval_(interval) {
+        detail::require(recent >= 0, "recent", recent, "[0, inf)");
+        detail::require(interval >= 1, "interval", interval, "[1, inf)");
+    }
+
+    void plan(const monitor_plan& plan) {
+        shape_ = plan.shape;
+        sequences_ = plan.sequences;
+        max_prompt_ = plan.max_prompt_tokens;
+        const auto streams = static_cast<std::size_t>(shape_.layers * sequences_);
+        accumulated_.assign(streams * static_cast<std::size_t>(shape_.kv_heads * max_prompt_), 0.0f);
+        steps_.assign(streams, 0);
+        ranking_.assign(static_cast<std::size_t>(max_prompt_), 0.0f);
+        scratch_.assign(static_cast<std::size_t>(max_prompt_), 0.0f);
+    }
+
+    //! Starts the head's accumulated attention from the prefill `scores`, then protects the recent window in
+    //! `scores` (the initial selection).
+    void score_prompt(index_t layer, index_t seq, index_t head, std::span<float> scores) {
+        if (!accumulated_.empty()) {  // planned (with online profiling, prefill comes before the plan)
+            std::copy(scores.begin(), scores.end(), accumulated(layer, seq, head).begin());
+            steps_[stream(layer, seq)] = 0;
+        }
+        protect_recent(scores, recent_);
+    }
+    void set_reference(index_t, index_t, index_t, std::span<const index_t>) {}
+
+    void observe(const monitor_context& context, drift_handler on_drift) {
+        const index_t t = context.prompt_tokens;
+        const bool refresh = ++steps_[stream(context.layer, context.sequence)] % interval_ == 0;
+        const query_rows query{context.query, 1, shape_.query_heads * context.query_head_stride,
+                               context.query_head_stride, t};
+        const std::span<float> ranking(ranking_.data(), static_cast<std::size_t>(t));
+        for (index_t head = 0; head < shape_.kv_heads; ++head) {
+            if (keeps_full_kv(context.profile->at(context.layer, head).role)) continue;
+            const std::span<float> mass = accumulated(context.layer, context.sequence, head).first(static_cast<std::size_t>(t));
+            accumulate_group_attention(query, context.prompt_keys(head), head, shape_.group_size(), shape_.head_dim,
+                                       mass, scratch_);
+            if (!refresh) continue;
+            std::copy(mass.begin(), mass.end(), ranking.begin());
+            protect_recent(ranking, recent_);
+            on_drift(head, ranking);
+        }
+    }
+
+    //! The accumulated attention of a head over prompt positions `[0, max_prompt_tokens)`.
+    [[nodiscard]] std::span<const float> accumulated_attention(index_t layer, index_t seq, index_t head) const {
+        return {accumulated_.data() + offset(layer, seq, head), static_cast<std::size_t>(max_prompt_)};
+    }
+    [[nodiscard]] index_t recent() const noexcept { return recent_; }
+    [[nodiscard]] index_t interval() const noexcept { return interval_; }
+
+private:
+    [[nodiscard]] std::size_t stream(index_t layer, index_t seq) const noexcept {
+        return static_cast<std::size_t>(layer * sequences_ + seq);
+    }
+    [[nodiscard]] std::size_t offset(index_t layer, index_t seq, index_t head) const noexcept {
+        const std::size_t slot = stream(layer, seq) * static_cast<std::size_t>(shape_.kv_heads) + static_cast<std::size_t>(head);
+        return slot * static_cast<std::size_t>(max_prompt_);
+    }
+    [[nodiscard]] std::span<float> accumulated(index_t layer, index_t seq, index_t head) {
+        return {accumulated_.data() + offset(layer, seq, head), static_cast<std::size_t>(max_prompt_)};
+    }
+
+    index_t recent_ = 32, interval_ = 1;
+    model_shape shape_;
+    index_t sequences_ = 0, max_prompt_ = 0;
+    std::vector<float> accumulated_, ranking_, scratch_;
+    std::vector<index_t> steps_;
+};
+static_assert(DriftMonitor<heavy_hitter_monitor>);
+
+}  // namespace v1
+}  // namespace heterocache
