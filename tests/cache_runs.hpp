@@ -6,12 +6,36 @@
 #include <vector>
 
 #include <heterocache/attention/decode_attention.hpp>
+#include <heterocache/cache_options.hpp>
+#include <heterocache/profile/head_profile.hpp>
 
 #include "planted_heads.hpp"
 
 namespace testing_support {
 
 using heterocache::index_t;
+
+//! A small planted scenario: 2 layers x 3 KV heads (GQA 2), d = 32, 160 prompt tokens, 40 decode steps.
+inline planted::scenario small_scenario() {
+    planted::scenario s;
+    s.shape = {2, 3, 6, 32};
+    s.prompt_tokens = 160;
+    s.steps = 40;
+    s.targets = 6;
+    s.drift_period = 10;
+    return s;
+}
+
+//! Options sized for `s` at kept fraction `r`, profiling online over 6 decode steps.
+inline heterocache::cache_options options_for(const planted::scenario& s, double r) {
+    heterocache::cache_options o;
+    o.sequences = s.sequences;
+    o.max_prompt_tokens = s.prompt_tokens;
+    o.max_new_tokens = s.steps;
+    o.budget_ratio = r;
+    o.profiling_steps = 6;
+    return o;
+}
 
 //! Attention outputs and log-sum-exps of every (step, layer), `[seq][query_head][d]` each.
 struct attention_trace {

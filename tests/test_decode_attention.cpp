@@ -7,6 +7,8 @@
 
 #include <heterocache/attention/decode_attention.hpp>
 
+#include "attention_reference.hpp"
+
 using heterocache::index_t;
 
 namespace {
@@ -38,34 +40,6 @@ struct problem {
     }
 };
 
-// Float64 reference: plain two-pass softmax.
-void reference(const problem& p, const heterocache::csr_selection& s, std::vector<double>& out, std::vector<double>& lse) {
-    const double scale = 1.0 / std::sqrt(static_cast<double>(p.d));
-    out.assign(static_cast<std::size_t>(p.rows * p.group * p.d), 0.0);
-    lse.assign(static_cast<std::size_t>(p.rows * p.group), -std::numeric_limits<double>::infinity());
-    for (index_t row = 0; row < s.rows; ++row)
-        for (index_t g = 0; g < p.group; ++g) {
-            const index_t qh = row * p.group + g;
-            std::vector<double> scores;
-            for (index_t i = s.indptr[row]; i < s.indptr[row + 1]; ++i) {
-                double dot = 0.0;
-                for (index_t c = 0; c < p.d; ++c)
-                    dot += static_cast<double>(p.queries[qh * p.d + c]) * p.keys[s.indices[i] * p.d + c];
-                scores.push_back(dot * scale);
-            }
-            if (scores.empty()) continue;
-            double top = scores[0], sum = 0.0;
-            for (double x : scores) top = std::max(top, x);
-            for (double x : scores) sum += std::exp(x - top);
-            lse[qh] = top + std::log(sum);
-            for (std::size_t j = 0; j < scores.size(); ++j) {
-                const double w = std::exp(scores[j] - top) / sum;
-                const index_t slot = s.indices[s.indptr[row] + static_cast<index_t>(j)];
-                for (index_t c = 0; c < p.d; ++c) out[qh * p.d + c] += w * p.values[slot * p.d + c];
-            }
-        }
-}
-
 }  // namespace
 
 TEST_CASE("decode attention over a CSR selection matches a float64 reference within 1e-5") {
@@ -74,7 +48,7 @@ TEST_CASE("decode attention over a CSR selection matches a float64 reference wit
     std::vector<float> out(p.queries.size()), lse(static_cast<std::size_t>(p.rows * p.group));
     heterocache::decode_attention(s, p.queries.data(), out.data(), lse.data(), 1.0f / std::sqrt(static_cast<float>(p.d)));
     std::vector<double> ref_out, ref_lse;
-    reference(p, s, ref_out, ref_lse);
+    testing_support::reference_attention(s, p.queries.data(), 1.0 / std::sqrt(static_cast<double>(p.d)), ref_out, ref_lse);
     for (index_t qh = 0; qh < p.rows * p.group; ++qh) {
         if (std::isinf(ref_lse[qh])) {
             CHECK(std::isinf(lse[qh]));

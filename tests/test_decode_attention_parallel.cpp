@@ -9,6 +9,8 @@
 #include <heterocache/attention/decode_attention.hpp>
 #include <heterocache/attention/half_precision.hpp>
 
+#include "attention_reference.hpp"
+
 using heterocache::index_t;
 
 namespace {
@@ -45,30 +47,7 @@ struct long_problem {
 
 // Float64, two-pass softmax.
 void reference(const long_problem& p, float scale, std::vector<double>& out, std::vector<double>& lse) {
-    out.assign(p.heads() * static_cast<std::size_t>(p.d), 0.0);
-    lse.assign(p.heads(), -std::numeric_limits<double>::infinity());
-    std::vector<double> scores;
-    for (index_t row = 0; row < p.rows; ++row)
-        for (index_t g = 0; g < p.group; ++g) {
-            const index_t qh = row * p.group + g;
-            scores.clear();
-            for (index_t i = p.indptr[row]; i < p.indptr[row + 1]; ++i) {
-                double dot = 0.0;
-                for (index_t c = 0; c < p.d; ++c)
-                    dot += static_cast<double>(p.queries[qh * p.d + c]) * p.keys[p.indices[i] * p.d + c];
-                scores.push_back(dot * scale);
-            }
-            if (scores.empty()) continue;
-            double top = scores[0], sum = 0.0;
-            for (double x : scores) top = std::max(top, x);
-            for (double x : scores) sum += std::exp(x - top);
-            lse[qh] = top + std::log(sum);
-            for (std::size_t j = 0; j < scores.size(); ++j) {
-                const double w = std::exp(scores[j] - top) / sum;
-                const index_t slot = p.indices[p.indptr[row] + static_cast<index_t>(j)];
-                for (index_t c = 0; c < p.d; ++c) out[qh * p.d + c] += w * p.values[slot * p.d + c];
-            }
-        }
+    testing_support::reference_attention(p.selection(), p.queries.data(), scale, out, lse);
 }
 
 // Largest error of an output head relative to that head's largest reference value.

@@ -14,29 +14,12 @@
 
 namespace hc = heterocache;
 using hc::index_t;
+using testing_support::options_for;
 using testing_support::record_attention;
+using testing_support::small_scenario;
 
 namespace {
 
-planted::scenario small_scenario() {
-    planted::scenario s;
-    s.shape = {2, 3, 6, 32};
-    s.prompt_tokens = 160;
-    s.steps = 40;
-    s.targets = 6;
-    s.drift_period = 10;
-    return s;
-}
-
-hc::cache_options options_for(const planted::scenario& s, double r) {
-    hc::cache_options o;
-    o.sequences = s.sequences;
-    o.max_prompt_tokens = s.prompt_tokens;
-    o.max_new_tokens = s.steps;
-    o.budget_ratio = r;
-    o.profiling_steps = 6;
-    return o;
-}
 
 template <class Cache>
 testing_support::attention_trace full_trace(const planted::model& m, const hc::cache_options& o) {
