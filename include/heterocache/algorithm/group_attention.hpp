@@ -33,14 +33,7 @@ inline void accumulate_group_attention(const query_rows& queries, const key_rows
         for (index_t i = 0; i < queries.count; ++i) {
             const float* q = queries.query(i, q_head);
             const index_t visible = std::min(length, queries.first_position + i + 1);
-            float maximum = -std::numeric_limits<float>::infinity();
-            for (index_t t = 0; t < visible; ++t) {
-                logits[t] = detail::dot(q, keys.key(t), head_dim) * scale;
-                maximum = std::max(maximum, logits[t]);
-            }
-            for (index_t t = 0; t < visible; ++t) logits[t] = detail::exp_nonpositive(logits[t] - maximum);
-            double total = 0.0;
-            for (index_t t = 0; t < visible; ++t) total += logits[t];
+            const double total = detail::softmax_numerators(q, keys, visible, head_dim, scale, logits);
             const auto weight = static_cast<float>(1.0 / (total * static_cast<double>(group_size)));
             for (index_t t = 0; t < visible; ++t) accumulated[t] += logits[t] * weight;
         }

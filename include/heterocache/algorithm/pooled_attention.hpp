@@ -36,6 +36,25 @@ struct query_rows {
     }
 };
 
+namespace detail {
+
+//! Writes `exp(q.k_t * scale - max)` for positions `[0, visible)` into `out` and returns their sum (in
+//! double): the softmax of one query over a head's keys is `out[t] / sum`.
+inline double softmax_numerators(const float* q, const key_rows& keys, index_t visible, index_t head_dim, float scale,
+                                 float* out) noexcept {
+    float maximum = -std::numeric_limits<float>::infinity();
+    for (index_t t = 0; t < visible; ++t) {
+        out[t] = dot(q, keys.key(t), head_dim) * scale;
+        maximum = std::max(maximum, out[t]);
+    }
+    for (index_t t = 0; t < visible; ++t) out[t] = exp_nonpositive(out[t] - maximum);
+    double total = 0.0;
+    for (index_t t = 0; t < visible; ++t) total += out[t];
+    return total;
+}
+
+}  // namespace detail
+
 //! Computes the pooled attention row of KV head `kv_head` over prompt positions `[0, row.size())`:
 //! for each query head of the GQA group, the softmax rows of the `queries` (causally masked) averaged over
 //! the queries; then the maximum over the group; then an average pool of width 5.
@@ -57,14 +76,7 @@ inline void pooled_attention_row(const query_rows& queries, const key_rows& keys
         for (index_t i = 0; i < queries.count; ++i) {
             const float* q = queries.query(i, q_head);
             const index_t visible = std::min(length, queries.first_position + i + 1);
-            float maximum = -std::numeric_limits<float>::infinity();
-            for (index_t t = 0; t < visible; ++t) {
-                row[t] = detail::dot(q, keys.key(t), head_dim) * scale;
-                maximum = std::max(maximum, row[t]);
-            }
-            for (index_t t = 0; t < visible; ++t) row[t] = detail::exp_nonpositive(row[t] - maximum);
-            double total = 0.0;
-            for (index_t t = 0; t < visible; ++t) total += row[t];
+            const double total = detail::softmax_numerators(q, keys, visible, head_dim, scale, row.data());
             const float inverse = static_cast<float>(1.0 / (total * static_cast<double>(queries.count)));
             for (index_t t = 0; t < visible; ++t) probabilities[t] += row[t] * inverse;
         }
