@@ -30,6 +30,7 @@ int main() {
     scenario.prompt_tokens = 1024;
     scenario.steps = 64;
     scenario.targets = 24;
+    scenario.drift_period = 16;  // drifting heads move every 16 steps; pivots check every 5
     const planted::model model(scenario);
 
     hc::cache_options options;
