@@ -29,7 +29,7 @@ inline float dot(const float* __restrict a, const float* __restrict b, index_t n
     index_t c = 0;
     for (; c + vector_lanes <= n; c += vector_lanes)
         for (index_t l = 0; l < vector_lanes; ++l) lanes[l] += a[c + l] * b[c + l];
-    for (index_t l = 0; c < n; ++c, ++l) lanes[l] += a[c] * b[c];
+    for (index_t l = 0; l < vector_lanes && c + l < n; ++l) lanes[l] += a[c + l] * b[c + l];  // tail: < 8
     return sum_lanes(lanes);
 }
 
@@ -53,7 +53,7 @@ inline float sum(const float* x, index_t n) noexcept {
     index_t c = 0;
     for (; c + vector_lanes <= n; c += vector_lanes)
         for (index_t l = 0; l < vector_lanes; ++l) lanes[l] += x[c + l];
-    for (index_t l = 0; c < n; ++c, ++l) lanes[l] += x[c];
+    for (index_t l = 0; l < vector_lanes && c + l < n; ++l) lanes[l] += x[c + l];  // tail: < 8
     return sum_lanes(lanes);
 }
 
