@@ -100,3 +100,18 @@ TEST_CASE("a budget too small for the full heads demotes them, most stable first
     CHECK_NOTHROW(profile.validate());
     CHECK(heterocache::budget_feasible(profile, 0.3, 100));
 }
+
+TEST_CASE("a budget of the whole context gives every head the whole context, whatever the rounding") {
+    // The compressed heads of a real SmolLM2-135M profile (44 full heads besides): at T = 980, floor(B * w_h)
+    // of one head came out 979 from floating-point rounding of a share that is exactly 980.
+    const std::vector<double> stabilities{0.6489795918367347,0.76938775510204083,0.8387755102040817,0.53265306122448974,0.76122448979591839,0.72653061224489801,0.72244897959183674,0.74081632653061225,0.74285714285714288,0.82448979591836735,0.80408163265306132,0.7673469387755103,0.53673469387755102,0.53265306122448974,0.63673469387755111,0.57346938775510203,0.56938775510204076,0.69387755102040827,0.6612244897959183,0.65714285714285714,0.61224489795918369,0.70612244897959187,0.65102040816326534,0.57959183673469394,0.52653061224489806,0.47959183673469385,0.53265306122448974,0.64693877551020407,0.1163265306122449,0.48163265306122449,0.55102040816326525,0.45918367346938777,0.53265306122448974,0.50204081632653064,0.5714285714285714,0.74081632653061225,0.14489795918367349,0.68367346938775508,0.5,0.50612244897959191,0.35510204081632657,0.51428571428571423,0.41428571428571426,0.50816326530612244,0.60000000000000009,0.53673469387755102};
+    std::vector<heterocache::head_info> heads;
+    for (double s : stabilities) heads.push_back({head_role::anchor, s, -1});
+    for (int i = 0; i < 44; ++i) heads.push_back({head_role::volatile_, 0.2, -1});
+    heterocache::head_profile profile{30, 3, 0.5, 0.5, 8, heads};
+    for (index_t t : {980, 1000, 1964, 3932, 7844}) {
+        std::vector<index_t> caps(90);
+        heterocache::drift_weighted_budget{}.prompt_caps(profile, 1.0, t, caps);
+        for (index_t c : caps) CHECK(c == t);
+    }
+}

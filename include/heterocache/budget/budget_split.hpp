@@ -97,8 +97,12 @@ void split_prompt_budget(const head_profile& profile, double total, index_t prom
             if (share[i] >= t) open[i] = false, caps[i] = prompt_tokens, remaining -= t, clipped = true;
         }
     }
+    // floor(B * w_h) as DESIGN.md states it; the tolerance keeps a share that is T in exact arithmetic but
+    // T - 1e-13 in floating point from losing a token (r = 1 must keep every token).
+    constexpr double rounding_tolerance = 1e-6;
     for (index_t i = 0; i < heads; ++i)
-        if (open[i]) caps[i] = std::clamp<index_t>(static_cast<index_t>(std::floor(share[i])), 1, prompt_tokens);
+        if (open[i])
+            caps[i] = std::clamp<index_t>(static_cast<index_t>(std::floor(share[i] + rounding_tolerance)), 1, prompt_tokens);
 }
 
 //! `B = (r*N - Nfull) * T / (N - Nfull)`: the mean cap of a compressed head (T when every head is full).
