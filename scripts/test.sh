@@ -68,6 +68,13 @@ scripts/check-model.sh build
 total_passed=$((total_passed + 1))
 summary+=("$(printf '%-8s reference check passed in %4ss' model "$((SECONDS - model_started))")")
 
+# Every KV-compression policy at r = 1 must reproduce the full cache exactly on the real model.
+log "eval: every policy at r = 1 reproduces the full cache (scripts/eval.sh --quick)"
+eval_started=$SECONDS
+BUILD_DIR=build scripts/eval.sh --quick
+total_passed=$((total_passed + 1))
+summary+=("$(printf '%-8s quick check passed in %4ss' eval "$((SECONDS - eval_started))")")
+
 if [[ ${HETEROCACHE_TEST_QUICK:-0} != 1 ]]; then
     # Debug keeps assertions on; -O1 keeps the sanitized tests fast enough.
     readonly sanitizer_config=(-DCMAKE_BUILD_TYPE=Debug -DHETEROCACHE_BUILD_EXAMPLES=OFF -DHETEROCACHE_BUILD_BENCH=OFF)

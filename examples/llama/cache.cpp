@@ -1,19 +1,24 @@
 #include "cache.hpp"
 
+#include <algorithm>
+#include <array>
 #include <cstdio>
+#include <string>
 
-#include "heterocache/kv_cache.hpp"
+#include "heterocache/baselines.hpp"
 
 namespace hcllama {
 
 namespace {
 
+constexpr std::array<std::string_view, 9> kPolicies = {"full",      "heterocache", "streamingllm", "h2o", "snapkv",
+                                                       "pyramidkv", "adakv",       "quest",        "duo"};
+
 template <class Cache>
 class cache_adapter final : public decode_cache {
  public:
-  cache_adapter(const char* name, const heterocache::model_shape& shape, const heterocache::cache_options& options,
-                std::optional<heterocache::head_profile> profile)
-      : name_(name), cache_(shape, options, std::move(profile)) {}
+  template <class Make>
+  cache_adapter(const char* name, Make&& make) : name_(name), cache_(make()) {}
   const char* name() const noexcept override { return name_; }
   void prefill(std::size_t layer, const heterocache::strided_kv_layout& kv, std::size_t prompt_tokens,
                const heterocache::query_rows& window) override {
@@ -27,6 +32,7 @@ class cache_adapter final : public decode_cache {
     cache_.observe(idx(layer), 0, query, idx(head_stride));
   }
   std::uint64_t resident_bytes() const override { return cache_.resident_bytes(); }
+  std::uint64_t resident_tokens() const override { return static_cast<std::uint64_t>(cache_.resident_tokens()); }
   const std::optional<heterocache::head_profile>& profile() const override { return cache_.profile(); }
 
  private:
@@ -35,31 +41,128 @@ class cache_adapter final : public decode_cache {
   Cache cache_;
 };
 
+template <class Cache, class Make>
+std::unique_ptr<decode_cache> adapt(const char* name, Make&& make) {
+  return std::make_unique<cache_adapter<Cache>>(name, std::forward<Make>(make));
+}
+
+// DuoAttention-style roles from a HeteroCache profile: stability only, no clusters.
+heterocache::head_profile stability_only(heterocache::head_profile p) {
+  for (auto& h : p.heads)
+    h = {h.stability < p.tau_stable ? heterocache::head_role::volatile_ : heterocache::head_role::anchor, h.stability, -1};
+  return p;
+}
+
+// Demotes full heads, most stable first (a pivot together with its satellites, as
+// heterocache::demote_until_feasible does), until the compressed heads' mean cap reaches share * r * T.
+void demote_to_floor(heterocache::head_profile& p, double r, heterocache::index_t t, double share) {
+  using heterocache::head_role;
+  const auto n = static_cast<double>(p.heads.size());
+  for (;;) {
+    const auto full = static_cast<double>(p.full_heads());
+    if (full == 0.0) return;
+    if (full < n && (r * n - full) / (n - full) >= share * r) return;
+    heterocache::head_info* best = nullptr;
+    for (auto& h : p.heads)
+      if (heterocache::keeps_full_kv(h.role) && (best == nullptr || h.stability > best->stability)) best = &h;
+    const auto index = static_cast<heterocache::index_t>(best - p.heads.data());
+    const heterocache::index_t layer = index / p.kv_heads, head = index % p.kv_heads;
+    if (best->role == head_role::pivot)
+      for (heterocache::index_t h = 0; h < p.kv_heads; ++h)
+        if (p.at(layer, h).pivot == head) p.at(layer, h) = {head_role::anchor, p.at(layer, h).stability, -1};
+    *best = {head_role::anchor, best->stability, -1};
+  }
+  (void)t;
+}
+
 }  // namespace
+
+std::span<const std::string_view> policy_names() noexcept { return kPolicies; }
+// "heterocache-floor" or "heterocache-floorA": the floor share A (default 0.5); -1 for other names.
+static double floor_share(std::string_view name) noexcept {
+  constexpr std::string_view prefix = "heterocache-floor";
+  if (name.substr(0, prefix.size()) != prefix) return -1.0;
+  name.remove_prefix(prefix.size());
+  if (name.empty()) return 0.5;
+  try {
+    std::size_t n = 0;
+    const std::string s(name);
+    const double a = std::stod(s, &n);
+    return n == s.size() && a > 0.0 && a <= 1.0 ? a : -1.0;
+  } catch (...) {
+    return -1.0;
+  }
+}
+
+bool is_policy_name(std::string_view name) noexcept {
+  return floor_share(name) > 0.0 || name == "heterocache-static" || std::find(kPolicies.begin(), kPolicies.end(), name) != kPolicies.end();
+}
+bool policy_uses_profile(std::string_view name) noexcept {
+  return name == "heterocache" || floor_share(name) > 0.0 || name == "heterocache-static" || name == "duo";
+}
+
+double effective_ratio(const cache_config& cc, std::size_t prompt_tokens) noexcept {
+  if (cc.policy == "full") return 1.0;
+  if (cc.budget_tokens > 0 && prompt_tokens > 0)
+    return std::min(1.0, static_cast<double>(cc.budget_tokens) / static_cast<double>(prompt_tokens));
+  return cc.budget;
+}
 
 heterocache::model_shape shape_of(const llama_config& c) {
   return {static_cast<heterocache::index_t>(c.n_layer), static_cast<heterocache::index_t>(c.n_head_kv),
           static_cast<heterocache::index_t>(c.n_head), static_cast<heterocache::index_t>(c.head_dim)};
 }
 
+std::optional<heterocache::head_profile> effective_profile(const llama_config& c, const cache_config& cc,
+                                                           std::size_t prompt_tokens) {
+  if (!policy_uses_profile(cc.policy) || !cc.profile) return std::nullopt;
+  heterocache::head_profile p = cc.policy == "duo" ? stability_only(*cc.profile) : *cc.profile;
+  p.validate(shape_of(c));
+  const double r = effective_ratio(cc, prompt_tokens);
+  const auto t = static_cast<heterocache::index_t>(prompt_tokens);
+  if (cc.demote_when_infeasible && !heterocache::budget_feasible(p, r, t)) heterocache::demote_until_feasible(p, r, t);
+  const double share = cc.min_compressed_share > 0.0 ? cc.min_compressed_share : std::max(0.0, floor_share(cc.policy));
+  if (share > 0.0) demote_to_floor(p, r, t, share);
+  return p;
+}
+
 std::unique_ptr<decode_cache> make_decode_cache(const llama_config& c, const cache_config& cc, std::size_t prompt_tokens,
                                                 std::size_t max_new_tokens) {
+  namespace hc = heterocache;
   const auto shape = shape_of(c);
-  heterocache::cache_options o;
+  hc::cache_options o;
   o.sequences = 1;
-  o.max_prompt_tokens = static_cast<heterocache::index_t>(prompt_tokens);
-  o.max_new_tokens = static_cast<heterocache::index_t>(max_new_tokens);
-  if (cc.policy == "full") {
-    o.budget_ratio = 1.0;
-    return std::make_unique<cache_adapter<heterocache::full_kv_cache<>>>(
-        "full", shape, o, heterocache::uniform_profile(shape, heterocache::head_role::volatile_));
+  o.max_prompt_tokens = static_cast<hc::index_t>(prompt_tokens);
+  o.max_new_tokens = static_cast<hc::index_t>(std::max<std::size_t>(max_new_tokens, 1));
+  o.budget_ratio = effective_ratio(cc, prompt_tokens);
+  o.profiling_steps = std::min<hc::index_t>(cc.profiling_steps, o.max_new_tokens);
+  const std::string& p = cc.policy;
+  if (p == "full") return adapt<hc::full_kv_cache<>>("full", [&] { return hc::make_full_cache(shape, o); });
+  if (p == "heterocache" || floor_share(p) > 0.0) {
+    auto prof = effective_profile(c, cc, prompt_tokens);
+    return adapt<hc::heterocache_cache<>>(p == "heterocache" ? "heterocache" : "heterocache-floor",
+                                          [&] { return hc::make_heterocache_cache(shape, o, prof); });
   }
-  if (cc.policy == "heterocache") {
-    o.budget_ratio = cc.budget;
-    o.profiling_steps = cc.profiling_steps;
-    return std::make_unique<cache_adapter<heterocache::kv_cache<>>>("heterocache", shape, o, cc.profile);
+  if (p == "heterocache-static") {  // ablation: HeteroCache's roles and budget, satellites never refreshed
+    using static_hc = hc::kv_cache<hc::strided_kv_layout, hc::overlap_star_classifier, hc::drift_weighted_budget,
+                                   hc::host_storage, hc::static_monitor, hc::sync_retriever>;
+    auto prof = effective_profile(c, cc, prompt_tokens);
+    return adapt<static_hc>("heterocache-static", [&] { return static_hc(shape, o, prof); });
   }
-  throw model_error("unknown cache policy '" + cc.policy + "' (full or heterocache)");
+  if (p == "duo") {
+    auto prof = effective_profile(c, cc, prompt_tokens);
+    return adapt<hc::duo_attention_cache<>>("duo", [&] { return hc::make_duo_attention_cache(shape, o, prof); });
+  }
+  if (p == "streamingllm")
+    return adapt<hc::streaming_llm_cache<>>("streamingllm", [&] { return hc::make_streaming_llm_cache(shape, o); });
+  if (p == "h2o") return adapt<hc::h2o_cache<>>("h2o", [&] { return hc::make_h2o_cache(shape, o); });
+  if (p == "snapkv") return adapt<hc::snapkv_cache<>>("snapkv", [&] { return hc::make_snapkv_cache(shape, o); });
+  if (p == "pyramidkv") return adapt<hc::pyramidkv_cache<>>("pyramidkv", [&] { return hc::make_pyramidkv_cache(shape, o); });
+  if (p == "adakv") return adapt<hc::ada_kv_cache<>>("adakv", [&] { return hc::make_ada_kv_cache(shape, o); });
+  if (p == "quest") return adapt<hc::quest_cache<>>("quest", [&] { return hc::make_quest_cache(shape, o); });
+  std::string names;
+  for (auto n : kPolicies) names += (names.empty() ? "" : ", ") + std::string(n);
+  throw model_error("unknown cache policy '" + p + "' (one of: " + names + ")");
 }
 
 cache_factory make_cache_factory(const llama_config& c, cache_config cc) {

@@ -1,24 +1,53 @@
-// The engine's decode caches: heterocache::full_kv_cache (every head keeps
-// every token) and heterocache::kv_cache (head-wise compression with online
-// profiling, or a saved profile), both behind hcllama::decode_cache.
+// The engine's decode caches: every KV-compression method of heterocache/baselines.hpp (full, HeteroCache,
+// StreamingLLM, H2O, SnapKV, PyramidKV, Ada-KV, Quest, DuoAttention-style) behind hcllama::decode_cache.
 #pragma once
 
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
+#include <string_view>
 
 #include "model.hpp"
 
 namespace hcllama {
 
+// Every name --policy accepts, in the order tables list them.
+std::span<const std::string_view> policy_names() noexcept;
+bool is_policy_name(std::string_view name) noexcept;
+// Also accepted (not in policy_names()): "heterocache-floor[A]", HeteroCache with min_compressed_share A
+// (default 0.5), and
+// "heterocache-static", HeteroCache whose satellites are never refreshed (static_monitor; an ablation).
+// True for the policies that use a head profile (heterocache, duo): without one they profile online.
+bool policy_uses_profile(std::string_view name) noexcept;
+
 struct cache_config {
-  std::string policy = "full";  // "full" or "heterocache"
-  double budget = 0.5;          // r, kept fraction of the prompt KV (heterocache)
-  std::optional<heterocache::head_profile> profile;  // heterocache: use this profile (no online profiling)
-  long profiling_steps = 8;     // heterocache, online profiling: decode steps observed before classifying
+  std::string policy = "full";  // one of policy_names()
+  double budget = 0.5;          // r, kept fraction of the prompt KV (every policy but full)
+  // Fixed budget in tokens per KV head on average (> 0 overrides `budget`: r = min(1, tokens / prompt tokens)).
+  std::size_t budget_tokens = 0;
+  // heterocache, duo: use this profile (no online profiling). duo keeps only its stabilities: heads below
+  // tau_stable keep the full KV (volatile), the others are compressed (anchors), no clusters.
+  std::optional<heterocache::head_profile> profile;
+  long profiling_steps = 8;     // heterocache, duo, online profiling: decode steps observed before classifying
+  // heterocache, duo with a profile: when r*N <= Nfull (pivots + volatiles), demote the most stable full heads
+  // to anchors until the budget is feasible (heterocache::demote_until_feasible), instead of failing.
+  bool demote_when_infeasible = true;
+  // heterocache, duo with a profile: also demote full heads (most stable first) until the compressed heads'
+  // mean cap B is at least min_compressed_share * r * T (0: only until feasible, the library's behaviour, which
+  // can leave a compressed head a single token). "heterocache-floorA" sets A.
+  double min_compressed_share = 0.0;
 };
 
+// The kept fraction r a config asks for with a prompt of `prompt_tokens` tokens.
+double effective_ratio(const cache_config& cc, std::size_t prompt_tokens) noexcept;
+
 heterocache::model_shape shape_of(const llama_config& c);
+
+// The profile a config will run with for a prompt of `prompt_tokens` (after the duo conversion and any
+// demotion); empty for profile-less policies and for online profiling.
+std::optional<heterocache::head_profile> effective_profile(const llama_config& c, const cache_config& cc,
+                                                           std::size_t prompt_tokens);
 
 // Builds a cache for a prompt of `prompt_tokens` tokens and `max_new_tokens` decode tokens.
 std::unique_ptr<decode_cache> make_decode_cache(const llama_config& c, const cache_config& cc, std::size_t prompt_tokens,

@@ -25,6 +25,7 @@
 #include "gguf.hpp"
 #include "heterocache/profile/profile_io.hpp"
 #include "model.hpp"
+#include "prompts.hpp"
 #include "tokenizer.hpp"
 
 using namespace hcllama;
@@ -49,6 +50,7 @@ struct options {
   std::string sweep_depths = "0,0.25,0.5,0.75,1";
   std::string policy = "full";
   double budget = 0.5;
+  std::size_t budget_tokens = 0;
   std::size_t window = 32;
   std::string profile, save_profile;
   std::string tokens;
@@ -70,10 +72,12 @@ void usage(std::FILE* out) {
       "  --temperature T     0 = greedy (default), >0 = sampling\n"
       "  --seed S            random seed (sampling, passkey and depth)\n"
       "  --threads N         threads (prefill BLAS, decode attention; default: all cores)\n"
-      "  --policy NAME       KV cache: full | heterocache (default full)\n"
-      "  --budget R          heterocache: kept fraction r of the prompt KV (default 0.5)\n"
-      "  --profile FILE      heterocache: load this head profile (no online profiling)\n"
-      "  --save-profile FILE heterocache: save the profile found online\n"
+      "  --policy NAME       KV cache: full | heterocache | streamingllm | h2o | snapkv | pyramidkv | adakv |\n"
+      "                      quest | duo (default full; heterocache/baselines.hpp)\n"
+      "  --budget R          compressed policies: kept fraction r of the prompt KV, in (0, 1] (default 0.5)\n"
+      "  --budget-tokens N   compressed policies: N prompt tokens per KV head on average (r = N / prompt tokens)\n"
+      "  --profile FILE      heterocache, duo: load this head profile (no online profiling)\n"
+      "  --save-profile FILE heterocache, duo: save the profile found online\n"
       "  --window W          observation window: last W prompt queries per layer (default 32)\n"
       "  --passkey           one passkey retrieval run over about --context tokens with --policy\n"
       "  --passkey-demo      the same prompt with the full cache and with --policy heterocache\n"
@@ -154,6 +158,7 @@ options parse_args(int argc, char** argv) {
     else if (a == "--sweep-depths") o.sweep_depths = next();
     else if (a == "--policy") o.policy = next();
     else if (a == "--budget") o.budget = parse_num<double>(a, next()), budget_given = true;
+    else if (a == "--budget-tokens") o.budget_tokens = parse_num<std::size_t>(a, next()), budget_given = true;
     else if (a == "--profile") o.profile = next();
     else if (a == "--save-profile") o.save_profile = next();
     else if (a == "--window") o.window = parse_num<std::size_t>(a, next());
@@ -173,11 +178,16 @@ options parse_args(int argc, char** argv) {
     }
   }
   if (o.model.empty()) die("no model given (use --model PATH or set HETEROCACHE_MODEL; scripts/fetch-model.sh downloads it)");
-  if (o.policy != "full" && o.policy != "heterocache") die("unknown --policy '" + o.policy + "' (full or heterocache)");
+  if (!is_policy_name(o.policy)) {
+    std::string names;
+    for (auto n : policy_names()) names += (names.empty() ? "" : ", ") + std::string(n);
+    die("unknown --policy '" + o.policy + "' (one of: " + names + ")");
+  }
   if (o.budget <= 0.0 || o.budget > 1.0) die("--budget must be in (0, 1]");
-  if (budget_given && o.policy == "full" && !o.demo) die("--budget needs --policy heterocache (the full cache keeps every token)");
-  if ((!o.profile.empty() || !o.save_profile.empty()) && o.policy != "heterocache" && !o.demo)
-    die("--profile/--save-profile need --policy heterocache");
+  if (budget_given && o.policy == "full" && !o.demo) die("--budget needs a compressed --policy (the full cache keeps every token)");
+  if ((!o.profile.empty() || !o.save_profile.empty()) && !policy_uses_profile(o.policy) && !o.demo)
+    die("--profile/--save-profile need --policy heterocache or duo");
+  if (o.demo && o.policy == "full") o.policy = "heterocache";
   if (o.temperature < 0) die("--temperature must be >= 0");
   if (o.depth && (*o.depth < 0.0 || *o.depth > 1.0)) die("--depth must be in [0, 1]");
   if (o.context < 64) die("--context must be at least 64");
@@ -199,90 +209,6 @@ double seconds_since(clock_type::time_point t) {
   return std::chrono::duration<double>(clock_type::now() - t).count();
 }
 
-struct passkey_prompt {
-  std::string text;
-  std::string key;
-  double depth = 0;
-};
-
-// Passkey prompt styles (--passkey-style):
-//   0 chat template, repeated classic filler ("The grass is green. ...")
-//   1 no chat template (plain completion), classic filler
-//   2 chat template, varied filler (sentences drawn from a fixed list)
-//   3 no chat template, varied filler
-constexpr int passkey_styles = 4;
-
-const char* const varied_sentences[] = {
-    "The morning train left the station a few minutes late. ",
-    "A small boat drifted slowly along the quiet river. ",
-    "The library closes early on public holidays. ",
-    "Fresh bread was cooling on the kitchen table. ",
-    "The children played football in the park until sunset. ",
-    "An old clock ticked steadily in the hallway. ",
-    "The farmer checked the fence around the north field. ",
-    "Rain tapped gently against the office windows. ",
-    "The museum opened a new room for ancient maps. ",
-    "A cat slept in a patch of warm sunlight. ",
-    "The baker added a pinch of salt to the dough. ",
-    "Snow covered the mountain road during the night. ",
-    "The choir practised the same song three times. ",
-    "A gardener planted tulips along the garden path. ",
-    "The market was busy with people buying vegetables. ",
-    "Two friends talked about their favourite books over tea. ",
-};
-
-passkey_prompt build_passkey_prompt(const tokenizer& tok, std::size_t target_tokens, std::uint64_t seed,
-                                    std::optional<double> depth, int style) {
-  std::mt19937_64 rng(seed);
-  passkey_prompt p;
-  p.key = std::to_string(std::uniform_int_distribution<int>(10000, 99999)(rng));
-  p.depth = depth ? *depth : std::uniform_real_distribution<double>(0.0, 1.0)(rng);
-  const bool chat = style == 0 || style == 2;
-  const bool varied = style == 2 || style == 3;
-  const std::string intro =
-      "There is an important info hidden inside a lot of irrelevant text. Find it and memorize it. "
-      "I will quiz you about the important information there.\n\n";
-  const std::string classic = "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again. ";
-  // filler unit i (the varied filler is a fixed pseudo-random sequence of sentences)
-  std::vector<std::string> units;
-  auto unit = [&](std::size_t i) -> const std::string& {
-    while (units.size() <= i) {
-      if (!varied) {
-        units.push_back(classic);
-      } else {
-        std::mt19937_64 r(seed * 1000003u + units.size());
-        constexpr std::size_t n = sizeof(varied_sentences) / sizeof(varied_sentences[0]);
-        units.push_back(std::string(varied_sentences[r() % n]) + varied_sentences[r() % n]);
-      }
-    }
-    return units[i];
-  };
-  const std::string needle = "The pass key is " + p.key + ". Remember it. " + p.key + " is the pass key. ";
-  const std::string question = "\n\nWhat is the pass key?";
-  const std::string answer_prefix = chat ? "The pass key is" : " The pass key is";
-  auto assemble = [&](std::size_t reps, std::size_t before) {
-    std::string user = intro;
-    for (std::size_t i = 0; i < before; ++i) user += unit(i);
-    user += needle;
-    for (std::size_t i = before; i < reps; ++i) user += unit(i);
-    user += question;
-    return chat ? tok.apply_chat_template({{"user", user}}, true) + answer_prefix : user + answer_prefix;
-  };
-  const std::size_t overhead = tok.encode(assemble(0, 0)).size();
-  std::size_t per = 0;
-  for (std::size_t i = 0; i < 8; ++i) per += tok.encode(unit(i)).size();
-  per = std::max<std::size_t>(1, per / 8);
-  std::size_t reps = target_tokens > overhead ? (target_tokens - overhead) / per : 0;
-  // trim so that the prompt does not exceed the target
-  for (;;) {
-    const auto before = static_cast<std::size_t>(p.depth * static_cast<double>(reps) + 0.5);
-    p.text = assemble(reps, std::min(before, reps));
-    if (reps == 0 || tok.encode(p.text).size() <= target_tokens) break;
-    --reps;
-  }
-  return p;
-}
-
 std::vector<std::int32_t> parse_ids(const std::string& s) {
   std::vector<std::int32_t> ids;
   std::stringstream ss(s);
@@ -299,7 +225,7 @@ struct run_result {
   std::vector<float> prompt_logits, final_logits;
   double prefill_s = 0, decode_s = 0, steady_s = 0;
   std::size_t decode_steps = 0, steady_steps = 0;
-  std::uint64_t resident_bytes = 0;
+  std::uint64_t resident_bytes = 0, resident_tokens = 0;
   std::optional<heterocache::head_profile> profile;
   std::string policy;
 };
@@ -349,6 +275,7 @@ run_result generate(const llama_model& model, const tokenizer& tok, const std::v
   if (stream) std::printf("\n");
   r.final_logits = ctx.logits();
   r.resident_bytes = ctx.cache()->resident_bytes();
+  r.resident_tokens = ctx.cache()->resident_tokens();
   r.profile = ctx.cache()->profile();
   return r;
 }
@@ -371,7 +298,8 @@ cache_config cache_for(const options& opt, const std::string& policy) {
   cache_config cc;
   cc.policy = policy;
   cc.budget = opt.budget;
-  if (policy == "heterocache" && !opt.profile.empty()) {
+  cc.budget_tokens = opt.budget_tokens;
+  if (policy_uses_profile(policy) && !opt.profile.empty()) {
     try {
       cc.profile = heterocache::load_profile(opt.profile);
     } catch (const std::exception& e) {
@@ -386,7 +314,8 @@ void print_run(const run_result& r, std::size_t prompt_tokens) {
               r.policy.c_str(), prompt_tokens, tps(prompt_tokens, r.prefill_s), r.prefill_s, r.decode_steps,
               tps(r.decode_steps, r.decode_s));
   if (r.steady_steps != r.decode_steps) std::printf(" (%.1f tok/s after profiling)", tps(r.steady_steps, r.steady_s));
-  std::printf(" | hot KV %.1f MiB | peak RSS %.0f MiB\n", static_cast<double>(r.resident_bytes) / (1 << 20), peak_rss_mib());
+  std::printf(" | hot KV %.1f MiB, %llu tokens | peak RSS %.0f MiB\n", static_cast<double>(r.resident_bytes) / (1 << 20),
+              static_cast<unsigned long long>(r.resident_tokens), peak_rss_mib());
 }
 
 int passkey_sweep(const options& opt, const llama_model& model, const tokenizer& tok) {
@@ -476,17 +405,19 @@ int main(int argc, char** argv) {
       std::printf("passkey demo: %zu prompt tokens, key %s at depth %.2f (style %d, seed %llu)\n", prompt.size(),
                   pk.key.c_str(), pk.depth, opt.style, static_cast<unsigned long long>(opt.seed));
       std::vector<run_result> runs;
-      for (const std::string policy : {"full", "heterocache"}) {
+      const std::string budget_label =
+          opt.budget_tokens > 0 ? std::to_string(opt.budget_tokens) + " tokens" : "r=" + std::to_string(opt.budget).substr(0, 4);
+      for (const std::string policy : {std::string("full"), opt.policy}) {
         const cache_config cc = cache_for(opt, policy);
-        if (policy == "heterocache" && !cc.profile && !opt.quiet)
-          std::fprintf(stderr, "note: no --profile: heterocache profiles online during the first decode steps, which "
-                               "still attend the full prompt\n");
-        const std::string label = policy == "full" ? "[full] " : "[heterocache r=" + std::to_string(opt.budget).substr(0, 4) + "] ";
+        if (policy_uses_profile(policy) && !cc.profile && !opt.quiet)
+          std::fprintf(stderr, "note: no --profile: %s profiles online during the first decode steps, which "
+                               "still attend the full prompt\n", policy.c_str());
+        const std::string label = policy == "full" ? "[full] " : "[" + policy + " " + budget_label + "] ";
         runs.push_back(generate(model, tok, prompt, opt, cc, max_new, false, label));
       }
       std::printf("\n%-24s %-8s %-12s %-14s %s\n", "cache", "correct", "hot KV MiB", "decode tok/s", "answer");
       for (const auto& r : runs) {
-        const std::string name = r.policy == "full" ? "full" : "heterocache r=" + std::to_string(opt.budget).substr(0, 4);
+        const std::string name = r.policy == "full" ? "full" : r.policy + " " + budget_label;
         std::printf("%-24s %-8s %-12.1f %-14.1f %s\n", name.c_str(), r.text.find(pk.key) != std::string::npos ? "yes" : "NO",
                     static_cast<double>(r.resident_bytes) / (1 << 20), tps(r.decode_steps, r.decode_s),
                     one_line(r.text).c_str());
@@ -529,7 +460,7 @@ int main(int argc, char** argv) {
     if (!opt.quiet || opt.passkey) {
       if (!opt.passkey) std::fflush(stdout);
       print_run(r, prompt.size());
-      if (r.profile && !opt.quiet && opt.policy == "heterocache") std::fputs(role_map(*r.profile).c_str(), stderr);
+      if (r.profile && !opt.quiet && policy_uses_profile(opt.policy)) std::fputs(role_map(*r.profile).c_str(), stderr);
     }
     return 0;
   } catch (const std::exception& e) {

@@ -273,14 +273,88 @@ void llama_context::prefill_(std::span<const std::int32_t> tokens, const std::fu
     if (progress) progress({i + n, T});
   }
   if (decode_blas_threads > 0) set_blas_threads(decode_blas_threads);
+  prompt_tokens_ = T;
   cache_ = factory_(T, kv_.capacity() - T);
+  prefill_cache(*cache_);
+  if (keep_prefill_state) prompt_logits_ = logits_;
+  else std::vector<float>().swap(window_q_);
+}
+
+void llama_context::prefill_cache(decode_cache& cache) const {
+  const auto& c = m_.config();
+  const std::size_t QD = c.n_head * c.head_dim;
+  if (prompt_tokens_ == 0 || window_q_.empty()) fail("prefill_cache needs a prompt prefilled with keep_prefill_state");
   const auto kv = layout();
   for (std::size_t l = 0; l < c.n_layer; ++l) {
     const heterocache::query_rows w{window_q_.data() + l * window_count_ * QD, static_cast<heterocache::index_t>(window_count_),
                                     static_cast<heterocache::index_t>(QD), static_cast<heterocache::index_t>(c.head_dim), 0};
-    cache_->prefill(l, kv, T, w);
+    cache.prefill(l, kv, prompt_tokens_, w);
   }
-  std::vector<float>().swap(window_q_);
+}
+
+void llama_context::decode_batch(std::span<decode_cache* const> caches, std::span<const std::int32_t> tokens,
+                                 std::size_t step, std::size_t slot_stride, float* logits) {
+  const auto& c = m_.config();
+  const std::size_t B = caches.size();
+  if (B == 0 || tokens.size() != B) fail("decode_batch: one token per stream");
+  if (prompt_tokens_ == 0 || window_q_.empty()) fail("decode_batch needs a prompt prefilled with keep_prefill_state");
+  if (step >= slot_stride || prompt_tokens_ + (B - 1) * slot_stride + step >= kv_.capacity())
+    fail("decode_batch: the streams' decode slots exceed the context capacity");
+  for (auto t : tokens)
+    if (t < 0 || static_cast<std::size_t>(t) >= c.n_vocab) fail("token id " + std::to_string(t) + " out of range");
+  const std::size_t E = c.n_embd, F = c.n_ff, hd = c.head_dim, H = c.n_head, Hkv = c.n_head_kv, G = c.group();
+  const std::size_t QD = H * hd, KD = Hkv * hd;
+  const std::size_t pos = prompt_tokens_ + step;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+  x_.resize(B * E);
+  xn_.resize(B * E);
+  q_.resize(B * QD);
+  k_.resize(B * KD);
+  v_.resize(B * KD);
+  att_.resize(B * QD);
+  ff_a_.resize(B * F);
+  ff_b_.resize(B * F);
+  for (std::size_t b = 0; b < B; ++b)
+    std::memcpy(&x_[b * E], &m_.token_embd()[static_cast<std::size_t>(tokens[b]) * E], E * sizeof(float));
+  // x[B][in] times the weight W[out][in]: one GEMM, or one product per stream (batch_rowwise) so that a stream's
+  // numbers do not depend on its place in the batch.
+  const auto mat = [&](std::size_t out, std::size_t in, const float* x, const float* w, float beta, float* y) {
+    if (!batch_rowwise) return gemm_nt(B, out, in, 1.0f, x, in, w, in, beta, y, out);
+    for (std::size_t b = 0; b < B; ++b) gemm_nt(1, out, in, 1.0f, x + b * in, in, w, in, beta, y + b * out, out);
+  };
+  const auto kv_layout = layout();
+  for (std::size_t l = 0; l < c.n_layer; ++l) {
+    const auto& L = m_.layer(l);
+    for (std::size_t b = 0; b < B; ++b) rmsnorm(&x_[b * E], L.attn_norm.data(), &xn_[b * E], E, c.rms_eps);
+    mat(QD, E, xn_.data(), L.wq.data(), 0.0f, q_.data());
+    mat(KD, E, xn_.data(), L.wk.data(), 0.0f, k_.data());
+    mat(KD, E, xn_.data(), L.wv.data(), 0.0f, v_.data());
+    for (std::size_t b = 0; b < B; ++b) {
+      rope_(&q_[b * QD], H, pos);
+      rope_(&k_[b * KD], Hkv, pos);
+      const std::size_t slot = prompt_tokens_ + b * slot_stride + step;
+      for (std::size_t h = 0; h < Hkv; ++h) {
+        std::memcpy(kv_.k(l, h) + slot * hd, &k_[b * KD + h * hd], hd * sizeof(float));
+        std::memcpy(kv_.v(l, h) + slot * hd, &v_[b * KD + h * hd], hd * sizeof(float));
+      }
+      decode_cache& cache = *caches[b];
+      cache.append(l, kv_layout, slot);
+      const heterocache::csr_selection sel = cache.selection(l);
+      if (static_cast<std::size_t>(sel.rows) != Hkv || static_cast<std::size_t>(sel.group_size) != G ||
+          static_cast<std::size_t>(sel.head_dim) != hd)
+        fail(std::string("cache '") + cache.name() + "' returned a selection of the wrong shape");
+      attention_.run(sel, &q_[b * QD], &att_[b * QD], scale);
+      cache.observe(l, &q_[b * QD], hd);
+    }
+    mat(E, QD, att_.data(), L.wo.data(), 1.0f, x_.data());
+    for (std::size_t b = 0; b < B; ++b) rmsnorm(&x_[b * E], L.ffn_norm.data(), &xn_[b * E], E, c.rms_eps);
+    mat(F, E, xn_.data(), L.w_gate.data(), 0.0f, ff_a_.data());
+    mat(F, E, xn_.data(), L.w_up.data(), 0.0f, ff_b_.data());
+    for (std::size_t i = 0; i < B * F; ++i) ff_a_[i] = silu(ff_a_[i]) * ff_b_[i];
+    mat(E, F, ff_a_.data(), L.w_down.data(), 1.0f, x_.data());
+  }
+  for (std::size_t b = 0; b < B; ++b) rmsnorm(&x_[b * E], m_.output_norm().data(), &xn_[b * E], E, c.rms_eps);
+  mat(c.n_vocab, E, xn_.data(), m_.output().data(), 0.0f, logits);
 }
 
 void llama_context::prefill_block_(const std::int32_t* tokens, std::size_t n, bool want_logits,

@@ -109,6 +109,8 @@ class decode_cache {
   virtual heterocache::csr_selection selection(std::size_t layer) = 0;
   virtual void observe(std::size_t layer, const float* query, std::size_t head_stride) = 0;
   virtual std::uint64_t resident_bytes() const = 0;
+  // Tokens resident in the hot tier over all layers and KV heads (full heads' whole prompt included).
+  virtual std::uint64_t resident_tokens() const = 0;
   // The head profile in use (empty while online profiling is still observing).
   virtual const std::optional<heterocache::head_profile>& profile() const = 0;
 };
@@ -153,6 +155,24 @@ class llama_context {
   const decode_cache* cache() const noexcept { return cache_.get(); }
   heterocache::strided_kv_layout layout() const;
 
+  // After the prompt prefill, the prompt length and its last-token logits (see keep_prefill_state).
+  std::size_t prompt_tokens() const noexcept { return prompt_tokens_; }
+  const std::vector<float>& prompt_logits() const noexcept { return prompt_logits_; }
+
+  // Builds nothing: prefills `cache` (any policy, built for prompt_tokens()) from the prompt K/V and the
+  // observation window kept at the prompt prefill. Needs keep_prefill_state.
+  void prefill_cache(decode_cache& cache) const;
+
+  // One decode step of several independent streams that share this context's prompt (one prompt prefill, many
+  // policies): stream b attends through caches[b] (prefilled with prefill_cache), takes tokens[b] at position
+  // prompt_tokens() + step and writes its K/V at slot prompt_tokens() + b * slot_stride + step of kv(). The
+  // weights are read once for all streams (GEMM instead of GEMV). logits: [streams][n_vocab]. Does not touch
+  // n_past() or cache(). Needs keep_prefill_state.
+  void decode_batch(std::span<decode_cache* const> caches, std::span<const std::int32_t> tokens, std::size_t step,
+                    std::size_t slot_stride, float* logits);
+
+  bool keep_prefill_state = false;
+  bool batch_rowwise = false;  // decode_batch: one matrix product per stream (bit-identical streams, slower)  // keep the observation window and prompt logits after the prompt prefill
   std::size_t prefill_block = 128;
   std::size_t window = 32;     // observation window (last prompt queries per layer)
   int prefill_blas_threads = 0;  // BLAS threads during prefill (0: leave as is)
@@ -172,6 +192,8 @@ class llama_context {
   selection_attention attention_;
   std::size_t n_past_ = 0;
   std::size_t window_count_ = 0;
+  std::size_t prompt_tokens_ = 0;
+  std::vector<float> prompt_logits_;
   std::vector<float> window_q_;  // [layer][window][n_head * head_dim]
   std::vector<float> rope_cos_, rope_sin_, rope_freq_;
   std::vector<float> logits_;

@@ -1,0 +1,751 @@
+// heterocache-eval: every KV-compression policy of heterocache/baselines.hpp side by side on the real model
+// (SmolLM2-135M-Instruct through the examples/llama engine), at the same budgets, on the same prompts.
+//
+// One prompt prefill (full attention) per sample, reused for every policy x budget: the engine keeps the
+// prompt K/V and the observation-window queries, each policy's cache is built fresh and prefilled from them,
+// and the policies then decode side by side as independent streams of one batch (the weights are read once
+// per step for all of them). A full-cache stream runs in every batch as the reference.
+//
+// Tasks (prompts generated deterministically from --seed):
+//   passkey      one 5-digit key in a filler haystack, at several lengths and depths
+//   multikey     several "secret code for NAME" lines in the haystack, one asked
+//   multineedle  four ordered secret numbers asked in one answer (attention has to move while decoding)
+//   kl           teacher-forced fidelity on the licence texts of /usr/share/common-licenses: mean
+//                KL(full || policy) and top-1 agreement of the next-token distributions
+//
+// Rows go to a CSV (default docs/eval/results.csv); a rerun skips rows already there (key: task, sample,
+// policy, budget). tools/eval_table.py and tools/plot_eval.py turn it into docs/eval/results.md and PNGs.
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <map>
+#include <memory>
+#include <optional>
+#include <random>
+#include <set>
+#include <span>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <unistd.h>
+
+#include "cache.hpp"
+#include "gguf.hpp"
+#include "heterocache/profile/profile_io.hpp"
+#include "model.hpp"
+#include "prompts.hpp"
+#include "tokenizer.hpp"
+
+using namespace hcllama;
+using clock_type = std::chrono::steady_clock;
+namespace fs = std::filesystem;
+
+#ifndef HCEVAL_DEFAULT_PROFILE
+#define HCEVAL_DEFAULT_PROFILE "examples/llama/profiles/smollm2-135m-instruct.hcprofile"
+#endif
+
+namespace {
+
+[[noreturn]] void die(const std::string& msg) {
+  std::fprintf(stderr, "heterocache-eval: error: %s\n", msg.c_str());
+  std::exit(1);
+}
+
+double seconds_since(clock_type::time_point t) { return std::chrono::duration<double>(clock_type::now() - t).count(); }
+
+std::vector<std::string> split(const std::string& s, char sep = ',') {
+  std::vector<std::string> out;
+  std::stringstream ss(s);
+  for (std::string t; std::getline(ss, t, sep);)
+    if (!t.empty()) out.push_back(t);
+  return out;
+}
+
+template <class T>
+T num(const std::string& flag, const std::string& s) {
+  try {
+    std::size_t n = 0;
+    const double v = std::stod(s, &n);
+    if (n != s.size()) throw std::invalid_argument("trailing");
+    return static_cast<T>(v);
+  } catch (const std::exception&) {
+    die("invalid value '" + s + "' for " + flag);
+  }
+}
+
+// ---- options --------------------------------------------------------------------------------------------
+
+struct budget_spec {
+  std::string label;  // "r0.25", "t128", "r1"
+  double ratio = 1.0;
+  std::size_t tokens = 0;
+};
+
+budget_spec parse_budget(const std::string& s) {
+  budget_spec b;
+  if (s.empty()) die("empty budget");
+  if (s[0] == 't') {
+    b.tokens = num<std::size_t>("--budgets", s.substr(1));
+    if (b.tokens == 0) die("token budget must be positive: " + s);
+  } else {
+    b.ratio = num<double>("--budgets", s[0] == 'r' ? s.substr(1) : s);
+    if (!(b.ratio > 0.0 && b.ratio <= 1.0)) die("budget ratio must be in (0, 1]: " + s);
+  }
+  char buf[32];
+  if (b.tokens) std::snprintf(buf, sizeof buf, "t%zu", b.tokens);
+  else std::snprintf(buf, sizeof buf, "r%g", b.ratio);
+  b.label = buf;
+  return b;
+}
+
+struct options {
+  std::string model, out = "docs/eval/results.csv", profile = HCEVAL_DEFAULT_PROFILE;
+  std::vector<std::string> tasks = {"kl", "passkey", "multikey", "multineedle"};
+  std::vector<std::string> policies;
+  std::vector<budget_spec> budgets;
+  std::vector<std::size_t> passkey_contexts = {1024, 2048, 4096, 8192};
+  std::vector<double> depths = {0, 0.25, 0.5, 0.75, 1};
+  std::vector<std::size_t> needle_contexts = {2048, 4096};
+  std::size_t needle_samples = 3;
+  std::size_t kl_prefix = 4096, kl_positions = 256;
+  std::uint64_t seed = 1;
+  int threads = 0;
+  double memory_gib = 6.0;
+  double hc_floor = 0.0;
+  std::size_t window = 32;
+  bool check_exact = false, quiet = false;
+};
+
+void usage(std::FILE* f) {
+  std::fputs(
+      "usage: heterocache-eval [options]\n"
+      "  --model PATH          GGUF model (default: $HETEROCACHE_MODEL)\n"
+      "  --out CSV             results file, appended to and resumed (default docs/eval/results.csv)\n"
+      "  --profile FILE        head profile for heterocache and duo (default: the saved SmolLM2 profile)\n"
+      "  --tasks LIST          passkey,multikey,multineedle,kl (default: all)\n"
+      "  --policies LIST       default: full and every baseline of heterocache/baselines.hpp\n"
+      "  --budgets LIST        r<fraction> or t<tokens per head> (default r0.5,r0.25,r0.1,t128,t512)\n"
+      "  --contexts LIST       passkey prompt lengths (default 1024,2048,4096,8192)\n"
+      "  --depths LIST         passkey depths (default 0,0.25,0.5,0.75,1)\n"
+      "  --needle-contexts L   multikey/multineedle prompt lengths (default 2048,4096)\n"
+      "  --needle-samples N    multikey/multineedle samples per length (default 3)\n"
+      "  --kl-prefix N         teacher-forced KL: prefix tokens (default 4096)\n"
+      "  --kl-positions N      teacher-forced KL: decode positions compared (default 256)\n"
+      "  --subset NAME         small: passkey 1K,4K at depths 0,0.5,1, one needle sample at 2K, KL 2K x 128\n"
+      "  --quick               CI: passkey 1K at depth 0.5 and KL over 32 positions after 1K, budgets r1,r0.25,\n"
+      "                        with --check-exact; writes a temporary CSV unless --out is given\n"
+      "  --check-exact         fail (exit 3) unless every policy at r1 reproduces the full cache exactly\n"
+      "                        (identical answers, KL 0, top-1 agreement 1, identical logits)\n"
+      "  --seed S              prompt seed (default 1)\n"
+      "  --threads N           threads (default: all cores)\n"
+      "  --memory-gib G        memory for the policies' caches per batch (default 6)\n"
+      "  --hc-floor A          heterocache-floor (an extra policy, not in the default list; also\n"
+      "                        heterocache-floorA): demote full heads until the compressed heads' mean cap is\n"
+      "                        A * r * T (default 0.5)\n"
+      "                        heterocache-static (extra, an ablation): HeteroCache without satellite refresh\n"
+      "  --quiet               no progress bar\n",
+      f);
+}
+
+options parse(int argc, char** argv) {
+  options o;
+  if (const char* m = std::getenv("HETEROCACHE_MODEL")) o.model = m;
+  bool quick = false, out_given = false;
+  std::string budgets = "r0.5,r0.25,r0.1,t128,t512", subset;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    auto next = [&]() -> std::string {
+      if (i + 1 >= argc) die("missing value for " + a);
+      return argv[++i];
+    };
+    if (a == "--model") o.model = next();
+    else if (a == "--out") o.out = next(), out_given = true;
+    else if (a == "--profile") o.profile = next();
+    else if (a == "--tasks") o.tasks = split(next());
+    else if (a == "--policies") o.policies = split(next());
+    else if (a == "--budgets") budgets = next();
+    else if (a == "--contexts") {
+      o.passkey_contexts.clear();
+      for (auto& s : split(next())) o.passkey_contexts.push_back(num<std::size_t>(a, s));
+    } else if (a == "--depths") {
+      o.depths.clear();
+      for (auto& s : split(next())) o.depths.push_back(num<double>(a, s));
+    } else if (a == "--needle-contexts") {
+      o.needle_contexts.clear();
+      for (auto& s : split(next())) o.needle_contexts.push_back(num<std::size_t>(a, s));
+    } else if (a == "--needle-samples") o.needle_samples = num<std::size_t>(a, next());
+    else if (a == "--kl-prefix") o.kl_prefix = num<std::size_t>(a, next());
+    else if (a == "--kl-positions") o.kl_positions = num<std::size_t>(a, next());
+    else if (a == "--subset") subset = next();
+    else if (a == "--quick") quick = true;
+    else if (a == "--check-exact") o.check_exact = true;
+    else if (a == "--seed") o.seed = num<std::uint64_t>(a, next());
+    else if (a == "--threads") o.threads = num<int>(a, next());
+    else if (a == "--memory-gib") o.memory_gib = num<double>(a, next());
+    else if (a == "--window") o.window = num<std::size_t>(a, next());
+    else if (a == "--hc-floor") o.hc_floor = num<double>(a, next());
+    else if (a == "--quiet") o.quiet = true;
+    else if (a == "--help" || a == "-h") usage(stdout), std::exit(0);
+    else usage(stderr), die("unknown argument '" + a + "'");
+  }
+  if (quick) {
+    o.tasks = {"passkey", "kl"};
+    o.passkey_contexts = {1024};
+    o.depths = {0.5};
+    o.kl_prefix = 1024;
+    o.kl_positions = 32;
+    budgets = "r1,r0.25";
+    o.check_exact = true;
+    if (!out_given) o.out = (fs::temp_directory_path() / ("heterocache-eval-quick-" + std::to_string(::getpid()) + ".csv")).string();
+  }
+  if (subset == "small") {
+    o.passkey_contexts = {1024, 4096};
+    o.depths = {0, 0.5, 1};
+    o.needle_contexts = {2048};
+    o.needle_samples = 1;
+    o.kl_prefix = 2048;
+    o.kl_positions = 128;
+  } else if (!subset.empty()) {
+    die("unknown --subset '" + subset + "' (small)");
+  }
+  for (auto& b : split(budgets)) o.budgets.push_back(parse_budget(b));
+  if (o.policies.empty())
+    for (auto n : policy_names()) o.policies.emplace_back(n);
+  for (auto& p : o.policies)
+    if (!is_policy_name(p)) die("unknown policy '" + p + "'");
+  for (auto& t : o.tasks)
+    if (t != "passkey" && t != "multikey" && t != "multineedle" && t != "kl") die("unknown task '" + t + "'");
+  if (o.model.empty()) die("no model (--model or HETEROCACHE_MODEL; scripts/fetch-model.sh downloads it)");
+  if (o.threads <= 0) o.threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  if (o.kl_positions == 0 || o.kl_prefix < 64) die("--kl-prefix must be >= 64 and --kl-positions >= 1");
+  return o;
+}
+
+// ---- samples --------------------------------------------------------------------------------------------
+
+struct sample {
+  std::string task, id;
+  std::size_t context = 0;  // target prompt length
+  double depth = -1;
+  std::vector<std::int32_t> prompt;
+  std::vector<std::string> expected;  // generation: the values the answer must contain (in order)
+  std::size_t max_new = 0;            // generation: tokens generated (the first from the prompt logits)
+  std::vector<std::int32_t> forced;   // kl: tokens fed after the prompt
+};
+
+std::string five_digits(std::mt19937_64& rng) { return std::to_string(std::uniform_int_distribution<int>(10000, 99999)(rng)); }
+
+// A plain-completion haystack of at most `target` tokens: intro, classic filler with `inserts` placed at their
+// depths (in [0, 1], ascending), then `tail` (question and answer prefix).
+std::string build_haystack(const tokenizer& tok, std::size_t target, const std::string& intro,
+                           const std::vector<std::pair<double, std::string>>& inserts, const std::string& tail) {
+  const std::string unit = "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again. ";
+  auto assemble = [&](std::size_t reps) {
+    std::string s = intro;
+    std::size_t k = 0;
+    for (std::size_t i = 0; i <= reps; ++i) {
+      while (k < inserts.size() && static_cast<std::size_t>(inserts[k].first * static_cast<double>(reps) + 0.5) <= i)
+        s += inserts[k++].second;
+      if (i < reps) s += unit;
+    }
+    for (; k < inserts.size(); ++k) s += inserts[k].second;
+    return s + tail;
+  };
+  const std::size_t overhead = tok.encode(assemble(0)).size();
+  const std::size_t per = std::max<std::size_t>(1, tok.encode(unit + unit + unit + unit).size() / 4);
+  std::size_t reps = target > overhead ? (target - overhead) / per : 0;
+  for (;;) {
+    std::string s = assemble(reps);
+    if (reps == 0 || tok.encode(s).size() <= target) return s;
+    --reps;
+  }
+}
+
+std::string licence_text() {
+  // A fixed order (the regular files of /usr/share/common-licenses, sorted by name; links skipped).
+  const fs::path dir = "/usr/share/common-licenses";
+  std::vector<fs::path> files;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(dir, ec))
+    if (e.is_regular_file() && !e.is_symlink()) files.push_back(e.path());
+  if (files.empty()) die("no licence texts under /usr/share/common-licenses (the kl task needs them)");
+  std::sort(files.begin(), files.end());
+  std::string text;
+  for (const auto& f : files) {
+    std::ifstream in(f, std::ios::binary);
+    text += std::string(std::istreambuf_iterator<char>(in), {});
+    text += "\n\n";
+  }
+  return text;
+}
+
+std::vector<sample> make_samples(const options& o, const tokenizer& tok) {
+  std::vector<sample> out;
+  char buf[96];
+  for (const auto& task : o.tasks) {
+    if (task == "passkey") {
+      for (std::size_t n : o.passkey_contexts)
+        for (double d : o.depths) {
+          sample s;
+          s.task = task, s.context = n, s.depth = d;
+          std::snprintf(buf, sizeof buf, "pk-%zu-d%03.0f", n, d * 100);
+          s.id = buf;
+          const auto pk = build_passkey_prompt(tok, n, o.seed * 1000 + n + static_cast<std::uint64_t>(d * 100), d, 1);
+          s.prompt = tok.encode(pk.text);
+          s.expected = {pk.key};
+          s.max_new = 8;
+          out.push_back(std::move(s));
+        }
+    } else if (task == "multikey") {
+      static const char* const names[] = {"apple", "river", "violet", "falcon", "copper", "maple", "orbit", "canyon"};
+      for (std::size_t n : o.needle_contexts)
+        for (std::size_t i = 0; i < o.needle_samples; ++i) {
+          std::mt19937_64 rng(o.seed * 7919 + n * 31 + i);
+          sample s;
+          s.task = task, s.context = n;
+          std::snprintf(buf, sizeof buf, "mk-%zu-s%zu", n, i);
+          s.id = buf;
+          std::vector<std::size_t> pick(8);
+          for (std::size_t k = 0; k < 8; ++k) pick[k] = k;
+          std::shuffle(pick.begin(), pick.end(), rng);
+          std::vector<std::pair<double, std::string>> ins;
+          std::vector<std::string> codes;
+          for (std::size_t k = 0; k < 4; ++k) {
+            const double depth = (static_cast<double>(k) + std::uniform_real_distribution<double>(0.1, 0.9)(rng)) / 4.0;
+            codes.push_back(five_digits(rng));
+            ins.emplace_back(depth, std::string("The secret code for ") + names[pick[k]] + " is " + codes.back() + ". ");
+          }
+          const std::size_t asked = std::uniform_int_distribution<std::size_t>(0, 3)(rng);
+          s.depth = ins[asked].first;
+          const std::string name = names[pick[asked]];
+          s.prompt = tok.encode(build_haystack(
+              tok, n,
+              "There are several secret codes hidden inside a lot of irrelevant text. Find them and memorize them. "
+              "I will quiz you about one of them.\n\n",
+              ins, "\n\nWhat is the secret code for " + name + "? The secret code for " + name + " is"));
+          s.expected = {codes[asked]};
+          s.max_new = 8;
+          out.push_back(std::move(s));
+        }
+    } else if (task == "multineedle") {
+      static const char* const ordinal[] = {"first", "second", "third", "fourth"};
+      for (std::size_t n : o.needle_contexts)
+        for (std::size_t i = 0; i < o.needle_samples; ++i) {
+          std::mt19937_64 rng(o.seed * 104729 + n * 17 + i);
+          sample s;
+          s.task = task, s.context = n;
+          std::snprintf(buf, sizeof buf, "mn-%zu-s%zu", n, i);
+          s.id = buf;
+          std::vector<std::pair<double, std::string>> ins;
+          for (std::size_t k = 0; k < 4; ++k) {
+            const double depth = (static_cast<double>(k) + std::uniform_real_distribution<double>(0.1, 0.9)(rng)) / 4.0;
+            s.expected.push_back(five_digits(rng));
+            ins.emplace_back(depth, std::string("The ") + ordinal[k] + " secret number is " + s.expected.back() + ". ");
+          }
+          s.prompt = tok.encode(build_haystack(
+              tok, n,
+              "Four secret numbers are hidden inside a lot of irrelevant text, in order. Find them and memorize them. "
+              "I will ask you to recite all four, in order.\n\n",
+              ins, "\n\nWhat are the four secret numbers, in order? The first secret number is"));
+          s.max_new = 48;
+          out.push_back(std::move(s));
+        }
+    } else if (task == "kl") {
+      const std::string text = licence_text();
+      // Only as much text as needed (about 3.2 characters per token for these texts; checked below).
+      const std::size_t need = o.kl_prefix + o.kl_positions;
+      std::vector<std::int32_t> ids = tok.encode(text.substr(0, std::min(text.size(), need * 6 + 4096)), false);
+      if (ids.size() < need) die("the licence texts are too short for --kl-prefix + --kl-positions");
+      sample s;
+      s.task = task, s.context = o.kl_prefix;
+      std::snprintf(buf, sizeof buf, "kl-%zu-x%zu", o.kl_prefix, o.kl_positions);
+      s.id = buf;
+      s.prompt.assign(ids.begin(), ids.begin() + static_cast<std::ptrdiff_t>(o.kl_prefix));
+      s.forced.assign(ids.begin() + static_cast<std::ptrdiff_t>(o.kl_prefix), ids.begin() + static_cast<std::ptrdiff_t>(need));
+      out.push_back(std::move(s));
+    }
+  }
+  return out;
+}
+
+// ---- CSV ------------------------------------------------------------------------------------------------
+
+const char* const csv_header =
+    "task,sample,policy,budget,context,depth,ratio,resident_tokens,hot_fraction,correct,score,kl,top1,max_logit_diff,"
+    "same_as_full,answer,expected,seconds,status";
+
+std::string csv_quote(const std::string& s) {
+  std::string q = "\"";
+  for (char c : s) {
+    if (c == '"') q += '"';
+    q += (c == '\n' || c == '\r') ? ' ' : c;
+  }
+  return q + "\"";
+}
+
+std::set<std::string> read_done(const std::string& path) {
+  std::set<std::string> done;
+  std::ifstream in(path);
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("task,", 0) == 0) continue;
+    std::size_t p = 0;
+    for (int i = 0; i < 4 && p != std::string::npos; ++i) p = line.find(',', p + 1);
+    if (p != std::string::npos) done.insert(line.substr(0, p));
+  }
+  return done;
+}
+
+struct config {
+  std::string policy;
+  budget_spec budget;
+  std::string budget_label() const { return policy == "full" ? "full" : budget.label; }
+};
+
+std::string row_key(const sample& s, const config& c) { return s.task + "," + s.id + "," + c.policy + "," + c.budget_label(); }
+
+// ---- progress -------------------------------------------------------------------------------------------
+
+struct progress_bar {
+  double total = 1, done = 0;
+  clock_type::time_point start = clock_type::now();
+  bool quiet = false;
+  std::string label;
+  void add(double units) {
+    done += units;
+    show();
+  }
+  void show() const {
+    if (quiet) return;
+    const double f = std::min(1.0, done / std::max(total, 1e-9));
+    const double el = seconds_since(start);
+    const double eta = f > 1e-3 ? el * (1.0 - f) / f : 0.0;
+    char bar[31];
+    const int w = static_cast<int>(f * 30);
+    for (int i = 0; i < 30; ++i) bar[i] = i < w ? '#' : '.';
+    bar[30] = 0;
+    std::fprintf(stderr, "\r[%s] %5.1f%% %6.0fs elapsed, ETA %6.0fs  %-40.40s", bar, 100 * f, el, eta, label.c_str());
+    std::fflush(stderr);
+  }
+};
+
+// Work units (about seconds of one core-pair): prefill grows with T(1 + T/6000), a stream-step with T.
+double prefill_units(std::size_t t) { return static_cast<double>(t) * (1.0 + static_cast<double>(t) / 6000.0) / 150.0; }
+double step_units(std::size_t t, std::size_t streams) {
+  return 0.05 + static_cast<double>(streams) * (0.01 + static_cast<double>(t) / 400000.0);
+}
+
+// ---- evaluation -----------------------------------------------------------------------------------------
+
+double log_softmax_into(const float* logits, std::size_t n, std::vector<double>& out) {
+  out.resize(n);
+  const float mx = *std::max_element(logits, logits + n);
+  double sum = 0;
+  for (std::size_t i = 0; i < n; ++i) sum += std::exp(static_cast<double>(logits[i] - mx));
+  const double lse = static_cast<double>(mx) + std::log(sum);
+  for (std::size_t i = 0; i < n; ++i) out[i] = static_cast<double>(logits[i]) - lse;
+  return lse;
+}
+
+struct stream_result {
+  std::vector<std::int32_t> ids;
+  bool stopped = false;
+  double kl_sum = 0, max_diff = 0;
+  std::size_t top1 = 0, positions = 0;
+  std::uint64_t resident = 0;
+  std::string status = "ok";
+};
+
+struct eval_state {
+  const options& o;
+  const llama_model& model;
+  const tokenizer& tok;
+  std::optional<heterocache::head_profile> profile;
+  std::ofstream csv;
+  progress_bar bar;
+  int exact_failures = 0;
+  double prefill_s = 0, build_s = 0, decode_s = 0;
+};
+
+std::string answer_text(const tokenizer& tok, const std::vector<std::int32_t>& ids) {
+  std::string s;
+  for (auto id : ids) {
+    if (tok.is_end_of_turn(id)) break;
+    s += tok.token_text(id);
+  }
+  for (auto& c : s)
+    if (c == '\n' || c == '\r') c = ' ';
+  return s;
+}
+
+// Fraction of `expected` found in `answer`, each after the previous one.
+double ordered_score(const std::string& answer, const std::vector<std::string>& expected) {
+  std::size_t pos = 0, found = 0;
+  for (const auto& e : expected) {
+    const auto p = answer.find(e, pos);
+    if (p == std::string::npos) continue;
+    ++found;
+    pos = p + e.size();
+  }
+  return expected.empty() ? 0.0 : static_cast<double>(found) / static_cast<double>(expected.size());
+}
+
+std::size_t bytes_per_stream(const llama_config& c, std::size_t t, std::size_t steps) {
+  // cold tier (whole prompt) + hot tier (at most the whole prompt) + decode tokens, K and V in float
+  return 2 * c.n_layer * c.n_head_kv * c.head_dim * sizeof(float) * (2 * t + steps) + 64 * t;
+}
+
+void run_sample(eval_state& st, const sample& s, const std::vector<config>& pending, double sample_units) {
+  const auto& cfg = st.model.config();
+  const std::size_t T = s.prompt.size();
+  const bool kl = s.task == "kl";
+  const std::size_t steps = kl ? s.forced.size() : s.max_new - 1;  // decode steps
+  const std::size_t stride = steps + 1;
+  const std::size_t budget_bytes = static_cast<std::size_t>(st.o.memory_gib * 1073741824.0);
+  const std::size_t per_chunk =
+      std::max<std::size_t>(1, std::min<std::size_t>(pending.size(), budget_bytes / bytes_per_stream(cfg, T, stride) - 1));
+  const std::size_t chunks = (pending.size() + per_chunk - 1) / per_chunk;
+  const std::size_t max_streams = per_chunk + 1;
+
+  const double pre_u = prefill_units(T);
+  const auto t0 = clock_type::now();
+  st.bar.label = s.id + " prefill " + std::to_string(T);
+  st.bar.show();
+  llama_context ctx(st.model, T + max_streams * stride + 1, nullptr, static_cast<std::size_t>(st.o.threads));
+  ctx.keep_prefill_state = true;
+  ctx.batch_rowwise = st.o.check_exact;  // streams bit-identical whatever their place in the batch
+  ctx.window = st.o.window;
+  ctx.prefill_blas_threads = st.o.threads;
+  ctx.decode_blas_threads = st.o.threads;
+  ctx.eval(s.prompt);
+  const double prefill_s = seconds_since(t0);
+  st.prefill_s += prefill_s;
+  st.bar.add(pre_u);
+  const double step_u_total = sample_units - pre_u;
+
+  const std::size_t V = cfg.n_vocab;
+  std::vector<double> lp_full, lp;
+  for (std::size_t ch = 0; ch < chunks; ++ch) {
+    const auto t_chunk = clock_type::now();
+    const std::size_t first = ch * per_chunk, n = std::min(per_chunk, pending.size() - first);
+    // stream 0: the full-cache reference; streams 1..n: pending[first + i]
+    std::vector<std::unique_ptr<decode_cache>> caches(n + 1);
+    std::vector<stream_result> res(n + 1);
+    std::vector<const config*> conf(n + 1, nullptr);
+    std::vector<cache_config> ccs(n + 1);
+    for (std::size_t i = 0; i <= n; ++i) {
+      cache_config& cc = ccs[i];
+      if (i == 0) cc.policy = "full";
+      else {
+        conf[i] = &pending[first + i - 1];
+        cc.policy = conf[i]->policy;
+        cc.budget = conf[i]->budget.ratio;
+        cc.budget_tokens = conf[i]->budget.tokens;
+        if (policy_uses_profile(cc.policy)) cc.profile = st.profile;
+        if (cc.policy == "heterocache-floor") cc.min_compressed_share = st.o.hc_floor;  // 0: the name's default
+      }
+    }
+    // Build and prefill the caches, several at a time (each reads the shared prompt K/V, writes only itself).
+    const auto t_build = clock_type::now();
+    std::vector<std::string> errors(n + 1);
+    const auto build = [&](std::size_t i) {
+      try {
+        auto c = make_decode_cache(cfg, ccs[i], T, stride);
+        ctx.prefill_cache(*c);
+        res[i].resident = c->resident_tokens();
+        caches[i] = std::move(c);
+      } catch (const std::exception& e) {
+        errors[i] = e.what();
+      }
+    };
+    {
+      const std::size_t workers = std::min<std::size_t>(static_cast<std::size_t>(st.o.threads), n + 1);
+      std::vector<std::thread> pool;
+      for (std::size_t w = 1; w < workers; ++w)
+        pool.emplace_back([&, w] {
+          for (std::size_t i = w; i <= n; i += workers) build(i);
+        });
+      for (std::size_t i = 0; i <= n; i += workers) build(i);
+      for (auto& t : pool) t.join();
+    }
+    if (!caches[0]) throw std::runtime_error("the full-cache reference: " + errors[0]);
+    for (std::size_t i = 1; i <= n; ++i)
+      if (!caches[i]) res[i].status = "error: " + errors[i];
+    st.build_s += seconds_since(t_build);
+    const auto t_decode = clock_type::now();
+    std::vector<decode_cache*> live;
+    std::vector<std::size_t> live_index;
+    for (std::size_t i = 0; i <= n; ++i)
+      if (caches[i]) live.push_back(caches[i].get()), live_index.push_back(i);
+    const std::size_t B = live.size();
+    std::vector<float> logits(B * V);
+    std::vector<std::int32_t> tokens(B);
+    // step -1: every stream starts from the prompt logits (the prefill is full attention)
+    for (std::size_t b = 0; b < B; ++b) {
+      std::copy(ctx.prompt_logits().begin(), ctx.prompt_logits().end(), logits.begin() + static_cast<std::ptrdiff_t>(b * V));
+      auto& r = res[live_index[b]];
+      if (!kl) r.ids.push_back(argmax(ctx.prompt_logits()));
+    }
+    const double unit_per_step = step_u_total / static_cast<double>(chunks) / static_cast<double>(std::max<std::size_t>(steps, 1));
+    for (std::size_t j = 0; j < steps; ++j) {
+      bool all_stopped = !kl;
+      for (std::size_t b = 0; b < B; ++b) {
+        auto& r = res[live_index[b]];
+        tokens[b] = kl ? s.forced[j] : r.ids.back();
+        if (!kl && !r.stopped && st.tok.is_end_of_turn(r.ids.back())) r.stopped = true;
+        all_stopped = all_stopped && r.stopped;
+      }
+      if (all_stopped) break;
+      st.bar.label = s.id + " batch " + std::to_string(ch + 1) + "/" + std::to_string(chunks) + " step " + std::to_string(j + 1);
+      ctx.decode_batch(live, tokens, j, stride, logits.data());
+      if (kl) {
+        log_softmax_into(logits.data(), V, lp_full);
+        const auto full_top = std::max_element(logits.begin(), logits.begin() + static_cast<std::ptrdiff_t>(V)) - logits.begin();
+        for (std::size_t b = 0; b < B; ++b) {
+          auto& r = res[live_index[b]];
+          const float* lb = logits.data() + b * V;
+          log_softmax_into(lb, V, lp);
+          double k = 0, md = 0;
+          for (std::size_t v = 0; v < V; ++v) {
+            k += std::exp(lp_full[v]) * (lp_full[v] - lp[v]);
+            md = std::max(md, static_cast<double>(std::fabs(lb[v] - logits[v])));
+          }
+          r.kl_sum += std::max(0.0, k);
+          r.max_diff = std::max(r.max_diff, md);
+          r.top1 += (std::max_element(lb, lb + V) - lb) == full_top;
+          ++r.positions;
+        }
+      } else {
+        for (std::size_t b = 0; b < B; ++b) {
+          auto& r = res[live_index[b]];
+          const float* lb = logits.data() + b * V;
+          for (std::size_t v = 0; v < V; ++v)
+            r.max_diff = std::max(r.max_diff, static_cast<double>(std::fabs(lb[v] - logits[v])));
+          if (!r.stopped) r.ids.push_back(argmax(std::span<const float>(lb, V)));
+        }
+      }
+      st.bar.add(unit_per_step);
+    }
+    // rows
+    const double chunk_s = seconds_since(t_chunk);
+    st.decode_s += seconds_since(t_decode);
+    const std::string full_answer = kl ? "" : answer_text(st.tok, res[0].ids);
+    for (std::size_t i = 1; i <= n; ++i) {
+      const config& c = *conf[i];
+      const auto& r = res[i];
+      cache_config cc;
+      cc.policy = c.policy, cc.budget = c.budget.ratio, cc.budget_tokens = c.budget.tokens;
+      const double ratio = effective_ratio(cc, T);
+      const double hot = static_cast<double>(r.resident) / static_cast<double>(cfg.n_layer * cfg.n_head_kv * T);
+      std::string answer, expected;
+      double score = 0, kl_mean = 0, top1 = 0;
+      int correct = 0, same = 0;
+      if (kl) {
+        kl_mean = r.positions ? r.kl_sum / static_cast<double>(r.positions) : NAN;
+        top1 = r.positions ? static_cast<double>(r.top1) / static_cast<double>(r.positions) : NAN;
+        same = r.positions > 0 && r.top1 == r.positions;
+      } else {
+        answer = answer_text(st.tok, r.ids);
+        for (auto& e : s.expected) expected += (expected.empty() ? "" : " ") + e;
+        score = ordered_score(answer, s.expected);
+        correct = score >= 1.0;
+        same = answer == full_answer && r.status == "ok";
+      }
+      const bool ok = r.status == "ok";
+      char line[512];
+      std::snprintf(line, sizeof line, "%s,%zu,%.2f,%.6g,%llu,%.6f,%d,%.4f,%.6g,%.6g,%.3g,%d,", row_key(s, c).c_str(), T, s.depth,
+                    ratio, static_cast<unsigned long long>(r.resident), hot, ok ? correct : 0, ok ? score : 0.0,
+                    ok ? (kl ? kl_mean : NAN) : NAN, ok ? (kl ? top1 : NAN) : NAN, ok ? r.max_diff : NAN, same);
+      st.csv << line << csv_quote(answer) << ',' << csv_quote(expected) << ',';
+      // this row's share of the sample's wall time: the prefill split over all its rows, the batch over the batch's
+      std::snprintf(line, sizeof line, "%.2f", prefill_s / static_cast<double>(pending.size()) + chunk_s / static_cast<double>(n));
+      st.csv << line << ',' << csv_quote(r.status) << '\n';
+      if (st.o.check_exact && c.policy != "full" && c.budget.tokens == 0 && c.budget.ratio == 1.0) {
+        const bool exact = ok && same && r.resident == res[0].resident && r.max_diff == 0.0 && (!kl || kl_mean == 0.0);
+        if (!exact) {
+          ++st.exact_failures;
+          std::fprintf(stderr, "\nEXACTNESS FAILURE: %s %s at r=1: status '%s', hot tokens %llu of %llu, same as full %d, "
+                       "KL %.3g, max |logit diff| %.3g%s%s\n",
+                       s.id.c_str(), c.policy.c_str(), r.status.c_str(), static_cast<unsigned long long>(r.resident),
+                       static_cast<unsigned long long>(res[0].resident), same, kl_mean, r.max_diff,
+                       kl ? "" : ", answer: ", kl ? "" : answer.c_str());
+        }
+      }
+    }
+    st.csv.flush();
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const options o = parse(argc, argv);
+  try {
+    set_blas_threads(o.threads);
+    const gguf_file file = gguf_file::open(o.model);
+    const tokenizer tok(file);
+    const llama_model model(file);
+    eval_state st{o, model, tok, std::nullopt, {}, {}, 0};
+    if (std::any_of(o.policies.begin(), o.policies.end(), [](const std::string& p) { return policy_uses_profile(p); })) {
+      if (o.profile.empty()) std::fprintf(stderr, "heterocache-eval: note: no profile: heterocache/duo profile online\n");
+      else st.profile = heterocache::load_profile(o.profile);
+    }
+
+    std::vector<config> configs;
+    for (const auto& p : o.policies) {
+      if (p == "full") configs.push_back({p, parse_budget("r1")});
+      else
+        for (const auto& b : o.budgets) configs.push_back({p, b});
+    }
+    const std::set<std::string> done = read_done(o.out);
+    const bool fresh = !fs::exists(o.out) || fs::file_size(o.out) == 0;
+    if (const auto dir = fs::path(o.out).parent_path(); !dir.empty()) fs::create_directories(dir);
+    st.csv.open(o.out, std::ios::app);
+    if (!st.csv) die("cannot open '" + o.out + "'");
+    if (fresh) st.csv << csv_header << '\n';
+
+    const auto samples = make_samples(o, tok);
+    std::vector<std::vector<config>> pending(samples.size());
+    std::vector<double> units(samples.size(), 0.0);
+    std::size_t rows = 0;
+    for (std::size_t i = 0; i < samples.size(); ++i) {
+      for (const auto& c : configs)
+        if (!done.count(row_key(samples[i], c))) pending[i].push_back(c);
+      if (pending[i].empty()) continue;
+      rows += pending[i].size();
+      const std::size_t T = samples[i].prompt.size();
+      const std::size_t steps = samples[i].task == "kl" ? samples[i].forced.size() : samples[i].max_new - 1;
+      units[i] = prefill_units(T) + static_cast<double>(steps) * step_units(T, pending[i].size() + 1);
+      st.bar.total += units[i];
+    }
+    st.bar.quiet = o.quiet;
+    std::fprintf(stderr, "heterocache-eval: %zu samples, %zu policy x budget configs, %zu rows to run (%zu already in %s), %d threads\n",
+                 samples.size(), configs.size(), rows, done.size(), o.out.c_str(), o.threads);
+    const auto t0 = clock_type::now();
+    for (std::size_t i = 0; i < samples.size(); ++i)
+      if (!pending[i].empty()) run_sample(st, samples[i], pending[i], units[i]);
+    st.bar.done = st.bar.total;
+    st.bar.label = "done";
+    st.bar.show();
+    std::fprintf(stderr, "\nheterocache-eval: %zu rows in %.1f s -> %s (prompt prefill %.1f s, cache build %.1f s, decode %.1f s)\n",
+                 rows, seconds_since(t0), o.out.c_str(), st.prefill_s, st.build_s, st.decode_s);
+    if (o.check_exact) {
+      if (st.exact_failures > 0) {
+        std::fprintf(stderr, "heterocache-eval: %d policy runs at r=1 differ from the full cache\n", st.exact_failures);
+        return 3;
+      }
+      std::fprintf(stderr, "heterocache-eval: every policy at r=1 reproduces the full cache exactly\n");
+    }
+    return 0;
+  } catch (const std::exception& e) {
+    die(e.what());
+  }
+}
