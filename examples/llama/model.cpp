@@ -19,6 +19,18 @@ namespace {
 
 [[noreturn]] void fail(const std::string& msg) { throw model_error("model: " + msg); }
 
+// Softmax of row[0, n) in place (sum accumulated in double).
+void softmax_in_place(float* row, std::size_t n) {
+  const float mx = *std::max_element(row, row + n);
+  double sum = 0;
+  for (std::size_t i = 0; i < n; ++i) {
+    row[i] = std::exp(row[i] - mx);
+    sum += row[i];
+  }
+  const float inv = static_cast<float>(1.0 / sum);
+  for (std::size_t i = 0; i < n; ++i) row[i] *= inv;
+}
+
 std::size_t meta_size(const gguf_file& f, const std::string& key) {
   const gguf_value* v = f.find(key);
   if (!v) fail("missing metadata key '" + key + "'");
@@ -165,15 +177,7 @@ void attend_selected(const float* q, std::size_t group, std::size_t head_dim, co
     i = j;
   }
   for (std::size_t g = 0; g < group; ++g) {
-    float* row = s + g * n;
-    const float mx = *std::max_element(row, row + n);
-    double sum = 0;
-    for (std::size_t i = 0; i < n; ++i) {
-      row[i] = std::exp(row[i] - mx);
-      sum += row[i];
-    }
-    const float inv = static_cast<float>(1.0 / sum);
-    for (std::size_t i = 0; i < n; ++i) row[i] *= inv;
+    softmax_in_place(s + g * n, n);
   }
   // out[g] = sum_i s[g][i] * v[slots[i]]
   for (std::size_t i = 0; i < n;) {
@@ -405,14 +409,7 @@ void llama_context::prefill_block_(const std::int32_t* tokens, std::size_t n, bo
         for (std::size_t t = 0; t < n; ++t) {
           float* row = &scores_[(g * n + t) * T];
           const std::size_t valid = p0 + t + 1;
-          const float mx = *std::max_element(row, row + valid);
-          double sum = 0;
-          for (std::size_t i = 0; i < valid; ++i) {
-            row[i] = std::exp(row[i] - mx);
-            sum += row[i];
-          }
-          const float inv = static_cast<float>(1.0 / sum);
-          for (std::size_t i = 0; i < valid; ++i) row[i] *= inv;
+          softmax_in_place(row, valid);
           std::fill(row + valid, row + T, 0.0f);
         }
       gemm_nn(G * n, hd, T, 1.0f, scores_.data(), T, kv_.v(l, h), hd, 0.0f, og.data(), hd);
