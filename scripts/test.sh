@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # The test command: builds HeteroCache and runs its whole test suite three times.
 #
-#   build/        Release, every test (unit, header self-containment, consumers, examples)
+#   build-cuda/   the CUDA backend as well (only where nvcc is found); its tests skip without a device
 #   build-asan/   AddressSanitizer + UndefinedBehaviorSanitizer, every test but the consumer ones
 #   build-tsan/   ThreadSanitizer, the tests labelled `threads`
-#   build-cuda/   the CUDA backend as well (only where nvcc is found); its tests skip without a device
+#   build/        Release, every test (unit, header self-containment, consumers, examples), then the
+#                 engine against a float64 reference and every policy at r = 1 on the real model
 #
 # On Debian/Ubuntu it first installs any missing build dependency with apt (as root, or via sudo).
 # HETEROCACHE_TEST_QUICK=1 runs only the Release build, for quick local iteration.
@@ -57,23 +58,21 @@ heterocache_install_dependencies
 HETEROCACHE_MODEL="${HETEROCACHE_MODEL:-$(scripts/fetch-model.sh)}"
 export HETEROCACHE_MODEL
 
-# The Release stage also runs `conan create` on the recipe (packaging.conan, about a minute).
-stage release build all --no-tests=error -- \
-    -DCMAKE_BUILD_TYPE=Release -DHETEROCACHE_TEST_PACKAGING=ON
-
-# The engine against an independent float64 forward pass (gguf + numpy) on the real model.
-log "model: examples/llama against the float64 reference"
-model_started=$SECONDS
-scripts/check-model.sh build
-total_passed=$((total_passed + 1))
-summary+=("$(printf '%-8s reference check passed in %4ss' model "$((SECONDS - model_started))")")
-
-# Every KV-compression policy at r = 1 must reproduce the full cache exactly on the real model.
-log "eval: every policy at r = 1 reproduces the full cache (scripts/eval.sh --quick)"
-eval_started=$SECONDS
-BUILD_DIR=build scripts/eval.sh --quick
-total_passed=$((total_passed + 1))
-summary+=("$(printf '%-8s quick check passed in %4ss' eval "$((SECONDS - eval_started))")")
+# The stages run in this order so that a compile error in the CUDA code stops the run early, and the
+# last CTest summary printed is that of the Release stage (every test), not of the CUDA stage (skipped
+# without a device).
+# The CUDA stage needs only nvcc: without a device its tests exit 77 and CTest counts them as skipped.
+nvcc=/usr/local/cuda/bin/nvcc
+if [[ ! -x $nvcc ]]; then
+    nvcc="$(command -v nvcc || true)"
+fi
+if [[ -n $nvcc ]]; then
+    stage cuda build-cuda heterocache_cuda_build --label-regex '^cuda$' --no-tests=error -- \
+        -DCMAKE_BUILD_TYPE=Release -DHETEROCACHE_BUILD_EXAMPLES=OFF \
+        -DHETEROCACHE_ENABLE_CUDA=ON "-DCMAKE_CUDA_COMPILER=$nvcc"
+else
+    log "no nvcc: CUDA stage skipped"
+fi
 
 if [[ ${HETEROCACHE_TEST_QUICK:-0} != 1 ]]; then
     # Debug keeps assertions on; -O1 keeps the sanitized tests fast enough.
@@ -92,18 +91,23 @@ if [[ ${HETEROCACHE_TEST_QUICK:-0} != 1 ]]; then
         "-DCMAKE_CXX_FLAGS=-O1 -fsanitize=thread -fno-omit-frame-pointer"
 fi
 
-# The CUDA stage needs only nvcc: without a device its tests exit 77 and CTest counts them as skipped.
-nvcc=/usr/local/cuda/bin/nvcc
-if [[ ! -x $nvcc ]]; then
-    nvcc="$(command -v nvcc || true)"
-fi
-if [[ -n $nvcc ]]; then
-    stage cuda build-cuda heterocache_cuda_build --label-regex '^cuda$' --no-tests=error -- \
-        -DCMAKE_BUILD_TYPE=Release -DHETEROCACHE_BUILD_EXAMPLES=OFF \
-        -DHETEROCACHE_ENABLE_CUDA=ON "-DCMAKE_CUDA_COMPILER=$nvcc"
-else
-    log "no nvcc: CUDA stage skipped"
-fi
+# The Release stage also runs `conan create` on the recipe (packaging.conan, about a minute).
+stage release build all --no-tests=error -- \
+    -DCMAKE_BUILD_TYPE=Release -DHETEROCACHE_TEST_PACKAGING=ON
+
+# The engine against an independent float64 forward pass (gguf + numpy) on the real model.
+log "model: examples/llama against the float64 reference"
+model_started=$SECONDS
+scripts/check-model.sh build
+total_passed=$((total_passed + 1))
+summary+=("$(printf '%-8s reference check passed in %4ss' model "$((SECONDS - model_started))")")
+
+# Every KV-compression policy at r = 1 must reproduce the full cache exactly on the real model.
+log "eval: every policy at r = 1 reproduces the full cache (scripts/eval.sh --quick)"
+eval_started=$SECONDS
+BUILD_DIR=build scripts/eval.sh --quick
+total_passed=$((total_passed + 1))
+summary+=("$(printf '%-8s quick check passed in %4ss' eval "$((SECONDS - eval_started))")")
 
 printf '\n'
 printf '    %s\n' "${summary[@]}"
