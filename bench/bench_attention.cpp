@@ -46,7 +46,7 @@ void attention_half(benchmark::State& state, model shape, index_t context, doubl
     heterocache::to_half(format, data.values.data(), values.data(), static_cast<index_t>(values.size()));
     const heterocache::half_csr_selection selection{data.rows(),    shape.kv_heads, shape.group(), shape.head_dim,
                                                     arrays.indptr,  arrays.indices, keys.data(),   values.data(),
-                                                    format};
+                                                    format,         {}};
     std::vector<float> output(data.queries.size()), lse(static_cast<std::size_t>(shape.query_heads));
     for (auto _ : state) {
         heterocache::decode_attention(selection, data.queries.data(), output.data(), lse.data(), 0.125f);

@@ -108,7 +108,7 @@ struct selection_arrays {
     }
     [[nodiscard]] heterocache::csr_selection view(const layer_data& data) const {
         return {data.rows(), data.shape.kv_heads, data.shape.group(), data.shape.head_dim,
-                indptr,      indices,             data.keys.data(),   data.values.data()};
+                indptr,      indices,             data.keys.data(),   data.values.data(), {}};
     }
 };
 

@@ -1,75 +1,138 @@
-// What a pivot's drift check costs per query: the pooled attention row over its T prompt keys
-// (one query, the G query heads of its group), then the top-B positions of that row, B = r * T.
+// What drift monitoring adds to a decode step. One layer, batch 1, as HeteroCache holds it: row 0 is a
+// pivot (it keeps its whole prompt of T tokens), the other rows keep r of theirs. Per step the pivot ranks
+// its prompt by this step's attention (pooled row, radix top-k, overlap with its reference) and every
+// `interval` = 5 steps takes the median; the cost is the same at every step, so one iteration is one step.
 #include <string>
 #include <vector>
 
 #include <benchmark/benchmark.h>
 
 #include <heterocache/algorithm/overlap.hpp>
-#include <heterocache/algorithm/pooled_attention.hpp>
+#include <heterocache/attention/decode_attention.hpp>
+#include <heterocache/monitor/pivot_overlap_monitor.hpp>
 
 #include "bench_common.hpp"
 
 namespace bench {
 namespace {
 
-struct pivot_row {
-    std::vector<float> row, scratch;
-    std::vector<index_t> top, index_scratch;
-    heterocache::query_rows query;
-    heterocache::key_rows keys;
+namespace hc = heterocache;
 
-    pivot_row(const layer_data& data, double ratio)
-        : row(static_cast<std::size_t>(data.context)),
-          scratch(2 * row.size()),
-          top(static_cast<std::size_t>(ratio * static_cast<double>(data.context))),
-          index_scratch(row.size()),
-          query{data.queries.data(), 1, data.shape.query_heads * data.shape.head_dim, data.shape.head_dim, data.context},
-          keys{data.keys.data(), data.shape.head_dim} {}
-
-    void score(const layer_data& data) {
-        heterocache::pooled_attention_row(query, keys, 0, data.shape.group(), data.shape.head_dim, row, scratch);
-    }
-    void select() { heterocache::top_k_positions(row, top, index_scratch); }
+//! How the step gets the pivot's scores.
+enum class monitoring {
+    none,       //!< no monitor: the sparse step alone (the baseline)
+    recompute,  //!< the monitor recomputes them from the pivot's keys
+    captured,   //!< the attention kernel writes them, the monitor reads them
 };
 
-void report(benchmark::State& state, const layer_data& data, bool keys_read) {
-    state.SetItemsProcessed(state.iterations() * data.context);  // prompt positions ranked
-    const index_t bytes = keys_read ? data.context * data.shape.head_dim * static_cast<index_t>(sizeof(float))
-                                    : data.context * static_cast<index_t>(sizeof(float));
-    state.SetBytesProcessed(state.iterations() * bytes);
+const char* monitoring_name(monitoring m) {
+    return m == monitoring::none ? "none" : m == monitoring::recompute ? "recompute" : "captured";
 }
 
-void pooled_row(benchmark::State& state, model shape, index_t context) {
-    const layer_data& data = layer(shape, context);
-    pivot_row pivot(data, 0.5);
-    for (auto _ : state) {
-        pivot.score(data);
-        benchmark::DoNotOptimize(pivot.row.data());
+//! The layer's selection (row 0 whole, the others `kept` tokens), a planned monitor, and its profile.
+struct monitored_layer {
+    const layer_data& data;
+    index_t kept;
+    std::vector<index_t> indptr{0}, indices;
+    std::vector<float> captured, output, lse;
+    std::vector<hc::score_capture> captures;
+    hc::head_profile profile;
+    hc::pivot_overlap_monitor monitor;
+    std::vector<index_t> reference;
+
+    monitored_layer(const layer_data& layer, double ratio)
+        : data(layer),
+          kept(static_cast<index_t>(ratio * static_cast<double>(layer.context))),
+          captured(static_cast<std::size_t>(layer.shape.group() * layer.context)),
+          output(layer.queries.size()),
+          lse(static_cast<std::size_t>(layer.shape.query_heads)),
+          captures(static_cast<std::size_t>(layer.rows())),
+          profile{1, layer.shape.kv_heads, 0.5, 0.5, 0, {}},
+          reference(static_cast<std::size_t>(kept)) {
+        for (index_t row = 0; row < data.rows(); ++row) {
+            const index_t tokens = row == 0 ? data.context : kept;
+            for (index_t i = 0; i < tokens; ++i) indices.push_back(row * data.context + i);
+            indptr.push_back(static_cast<index_t>(indices.size()));
+        }
+        captures[0] = {captured.data(), data.context};
+        for (index_t head = 0; head < data.rows(); ++head)
+            profile.heads.push_back(head == 0   ? hc::head_info{hc::head_role::pivot, 0.2, 0}
+                                    : head == 1 ? hc::head_info{hc::head_role::satellite, 0.2, 0}
+                                                : hc::head_info{hc::head_role::anchor, 0.9, -1});
+        const model& m = data.shape;
+        monitor.plan({{1, m.kv_heads, m.query_heads, m.head_dim}, 1, data.context});
+        for (index_t i = 0; i < kept; ++i) reference[static_cast<std::size_t>(i)] = i;
+        monitor.set_reference(0, 0, 0, reference);
     }
-    report(state, data, true);
+
+    [[nodiscard]] hc::csr_selection selection(bool capture) const {
+        return {data.rows(), data.shape.kv_heads, data.shape.group(), data.shape.head_dim, indptr, indices,
+                data.keys.data(), data.values.data(),
+                capture ? std::span<const hc::score_capture>(captures) : std::span<const hc::score_capture>{}};
+    }
+
+    void attend(bool capture) {
+        hc::decode_attention(selection(capture), data.queries.data(), output.data(), lse.data(),
+                             hc::attention_scale(data.shape.head_dim));
+    }
+
+    //! One monitored step of the pivot: returns the number of satellite refreshes it asked for.
+    index_t observe(bool captured_scores) {
+        const auto prompt_keys = [&](index_t head) {
+            return hc::key_rows{data.keys.data() + head * data.context * data.shape.head_dim, data.shape.head_dim};
+        };
+        const hc::monitor_context context{0, 0, data.context, kept, &profile, data.queries.data(), data.shape.head_dim,
+                                          prompt_keys,
+                                          captured_scores ? std::span<const hc::score_capture>(captures)
+                                                          : std::span<const hc::score_capture>{}};
+        index_t refreshes = 0;
+        monitor.observe(context, [&](index_t, std::span<const float>) { ++refreshes; });
+        return refreshes;
+    }
+};
+
+void report_step(benchmark::State& state, const monitored_layer& step) {
+    const index_t tokens = step.indptr.back();
+    state.SetItemsProcessed(state.iterations() * tokens);  // tokens attended
+    state.SetBytesProcessed(state.iterations() * tokens * 2 * step.data.shape.head_dim * static_cast<index_t>(sizeof(float)));
+    state.counters["tokens"] = static_cast<double>(tokens);
+}
+
+void monitored_step(benchmark::State& state, model shape, index_t context, double ratio, monitoring how) {
+    monitored_layer step(bench::layer(shape, context), ratio);
+    index_t refreshes = 0;
+    for (auto _ : state) {
+        step.attend(how == monitoring::captured);
+        if (how != monitoring::none) refreshes += step.observe(how == monitoring::captured);
+        benchmark::DoNotOptimize(step.output.data());
+        benchmark::ClobberMemory();
+    }
+    report_step(state, step);
+    state.counters["refreshes"] = static_cast<double>(refreshes);
+}
+
+// The monitor's own work per step once the kernel captured the scores: the pooled row (softmax of G
+// rows, group maximum, pool), the radix top-k and the overlap.
+void pivot_rank(benchmark::State& state, model shape, index_t context, double ratio) {
+    monitored_layer step(bench::layer(shape, context), ratio);
+    step.attend(true);
+    for (auto _ : state) benchmark::DoNotOptimize(step.observe(true));
+    state.SetItemsProcessed(state.iterations() * context);  // prompt positions ranked
+    state.SetBytesProcessed(state.iterations() * shape.group() * context * static_cast<index_t>(sizeof(float)));
 }
 
 void top_k(benchmark::State& state, model shape, index_t context, double ratio) {
-    const layer_data& data = layer(shape, context);
-    pivot_row pivot(data, ratio);
-    pivot.score(data);
+    monitored_layer step(bench::layer(shape, context), ratio);
+    step.attend(true);
+    std::vector<float> row(static_cast<std::size_t>(context)), scratch(static_cast<std::size_t>(2 * context));
+    hc::pooled_attention_row_from_scores(step.captured, shape.group(), row, scratch);
+    std::vector<index_t> top(static_cast<std::size_t>(step.kept)), index_scratch(row.size());
     for (auto _ : state) {
-        pivot.select();
-        benchmark::DoNotOptimize(pivot.top.data());
+        hc::top_k_positions(row, top, index_scratch);
+        benchmark::DoNotOptimize(top.data());
     }
-    report(state, data, false);
-}
-
-void drift_check(benchmark::State& state, model shape, index_t context, double ratio) {
-    const layer_data& data = layer(shape, context);
-    pivot_row pivot(data, ratio);
-    for (auto _ : state) {
-        pivot.score(data);
-        pivot.select();
-        benchmark::DoNotOptimize(pivot.top.data());
-    }
-    report(state, data, true);
+    state.SetItemsProcessed(state.iterations() * context);
+    state.SetBytesProcessed(state.iterations() * context * static_cast<index_t>(sizeof(float)));
 }
 
 }  // namespace
@@ -78,14 +141,19 @@ void register_monitor() {
     for (const model& shape : models)
         for (const index_t context : contexts) {
             const std::string tokens = context_name(context);
-            benchmark::RegisterBenchmark(name({"pooled_row", shape.name, tokens}).c_str(), pooled_row, shape, context)
-                ->Unit(benchmark::kMicrosecond);
             for (const double ratio : kept_ratios) {
                 const std::string kept = ratio_name(ratio);
-                benchmark::RegisterBenchmark(name({"top_k", shape.name, tokens, kept}).c_str(), top_k, shape, context, ratio)
-                    ->Unit(benchmark::kMicrosecond);
-                benchmark::RegisterBenchmark(name({"drift_check", shape.name, tokens, kept}).c_str(), drift_check, shape,
+                for (const monitoring how : {monitoring::none, monitoring::recompute, monitoring::captured})
+                    benchmark::RegisterBenchmark(name({"monitored_step", shape.name, tokens, kept, monitoring_name(how)}).c_str(),
+                                                 monitored_step, shape, context, ratio, how)
+                        ->UseRealTime()
+                        ->Unit(benchmark::kMicrosecond);
+                benchmark::RegisterBenchmark(name({"pivot_rank", shape.name, tokens, kept}).c_str(), pivot_rank, shape,
                                              context, ratio)
+                    ->UseRealTime()
+                    ->Unit(benchmark::kMicrosecond);
+                benchmark::RegisterBenchmark(name({"top_k", shape.name, tokens, kept}).c_str(), top_k, shape, context, ratio)
+                    ->UseRealTime()
                     ->Unit(benchmark::kMicrosecond);
             }
         }

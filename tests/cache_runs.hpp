@@ -43,9 +43,11 @@ struct attention_trace {
 };
 
 //! Drives `cache` over the planted model and records `decode_attention` over each selection.
-//! `after_layer(step, layer)` runs after each layer's observe (for invariant checks).
+//! `after_layer(step, layer)` runs after each layer's observe (for invariant checks). `scores`: whether
+//! the monitor reads the scores `decode_attention` captured, or recomputes them.
 template <class Cache, class AfterLayer>
-attention_trace record_attention(Cache& cache, const planted::model& m, AfterLayer&& after_layer) {
+attention_trace record_attention(Cache& cache, const planted::model& m, AfterLayer&& after_layer,
+                                 heterocache::score_source scores = heterocache::score_source::recompute) {
     const auto& sh = m.spec().shape;
     const auto heads = static_cast<std::size_t>(m.spec().sequences * sh.query_heads);
     attention_trace trace;
@@ -58,7 +60,7 @@ attention_trace record_attention(Cache& cache, const planted::model& m, AfterLay
         trace.outputs.push_back(std::move(out));
         trace.lses.push_back(std::move(lse));
         last_step = step, last_layer = layer;
-    });
+    }, scores);
     if (last_step >= 0) after_layer(last_step, last_layer);
     return trace;
 }

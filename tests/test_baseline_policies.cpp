@@ -45,7 +45,7 @@ std::vector<std::pair<index_t, std::vector<float>>> observe(Monitor& monitor, co
     const auto on_drift = [&](index_t head, std::span<const float> ranking) {
         refreshed.emplace_back(head, std::vector<float>(ranking.begin(), ranking.end()));
     };
-    const hc::monitor_context context{0, 0, prompt_tokens, prompt_tokens, &profile, query.data(), head_dim, prompt_keys};
+    const hc::monitor_context context{0, 0, prompt_tokens, prompt_tokens, &profile, query.data(), head_dim, prompt_keys, {}};
     monitor.observe(context, on_drift);
     return refreshed;
 }

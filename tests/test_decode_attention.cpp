@@ -36,7 +36,7 @@ struct problem {
         }
     }
     [[nodiscard]] heterocache::csr_selection selection() const {
-        return {rows, rows, group, d, indptr, indices, keys.data(), values.data()};
+        return {rows, rows, group, d, indptr, indices, keys.data(), values.data(), {}};
     }
 };
 
@@ -77,8 +77,8 @@ TEST_CASE("merging the states of two halves of a selection gives the state of th
         ptr_a.push_back(static_cast<index_t>(idx_a.size()));
         ptr_b.push_back(static_cast<index_t>(idx_b.size()));
     }
-    const heterocache::csr_selection a{p.rows, p.rows, p.group, p.d, ptr_a, idx_a, p.keys.data(), p.values.data()};
-    const heterocache::csr_selection b{p.rows, p.rows, p.group, p.d, ptr_b, idx_b, p.keys.data(), p.values.data()};
+    const heterocache::csr_selection a{p.rows, p.rows, p.group, p.d, ptr_a, idx_a, p.keys.data(), p.values.data(), {}};
+    const heterocache::csr_selection b{p.rows, p.rows, p.group, p.d, ptr_b, idx_b, p.keys.data(), p.values.data(), {}};
     const std::size_t heads = static_cast<std::size_t>(p.rows * p.group);
     std::vector<float> out_w(p.queries.size()), out_a(out_w.size()), out_b(out_w.size()), lse_w(heads), lse_a(heads), lse_b(heads);
     const float scale = 0.125f;

@@ -40,7 +40,7 @@ struct long_problem {
         }
     }
     [[nodiscard]] heterocache::csr_selection selection() const {
-        return {rows, rows, group, d, indptr, indices, keys.data(), values.data()};
+        return {rows, rows, group, d, indptr, indices, keys.data(), values.data(), {}};
     }
     [[nodiscard]] std::size_t heads() const { return static_cast<std::size_t>(rows * group); }
 };
@@ -141,7 +141,7 @@ TEST_CASE("decode attention over fp16 and bf16 K/V matches the fp32 kernel on th
         std::vector<float> out(p.queries.size()), lse(p.heads()), out32(out.size()), lse32(lse.size());
         heterocache::decode_attention(rounded.selection(), p.queries.data(), out32.data(), lse32.data(), 0.125f);
         const heterocache::half_csr_selection half{p.rows, p.rows,      p.group,       p.d,   p.indptr,
-                                                   p.indices, keys.data(), values.data(), format};
+                                                   p.indices, keys.data(), values.data(), format, {}};
         heterocache::decode_attention(half, p.queries.data(), out.data(), lse.data(), 0.125f);
         CHECK(std::memcmp(out.data(), out32.data(), out.size() * sizeof(float)) == 0);  // same kernel, same floats
         CHECK(std::memcmp(lse.data(), lse32.data(), lse.size() * sizeof(float)) == 0);

@@ -1,6 +1,8 @@
 #include <doctest/doctest.h>
 
 #include <algorithm>
+#include <cmath>
+#include <limits>
 #include <random>
 #include <vector>
 
@@ -22,6 +24,29 @@ TEST_CASE("top-k positions equal a full sort by score, ties to the lower positio
         std::stable_sort(order.begin(), order.end(), [&](index_t a, index_t b) { return scores[a] > scores[b]; });
         std::vector<index_t> scratch(scores.size());
         for (const index_t k : {index_t{0}, index_t{1}, n / 3, n}) {
+            std::vector<index_t> expected(order.begin(), order.begin() + k), out(static_cast<std::size_t>(k));
+            std::sort(expected.begin(), expected.end());
+            heterocache::top_k_positions(scores, out, scratch);
+            CHECK(out == expected);
+        }
+    }
+}
+
+TEST_CASE("top-k positions match a full sort on distinct, nearly equal and infinite scores") {
+    std::mt19937_64 rng(29);
+    std::normal_distribution<float> normal(0.0f, 3.0f);
+    for (const index_t n : {7, 2048, 70001}) {
+        std::vector<float> scores(static_cast<std::size_t>(n));
+        for (auto& s : scores) s = normal(rng);
+        // Scores one ulp apart (they differ only in the last radix digit) and a few infinities.
+        for (index_t i = 0; i + 1 < n; i += 97) scores[static_cast<std::size_t>(i + 1)] = std::nextafter(scores[static_cast<std::size_t>(i)], 1e9f);
+        scores[0] = std::numeric_limits<float>::infinity();
+        scores[static_cast<std::size_t>(n - 1)] = -std::numeric_limits<float>::infinity();
+        std::vector<index_t> order(scores.size());
+        for (index_t i = 0; i < n; ++i) order[static_cast<std::size_t>(i)] = i;
+        std::stable_sort(order.begin(), order.end(), [&](index_t a, index_t b) { return scores[a] > scores[b]; });
+        std::vector<index_t> scratch(scores.size());
+        for (const index_t k : {index_t{1}, index_t{2}, n / 10, n / 2, n - 1, n}) {
             std::vector<index_t> expected(order.begin(), order.begin() + k), out(static_cast<std::size_t>(k));
             std::sort(expected.begin(), expected.end());
             heterocache::top_k_positions(scores, out, scratch);

@@ -165,9 +165,10 @@ private:
 
 //! Runs `cache` through the scenario the way an engine would: prefill every (layer, sequence), then per
 //! decode step and layer: append the new token, take the selection, call `attend(step, layer, selection,
-//! queries)` (queries `[seq][query_head][d]`), observe the queries.
-template <class Cache, class Attend>
-void drive(Cache& cache, const model& m, Attend&& attend) {
+//! queries)` (queries `[seq][query_head][d]`), observe the queries (with `observe_extra` as the last
+//! arguments of `observe`, e.g. `score_source::captured` when `attend` runs `decode_attention`).
+template <class Cache, class Attend, class... ObserveExtra>
+void drive(Cache& cache, const model& m, Attend&& attend, const ObserveExtra&... observe_extra) {
     const auto& s = m.spec();
     const auto layout = m.layout();
     for (index_t layer = 0; layer < s.shape.layers; ++layer)
@@ -177,7 +178,7 @@ void drive(Cache& cache, const model& m, Attend&& attend) {
             for (index_t seq = 0; seq < s.sequences; ++seq) cache.append(layer, seq, layout, s.prompt_tokens + step);
             attend(step, layer, cache.selection(layer), m.decode_query(step, layer, 0, 0));
             for (index_t seq = 0; seq < s.sequences; ++seq)
-                cache.observe(layer, seq, m.decode_query(step, layer, seq, 0), s.shape.head_dim);
+                cache.observe(layer, seq, m.decode_query(step, layer, seq, 0), s.shape.head_dim, observe_extra...);
         }
 }
 

@@ -51,7 +51,7 @@ std::vector<float> generate(Cache& cache, const planted::model& model) {
             cache.append(layer, seq, kv, token);                           // 1. the new token's K and V
             const hc::csr_selection selection = cache.selection(layer);   // 2. what each head attends now
             hc::decode_attention(selection, q, out.data(), lse.data(), scale);  // 3. or your own kernel
-            cache.observe(layer, seq, q, shape.head_dim);                  // 4. profiling and drift
+            cache.observe(layer, seq, q, shape.head_dim, hc::score_source::captured);  // 4. profiling, drift
             outputs.insert(outputs.end(), out.begin(), out.end());
         }
     }

@@ -23,7 +23,7 @@ namespace hd = heterocache::detail;
 HCLLAMA_CLONES
 void attend_slots_impl(const float* __restrict q, std::size_t group, std::size_t d, const float* __restrict k,
                        const float* __restrict v, const std::int64_t* slots, std::size_t n, float scale,
-                       float* __restrict out, float* lse, float* __restrict s) {
+                       float* __restrict out, float* lse, float* __restrict s, const score_copy& capture) {
   // scores s[g][i] = scale * q_g . k[slots[i]], each key read once for the group
   for (std::size_t i = 0; i < n; ++i) {
     const float* kt = k + static_cast<std::size_t>(slots[i]) * d;
@@ -37,6 +37,9 @@ void attend_slots_impl(const float* __restrict q, std::size_t group, std::size_t
       s[g * n + i] = hd::sum_lanes(lanes) * scale;
     }
   }
+  // the scores the cache asked for (a pivot's, read by its drift monitor), before the softmax
+  for (std::size_t g = 0; capture.to != nullptr && g < group; ++g)
+    std::copy_n(s + g * n, std::min(n, capture.count), capture.to + g * capture.stride);
   // softmax numerators
   for (std::size_t g = 0; g < group; ++g) {
     float* row = s + g * n;
@@ -86,14 +89,15 @@ void attend_slots_impl(const float* __restrict q, std::size_t group, std::size_t
 }  // namespace
 
 void attend_slots(const float* q, std::size_t group, std::size_t head_dim, const float* k, const float* v,
-                  const std::int64_t* slots, std::size_t n, float scale, float* out, float* lse, float* scratch) {
+                  const std::int64_t* slots, std::size_t n, float scale, float* out, float* lse, float* scratch,
+                  const score_copy& capture) {
   if (n == 0) {
     std::fill(out, out + group * head_dim, 0.0f);
     if (lse)
       for (std::size_t g = 0; g < group; ++g) lse[g] = -std::numeric_limits<float>::infinity();
     return;
   }
-  attend_slots_impl(q, group, head_dim, k, v, slots, n, scale, out, lse, scratch);
+  attend_slots_impl(q, group, head_dim, k, v, slots, n, scale, out, lse, scratch, capture);
 }
 
 selection_attention::selection_attention(std::size_t threads)
@@ -117,9 +121,14 @@ void selection_attention::run(const heterocache::csr_selection& sel, const float
     const std::size_t b = std::min(len, c * per_chunk), e = std::min(len, b + per_chunk);
     const std::int64_t* slots = sel.indices.data() + sel.indptr[r] + b;
     float* out = chunks == 1 ? output + r * G * d : part_out_.data() + static_cast<std::size_t>(t) * G * d;
+    score_copy capture;  // this chunk's share of the row's capture: tokens [b, min(e, capture.tokens))
+    if (!sel.captures.empty() && sel.captures[r].scores != nullptr) {
+      const auto tokens = static_cast<std::size_t>(sel.captures[r].tokens);
+      if (b < tokens) capture = {sel.captures[r].scores + b, tokens, tokens - b};
+    }
     attend_slots(queries + r * G * d, G, d, sel.keys, sel.values, slots, e - b, scale, out,
                  part_lse_.data() + static_cast<std::size_t>(t) * G,
-                 scratch_.data() + static_cast<std::size_t>(t) * scratch_per_task);
+                 scratch_.data() + static_cast<std::size_t>(t) * scratch_per_task, capture);
   };
   pool_.for_each(static_cast<heterocache::index_t>(tasks), task);
   if (chunks == 1) return;

@@ -17,15 +17,24 @@
 
 namespace hcllama {
 
+// Where attend_slots copies the scaled scores of its first `count` slots:
+// to[g * stride + i] (nothing when `to` is null).
+struct score_copy {
+  float* to = nullptr;
+  std::size_t stride = 0, count = 0;
+};
+
 // Attention of `group` query heads (q: [group][head_dim]) over the keys/values
 // at `slots` (k, v: [slot][head_dim]). Writes out: [group][head_dim] and, if
 // lse is not null, the natural log of each head's softmax denominator.
 // scratch: at least group * slots.size() floats. Allocates nothing.
 void attend_slots(const float* q, std::size_t group, std::size_t head_dim, const float* k, const float* v,
-                  const std::int64_t* slots, std::size_t n, float scale, float* out, float* lse, float* scratch);
+                  const std::int64_t* slots, std::size_t n, float scale, float* out, float* lse, float* scratch,
+                  const score_copy& capture = {});
 
 // Decode attention of one layer over a CSR selection (rows = KV heads of one
-// sequence). queries/output: [query_head][head_dim].
+// sequence). queries/output: [query_head][head_dim]. Writes the scores the
+// selection's captures ask for, so the cache's monitor need not recompute them.
 class selection_attention {
  public:
   explicit selection_attention(std::size_t threads);

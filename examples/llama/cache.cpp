@@ -29,7 +29,8 @@ class cache_adapter final : public decode_cache {
   }
   heterocache::csr_selection selection(std::size_t layer) override { return cache_.selection(idx(layer)); }
   void observe(std::size_t layer, const float* query, std::size_t head_stride) override {
-    cache_.observe(idx(layer), 0, query, idx(head_stride));
+    // The engine's attention (selection_attention::run) wrote the scores the selection asked for.
+    cache_.observe(idx(layer), 0, query, idx(head_stride), heterocache::score_source::captured);
   }
   std::uint64_t resident_bytes() const override { return cache_.resident_bytes(); }
   std::uint64_t resident_tokens() const override { return static_cast<std::uint64_t>(cache_.resident_tokens()); }

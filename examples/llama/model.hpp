@@ -107,6 +107,8 @@ class decode_cache {
   // Appends the decode token written at `token` of kv.
   virtual void append(std::size_t layer, const heterocache::strided_kv_layout& kv, std::size_t token) = 0;
   virtual heterocache::csr_selection selection(std::size_t layer) = 0;
+  // The decode query of `layer`, after selection_attention ran over selection(layer) (which wrote the
+  // scores the selection's captures ask for).
   virtual void observe(std::size_t layer, const float* query, std::size_t head_stride) = 0;
   virtual std::uint64_t resident_bytes() const = 0;
   // Tokens resident in the hot tier over all layers and KV heads (full heads' whole prompt included).

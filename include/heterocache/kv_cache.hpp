@@ -3,9 +3,12 @@
 //! `kv_cache`: the five policies composed into one KV cache (DESIGN.md section 3).
 
 #include <algorithm>
+#include <cmath>
+#include <limits>
 #include <numeric>
 #include <optional>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "heterocache/algorithm/overlap.hpp"
@@ -124,8 +127,12 @@ public:
 
     //! Sees the decode query of (`layer`, `seq`): `query` holds `query_heads` vectors `query_head_stride` floats
     //! apart. Feeds online profiling, then the drift monitor; a drift submits a refresh of the pivot's
-    //! satellites to the retriever, effective from the next step.
-    void observe(index_t layer, index_t seq, const float* query, index_t query_head_stride) {
+    //! satellites to the retriever, effective from the next step. `scores` says whether the attention kernel
+    //! of this step wrote the scores `selection(layer).captures` asked for (`decode_attention` does): then
+    //! the monitor reads them instead of recomputing them from the cold keys. Saying `captured` when the
+    //! kernel did not write them is an `invalid_argument_error` (the cache marks each capture as read).
+    void observe(index_t layer, index_t seq, const float* query, index_t query_head_stride,
+                 score_source scores = score_source::recompute) {
         check_prefilled(layer, seq);
         detail::require<shape_error>(query != nullptr, "query", "null", "a pointer to query_heads * head_dim floats");
         detail::require<shape_error>(query_head_stride >= shape_.head_dim, "query_head_stride", query_head_stride,
@@ -155,21 +162,33 @@ public:
             rows[used++] = {row, storage_.hot_row_base(layer, row), positions};
         };
         const auto prompt_keys = [&](index_t head) { return cold_prompt_keys(layer, seq * shape_.kv_heads + head); };
+        const std::span<const score_capture> captured =
+            scores == score_source::captured ? read_captures(layer, seq) : std::span<const score_capture>{};
         const monitor_context context{layer,        seq,   prompt_tokens_[seq], base_length_[seq], &*profile_,
-                                      query,        query_head_stride,          prompt_keys};
+                                      query,        query_head_stride,          prompt_keys,       captured};
         monitor_.observe(context, refresh_head);
+        for (const score_capture& capture : captured)
+            if (capture.scores != nullptr) *capture.scores = unwritten_score;  // read: the next step must rewrite it
         if (used > 0) retriever_.submit({layer, rows.first(used)});
     }
 
     //! The CSR selection `layer` attends now (rows `seq * kv_heads + head`). Waits for this layer's refresh.
+    //! Its `captures` ask for the scores the drift monitor reads (a pivot's, over its prompt); empty when
+    //! the monitor reads none.
     [[nodiscard]] csr_selection selection(index_t layer) {
         detail::require<shape_error>(layer >= 0 && layer < shape_.layers, "layer", layer, "[0, layers)");
         retriever_.wait(layer);
         if (dirty_[layer]) rebuild_selection(layer);
         const auto& indptr = indptr_[layer];
-        return {rows_per_layer(), shape_.kv_heads, shape_.group_size(), shape_.head_dim, indptr,
+        return {rows_per_layer(),
+                shape_.kv_heads,
+                shape_.group_size(),
+                shape_.head_dim,
+                indptr,
                 std::span<const index_t>(indices_[layer].data(), static_cast<std::size_t>(indptr.back())),
-                storage_.hot_keys(layer), storage_.hot_values(layer)};
+                storage_.hot_keys(layer),
+                storage_.hot_values(layer),
+                layer_captures(layer)};
     }
 
     //! The head profile in use; empty while online profiling is still observing.
@@ -277,6 +296,54 @@ private:
         refresh_positions_.assign(static_cast<std::size_t>(offset), 0);
         refreshing_.assign(static_cast<std::size_t>(shape_.kv_heads), -1);
         retriever_.bind(storage_, {shape_.layers, shape_.head_dim, largest_request, shape_.layers * options_.sequences});
+        plan_captures();
+    }
+
+    //! Plans a score buffer for every head whose scores the monitor reads (pivots, for the default one),
+    //! each marked unwritten.
+    void plan_captures() {
+        const index_t states = shape_.layers * rows_per_layer();
+        capture_offset_.assign(static_cast<std::size_t>(states), -1);
+        index_t floats = 0;
+        for (index_t state = 0; state < states; ++state) {
+            if (!monitor_wants_scores(monitor_, profile_->heads[static_cast<std::size_t>(head_of_state(state))].role)) continue;
+            capture_offset_[state] = floats;
+            floats += shape_.group_size() * options_.max_prompt_tokens;
+        }
+        capture_scores_.assign(static_cast<std::size_t>(floats), 0.0f);
+        for (index_t state = 0; state < states; ++state)
+            if (capture_offset_[state] >= 0) capture_scores_[static_cast<std::size_t>(capture_offset_[state])] = unwritten_score;
+        captures_.assign(static_cast<std::size_t>(states), score_capture{});
+    }
+    //! The capture requests of `layer`'s rows: each wanted head's buffer, over its whole prompt (the first
+    //! `prompt_tokens` slots of a full head's row hold positions 0, 1, ... in order).
+    [[nodiscard]] std::span<const score_capture> layer_captures(index_t layer) {
+        if (capture_scores_.empty()) return {};
+        const std::span<score_capture> rows(captures_.data() + layer * rows_per_layer(),
+                                            static_cast<std::size_t>(rows_per_layer()));
+        for (index_t row = 0; row < rows_per_layer(); ++row) {
+            const index_t state = layer * rows_per_layer() + row;
+            const index_t seq = row / shape_.kv_heads;
+            const bool whole_prompt = prompt_tokens_[seq] > 0 && prompt_count_[state] == prompt_tokens_[seq];
+            rows[row] = capture_offset_[state] >= 0 && whole_prompt
+                            ? score_capture{capture_scores_.data() + capture_offset_[state], prompt_tokens_[seq]}
+                            : score_capture{};
+        }
+        return rows;
+    }
+    //! The captures of (layer, seq), checked to have been written by this step's kernel.
+    [[nodiscard]] std::span<const score_capture> read_captures(index_t layer, index_t seq) {
+        if (capture_scores_.empty()) return {};
+        const std::span<const score_capture> heads(captures_.data() + stream_index(layer, seq) * shape_.kv_heads,
+                                                   static_cast<std::size_t>(shape_.kv_heads));
+        for (index_t head = 0; head < shape_.kv_heads; ++head) {
+            const score_capture& capture = heads[static_cast<std::size_t>(head)];
+            if (capture.scores != nullptr && std::isnan(*capture.scores))
+                throw invalid_argument_error("scores", "captured",
+                                             "recompute, unless the attention kernel of this step wrote "
+                                             "selection(layer).captures (head " + std::to_string(head) + " has none)");
+        }
+        return heads;
     }
 
     void start_prompt(index_t seq, index_t prompt_tokens) {
@@ -458,6 +525,11 @@ private:
     std::vector<index_t> refresh_offset_, refresh_positions_, refreshing_;
     std::vector<std::vector<index_t>> indptr_, indices_;
     std::vector<bool> dirty_;
+    //! Marks a capture buffer as not written since the monitor last read it.
+    static constexpr float unwritten_score = std::numeric_limits<float>::quiet_NaN();
+    std::vector<index_t> capture_offset_;  // per (layer, seq, head): into capture_scores_, or -1
+    std::vector<float> capture_scores_;
+    std::vector<score_capture> captures_;  // per (layer, seq, head), refreshed by layer_captures
 };
 
 //! The full cache: every head keeps every token (the ceiling every policy is measured against). Construct it

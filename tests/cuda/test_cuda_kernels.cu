@@ -79,7 +79,7 @@ std::pair<double, double> attention_error(std::mt19937& rng, index_t head_dim, i
     const T* device_keys = nullptr;
     const T* device_values = nullptr;
     if constexpr (std::is_same_v<T, float>) {
-        const hc::csr_selection host{rows, kv_heads, group, head_dim, s.indptr, s.indices, keys.data(), values.data()};
+        const hc::csr_selection host{rows, kv_heads, group, head_dim, s.indptr, s.indices, keys.data(), values.data(), {}};
         hc::decode_attention(host, queries.data(), want.data(), want_lse.data(), scale);
         d_keys32 = to_device(keys), d_values32 = to_device(values);
         device_keys = d_keys32.data(), device_values = d_values32.data();
@@ -88,7 +88,7 @@ std::pair<double, double> attention_error(std::mt19937& rng, index_t head_dim, i
         hc::to_half(format_of<T>(), keys.data(), k16.data(), static_cast<index_t>(elements));
         hc::to_half(format_of<T>(), values.data(), v16.data(), static_cast<index_t>(elements));
         const hc::half_csr_selection host{rows,      kv_heads,  group,      head_dim,   s.indptr,
-                                          s.indices, k16.data(), v16.data(), format_of<T>()};
+                                          s.indices, k16.data(), v16.data(), format_of<T>(), {}};
         hc::decode_attention(host, queries.data(), want.data(), want_lse.data(), scale);
         d_keys16 = to_device(k16), d_values16 = to_device(v16);
         device_keys = reinterpret_cast<const T*>(d_keys16.data());

@@ -182,7 +182,7 @@ TEST_CASE("decode attention over the device selection equals the host kernel ove
     const index_t rows = sequences * shape.kv_heads, group = shape.group_size();
     const std::vector<float> queries = random_floats(rng, static_cast<std::size_t>(rows * group * 64));
     std::vector<float> want(queries.size()), want_lse(static_cast<std::size_t>(rows * group));
-    const hc::csr_selection selection{rows, shape.kv_heads, group, 64, indptr, indices, host.hot_keys(1), host.hot_values(1)};
+    const hc::csr_selection selection{rows, shape.kv_heads, group, 64, indptr, indices, host.hot_keys(1), host.hot_values(1), {}};
     hc::decode_attention(selection, queries.data(), want.data(), want_lse.data(), 0.125f);
     const auto d_queries = to_device(queries);
     auto out = poisoned<float>(want.size());

@@ -26,6 +26,17 @@ std::vector<float> naive(const float* q, std::size_t hd, const float* k, const f
     for (std::size_t d = 0; d < hd; ++d) out[d] += float(s[i] / sum) * v[std::size_t(slots[i]) * hd + d];
   return out;
 }
+// Normal random keys and values for `slots` slots and queries for `heads` query heads.
+struct random_kvq {
+  std::vector<float> k, v, q;
+  random_kvq(std::size_t slots, std::size_t heads, std::size_t hd, unsigned seed)
+      : k(slots * hd), v(slots * hd), q(heads * hd) {
+    std::mt19937 rng(seed);
+    std::normal_distribution<float> nd;
+    for (auto* data : {&k, &v, &q})
+      for (auto& x : *data) x = nd(rng);
+  }
+};
 }  // namespace
 
 TEST_CASE("attend_selected matches a naive softmax attention for any selection") {
@@ -59,12 +70,8 @@ TEST_CASE("attend_selected matches a naive softmax attention for any selection")
 
 TEST_CASE("selection_attention matches a naive softmax attention, split or not") {
   const std::size_t hd = 64, group = 3, rows = 3, per_row = 700;
-  std::mt19937 rng(11);
-  std::normal_distribution<float> nd;
-  std::vector<float> k(rows * per_row * hd), v(rows * per_row * hd), q(rows * group * hd);
-  for (auto& x : k) x = nd(rng);
-  for (auto& x : v) x = nd(rng);
-  for (auto& x : q) x = nd(rng);
+  const random_kvq data(rows * per_row, rows * group, hd, 11);
+  const auto& [k, v, q] = data;
   // row r attends a gappy subset of its own slots [r*per_row, (r+1)*per_row)
   std::vector<std::int64_t> indptr{0}, indices;
   for (std::size_t r = 0; r < rows; ++r) {
@@ -86,6 +93,30 @@ TEST_CASE("selection_attention matches a naive softmax attention, split or not")
           REQUIRE(out[(r * group + g) * hd + d] == doctest::Approx(ref[d]).epsilon(1e-4));
       }
     }
+  }
+}
+
+TEST_CASE("selection_attention writes the scores the selection's captures ask for, split or not") {
+  const std::size_t hd = 64, group = 3, rows = 2, per_row = 700, tokens = 500;
+  const random_kvq data(rows * per_row, rows * group, hd, 13);
+  const auto& [k, v, q] = data;
+  std::vector<std::int64_t> indptr{0}, indices;
+  for (std::size_t i = 0; i < rows * per_row; ++i) indices.push_back(static_cast<std::int64_t>(i));
+  indptr.push_back(per_row), indptr.push_back(2 * per_row);
+  for (std::size_t threads : {1, 2, 3}) {
+    std::vector<float> captured(group * tokens + 1, std::nanf("")), out(rows * group * hd);
+    const std::vector<heterocache::score_capture> captures{{}, {captured.data(), tokens}};
+    const heterocache::csr_selection sel{2, 2, 3, 64, indptr, indices, k.data(), v.data(), captures};
+    selection_attention att(threads);
+    att.min_split = 100;
+    att.run(sel, q.data(), out.data(), 0.125f);
+    for (std::size_t g = 0; g < group; ++g)
+      for (std::size_t i = 0; i < tokens; ++i) {
+        double want = 0;
+        for (std::size_t d = 0; d < hd; ++d) want += double(q[(group + g) * hd + d]) * k[(per_row + i) * hd + d];
+        REQUIRE(captured[g * tokens + i] == doctest::Approx(want * 0.125).epsilon(1e-5));
+      }
+    CHECK(std::isnan(captured.back()));  // nothing past the capture
   }
 }
 

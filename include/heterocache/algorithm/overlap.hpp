@@ -5,7 +5,6 @@
 #include <algorithm>
 #include <bit>
 #include <cstdint>
-#include <functional>
 #include <cstddef>
 #include <span>
 
@@ -32,10 +31,29 @@ inline double overlap_coefficient(std::span<const index_t> x, std::span<const in
     return static_cast<double>(common) / static_cast<double>(smaller);
 }
 
+namespace detail {
+
+//! A float's bits as an unsigned integer in the same order as the float (-0 and +0 equal): the key the
+//! radix selection ranks by.
+inline std::uint32_t monotonic_bits(float score) noexcept {
+    const auto bits = std::bit_cast<std::uint32_t>(score + 0.0f);  // + 0 makes -0 equal to +0
+    constexpr std::uint32_t sign = 0x80000000u;
+    return (bits & sign) != 0 ? ~bits : bits | sign;
+}
+
+//! Widest digit of one radix pass (a histogram of 2^11 counters).
+inline constexpr int radix_digit_bits = 11;
+
+}  // namespace detail
+
 //! Writes the positions of the `out.size()` highest `scores` into `out`, in ascending position order.
 //! Ties go to the lower position, so the result is deterministic. `scratch` must hold `scores.size()`
 //! entries (it lets the hot path run without allocating). Requires `out.size() <= scores.size()`.
-//! O(T + k log k) expected.
+//! Method: a radix selection of the k-th highest score. The scores' order-preserving bit patterns go to
+//! `scratch`; the bits they all share are skipped (attention scores share their sign and most of their
+//! exponent), then histograms of at most 11 bits at a time narrow the candidates, kept at the front of
+//! `scratch`, to that one value. One pass in position order then writes the positions above it and,
+//! lowest positions first, as many equal to it as still fit. O(T), no sorting; 8 KiB of stack.
 inline void top_k_positions(std::span<const float> scores, std::span<index_t> out, std::span<index_t> scratch) {
     const auto n = static_cast<index_t>(scores.size());
     const auto k = static_cast<index_t>(out.size());
@@ -43,20 +61,49 @@ inline void top_k_positions(std::span<const float> scores, std::span<index_t> ou
     detail::require(static_cast<index_t>(scratch.size()) >= n, "scratch.size()", scratch.size(), "[scores.size(), inf)");
     detail::require(n <= index_t{0xffffffff}, "scores.size()", scores.size(), "[0, 2^32 - 1]");
     if (k == 0) return;
-    // Each entry packs (score, position) into one integer whose order is the ranking: the score's bits made
-    // monotonic in the high half, the position reversed in the low half (ties to the lower position). The
-    // selection then compares plain integers instead of chasing indices into `scores`.
-    constexpr std::uint32_t sign = 0x80000000u;
+    std::uint32_t lowest = 0xffffffffu, highest = 0;
     for (index_t i = 0; i < n; ++i) {
-        const auto bits = std::bit_cast<std::uint32_t>(scores[i] + 0.0f);  // + 0 makes -0 equal to +0
-        const std::uint32_t monotonic = (bits & sign) != 0 ? ~bits : bits | sign;
-        const std::uint64_t key = (std::uint64_t{monotonic} << 32) | (0xffffffffu - static_cast<std::uint32_t>(i));
-        scratch[i] = std::bit_cast<index_t>(key ^ (std::uint64_t{1} << 63));  // signed order = unsigned order
+        const std::uint32_t key = detail::monotonic_bits(scores[i]);
+        scratch[i] = key;
+        lowest = std::min(lowest, key);
+        highest = std::max(highest, key);
     }
-    std::nth_element(scratch.begin(), scratch.begin() + (k - 1), scratch.begin() + n, std::greater<>());
-    for (index_t j = 0; j < k; ++j)
-        out[j] = 0xffffffffu - static_cast<std::uint32_t>(std::bit_cast<std::uint64_t>(scratch[j]) & 0xffffffffu);
-    std::sort(out.begin(), out.end());
+    int shift = 32 - std::countl_zero(lowest ^ highest);  // the bits below `shift` are still undecided
+    std::uint32_t prefix = shift == 32 ? 0 : highest & ~((std::uint32_t{1} << shift) - 1);  // the k-th key's bits so far
+    index_t wanted = k;       // how many of the candidates still belong to the top k
+    index_t candidates = n;   // keys that share `prefix`: `scratch[0, candidates)`
+    std::uint32_t histogram[std::uint32_t{1} << detail::radix_digit_bits];
+    while (shift > 0) {
+        const int bits = std::min(shift, detail::radix_digit_bits);
+        shift -= bits;
+        const std::uint32_t mask = (std::uint32_t{1} << bits) - 1;
+        std::fill(histogram, histogram + mask + 1, 0u);
+        for (index_t i = 0; i < candidates; ++i) ++histogram[(static_cast<std::uint32_t>(scratch[i]) >> shift) & mask];
+        std::uint32_t chosen = mask;  // the digit of the k-th highest: count down from the top digit
+        for (index_t above = 0;; --chosen) {
+            if (above + histogram[chosen] >= wanted) {
+                wanted -= above;
+                break;
+            }
+            above += histogram[chosen];
+        }
+        prefix |= chosen << shift;
+        index_t kept = 0;
+        for (index_t i = 0; i < candidates; ++i)
+            if (((static_cast<std::uint32_t>(scratch[i]) >> shift) & mask) == chosen) scratch[kept++] = scratch[i];
+        candidates = kept;
+    }
+    // `prefix` is now the k-th highest key, and `wanted` of the keys equal to it are in the top k.
+    index_t written = 0;
+    for (index_t i = 0; i < n && written < k; ++i) {
+        const std::uint32_t key = detail::monotonic_bits(scores[i]);
+        if (key > prefix) {
+            out[written++] = i;
+        } else if (key == prefix && wanted > 0) {
+            out[written++] = i;
+            --wanted;
+        }
+    }
 }
 
 }  // namespace v1

@@ -3,7 +3,9 @@
 //! The pooled attention row of a KV head (DESIGN.md section 2, "Attention row of a KV head").
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
+#include <cstdint>
 #include <limits>
 #include <span>
 
@@ -38,22 +40,69 @@ struct query_rows {
 
 namespace detail {
 
+//! `e^(scores[t] - max)` into `out` (which may be `scores`) for `t < visible`; returns their sum in double.
+//! The softmax of the scores is `out[t] / sum`. Every loop vectorizes: the maximum compares the floats as
+//! integers in the same order (a float compare would not vectorize under GCC's default -ftrapping-math);
+//! the sum goes lane-wise over blocks of 64 in float, block sums added in double.
+inline double exponentiate_scores(const float* scores, float* out, index_t visible) noexcept {
+    constexpr index_t lanes = vector_lanes;
+    const auto ordered = [](std::int32_t bits) { return bits ^ ((bits >> 31) & 0x7fffffff); };  // its own inverse
+    std::int32_t lane_max[lanes];
+    std::fill(lane_max, lane_max + lanes, ordered(std::bit_cast<std::int32_t>(-std::numeric_limits<float>::infinity())));
+    index_t t = 0;
+    for (; t + lanes <= visible; t += lanes)
+        for (index_t l = 0; l < lanes; ++l) {
+            const std::int32_t key = ordered(std::bit_cast<std::int32_t>(scores[t + l]));
+            lane_max[l] = key > lane_max[l] ? key : lane_max[l];
+        }
+    for (index_t l = 0; t + l < visible; ++l)
+        lane_max[l] = std::max(lane_max[l], ordered(std::bit_cast<std::int32_t>(scores[t + l])));
+    const float maximum = std::bit_cast<float>(ordered(*std::max_element(lane_max, lane_max + lanes)));
+    constexpr index_t block = 64;
+    double total = 0.0;
+    for (index_t begin = 0; begin < visible; begin += block) {
+        const index_t end = std::min(visible, begin + block);
+        for (t = begin; t < end; ++t) out[t] = exp_nonpositive(scores[t] - maximum);
+        total += static_cast<double>(sum(out + begin, end - begin));
+    }
+    return total;
+}
+
+//! The largest of two non-negative floats (compared as integers, which vectorizes; see above).
+inline float max_nonnegative(float a, float b) noexcept {
+    return std::bit_cast<std::int32_t>(a) > std::bit_cast<std::int32_t>(b) ? a : b;
+}
+
 //! Writes `exp(q.k_t * scale - max)` for positions `[0, visible)` into `out` and returns their sum (in
 //! double): the softmax of one query over a head's keys is `out[t] / sum`.
 inline double softmax_numerators(const float* q, const key_rows& keys, index_t visible, index_t head_dim, float scale,
                                  float* out) noexcept {
-    float maximum = -std::numeric_limits<float>::infinity();
-    for (index_t t = 0; t < visible; ++t) {
-        out[t] = dot(q, keys.key(t), head_dim) * scale;
-        maximum = std::max(maximum, out[t]);
-    }
-    for (index_t t = 0; t < visible; ++t) out[t] = exp_nonpositive(out[t] - maximum);
-    double total = 0.0;
-    for (index_t t = 0; t < visible; ++t) total += out[t];
-    return total;
+    for (index_t t = 0; t < visible; ++t) out[t] = dot(q, keys.key(t), head_dim) * scale;
+    return exponentiate_scores(out, out, visible);
+}
+
+//! `out[t]` = the mean of `in[t - 2 .. t + 2]` (zero padded, divided by the full width 5).
+inline void average_pool(const float* __restrict in, float* __restrict out, index_t length) noexcept {
+    constexpr index_t half = attention_pool_width / 2;
+    static_assert(attention_pool_width == 5, "the interior loop adds five neighbours");
+    const auto edge = [&](index_t t) {
+        float sum = 0.0f;
+        for (index_t u = std::max<index_t>(0, t - half); u <= std::min(length - 1, t + half); ++u) sum += in[u];
+        out[t] = sum / static_cast<float>(attention_pool_width);
+    };
+    const index_t interior_end = std::max<index_t>(half, length - half);
+    for (index_t t = 0; t < std::min(half, length); ++t) edge(t);
+    for (index_t t = half; t < interior_end; ++t)  // the same sums, left to right, in a loop that vectorizes
+        out[t] = ((((in[t - 2] + in[t - 1]) + in[t]) + in[t + 1]) + in[t + 2]) / static_cast<float>(attention_pool_width);
+    for (index_t t = std::max(interior_end, std::min(half, length)); t < length; ++t) edge(t);
 }
 
 }  // namespace detail
+
+//! The default attention scale `1 / sqrt(head_dim)`.
+[[nodiscard]] inline float attention_scale(index_t head_dim) noexcept {
+    return 1.0f / std::sqrt(static_cast<float>(head_dim));
+}
 
 //! Computes the pooled attention row of KV head `kv_head` over prompt positions `[0, row.size())`:
 //! for each query head of the GQA group, the softmax rows of the `queries` (causally masked) averaged over
@@ -66,7 +115,7 @@ inline void pooled_attention_row(const query_rows& queries, const key_rows& keys
     detail::require(queries.count > 0, "queries.count", queries.count, "[1, inf)");
     detail::require(static_cast<index_t>(scratch.size()) >= 2 * length, "scratch.size()", scratch.size(),
                     "[2 * row.size(), inf)");
-    const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
+    const float scale = attention_scale(head_dim);
     float* probabilities = scratch.data();
     float* group_max = scratch.data() + length;
     std::fill(group_max, group_max + length, 0.0f);
@@ -80,14 +129,47 @@ inline void pooled_attention_row(const query_rows& queries, const key_rows& keys
             const float inverse = static_cast<float>(1.0 / (total * static_cast<double>(queries.count)));
             for (index_t t = 0; t < visible; ++t) probabilities[t] += row[t] * inverse;
         }
-        for (index_t t = 0; t < length; ++t) group_max[t] = std::max(group_max[t], probabilities[t]);
+        for (index_t t = 0; t < length; ++t) group_max[t] = detail::max_nonnegative(group_max[t], probabilities[t]);
     }
-    constexpr index_t half = attention_pool_width / 2;
-    for (index_t t = 0; t < length; ++t) {
-        float sum = 0.0f;
-        for (index_t u = std::max<index_t>(0, t - half); u <= std::min(length - 1, t + half); ++u) sum += group_max[u];
-        row[t] = sum / static_cast<float>(attention_pool_width);
+    detail::average_pool(group_max, row.data(), length);
+}
+
+//! Writes the scaled scores `q_g . k_t * scale` of one decode query over the keys of KV head `kv_head`,
+//! positions `[0, tokens)`, for the `group_size` query heads of its group: `out[g * tokens + t]`.
+//! `query(q_head)` is at `query + q_head * query_head_stride`. Each key is read once for the whole group.
+//! These are the scores an attention kernel computes for the same tokens (`csr_selection::captures`).
+//! O(G * T * d).
+inline void group_scores(const float* query, index_t query_head_stride, const key_rows& keys, index_t kv_head,
+                         index_t group_size, index_t head_dim, float scale, index_t tokens, float* out) noexcept {
+    const float* first = query + kv_head * group_size * query_head_stride;
+    for (index_t t = 0; t < tokens; ++t) {
+        const float* k = keys.key(t);
+        for (index_t g = 0; g < group_size; ++g)
+            out[g * tokens + t] = detail::dot(first + g * query_head_stride, k, head_dim) * scale;
     }
+}
+
+//! The pooled attention row of one decode query from its scaled scores (`scores[g * T + t]` for the G
+//! query heads of a KV head, T = `row.size()`, as `group_scores` or an attention kernel's capture writes
+//! them): the softmax of each head over the T positions, the maximum over the group, the average pool of
+//! width 5. Equal, bit for bit, to `pooled_attention_row` of that query when the scores are. `scratch`
+//! must hold `2 * row.size()` floats. Allocates nothing. O(G * T).
+inline void pooled_attention_row_from_scores(std::span<const float> scores, index_t group_size, std::span<float> row,
+                                             std::span<float> scratch) {
+    const auto length = static_cast<index_t>(row.size());
+    detail::require<shape_error>(static_cast<index_t>(scores.size()) == group_size * length, "scores.size()",
+                                 scores.size(), "group_size * row.size()");
+    detail::require(static_cast<index_t>(scratch.size()) >= 2 * length, "scratch.size()", scratch.size(),
+                    "[2 * row.size(), inf)");
+    float* probabilities = scratch.data();
+    float* group_max = scratch.data() + length;
+    std::fill(group_max, group_max + length, 0.0f);
+    for (index_t g = 0; g < group_size; ++g) {
+        const float inverse =
+            static_cast<float>(1.0 / detail::exponentiate_scores(scores.data() + g * length, probabilities, length));
+        for (index_t t = 0; t < length; ++t) group_max[t] = detail::max_nonnegative(group_max[t], probabilities[t] * inverse);
+    }
+    detail::average_pool(group_max, row.data(), length);
 }
 
 }  // namespace v1

@@ -28,11 +28,27 @@ inline void check_head_dim(index_t head_dim) {
     detail::require<shape_error>(head_dim > 0 && head_dim <= max_head_dim, "head_dim", head_dim, "[1, 256]");
 }
 
+//! Checks what a selection asks the kernel to capture fits its rows.
+template <class Selection>
+void check_selection(const Selection& selection) {
+    check_head_dim(selection.head_dim);
+    if (selection.captures.empty()) return;
+    detail::require<shape_error>(static_cast<index_t>(selection.captures.size()) == selection.rows, "captures.size()",
+                                 selection.captures.size(), "0 or rows");
+    for (index_t row = 0; row < selection.rows; ++row) {
+        const score_capture& capture = selection.captures[row];
+        if (capture.scores != nullptr)
+            detail::require<shape_error>(capture.tokens >= 0 && capture.tokens <= selection.row_length(row),
+                                         "captures[row].tokens", capture.tokens, "[0, row_length(row)]");
+    }
+}
+
 //! Row `row` of a selection whose slots `source` reads.
 template <class Selection, class Source>
 attention_row<Source> selection_row(const Selection& selection, const Source& source, index_t row, const float* queries,
                                     float* output, float* lse, float scale) noexcept {
     const index_t first_head = row * selection.group_size;  // == seq * Hq + head * G
+    const score_capture capture = selection.captures.empty() ? score_capture{} : selection.captures[row];
     return {source,
             selection.indices.data() + selection.indptr[row],
             selection.row_length(row),
@@ -41,7 +57,9 @@ attention_row<Source> selection_row(const Selection& selection, const Source& so
             queries + first_head * selection.head_dim,
             output + first_head * selection.head_dim,
             lse + first_head,
-            scale};
+            scale,
+            capture.scores,
+            capture.tokens};
 }
 
 }  // namespace detail
@@ -52,11 +70,12 @@ attention_row<Source> selection_row(const Selection& selection, const Source& so
 //! together, so each key and value is read once per row. fp32 with an online softmax over blocks of 64
 //! tokens and compensated (Kahan) sums across blocks: relative error about 1e-6 against float64 at 32K
 //! tokens. Deterministic: the result depends on the selection only (bit-identical for identical
-//! selections, whatever pool runs it). A row with no token gives output 0 and lse -inf. Allocates nothing.
-//! Throws `shape_error` unless `1 <= head_dim <= 256`. O(total_tokens * G * d).
+//! selections, whatever pool runs it). A row with no token gives output 0 and lse -inf. Writes the scores
+//! `selection.captures` asks for. Allocates nothing. Throws `shape_error` unless `1 <= head_dim <= 256`
+//! and every capture fits its row. O(total_tokens * G * d).
 inline void decode_attention(const csr_selection& selection, const float* queries, float* output, float* lse,
                              float scale) {
-    detail::check_head_dim(selection.head_dim);
+    detail::check_selection(selection);
     const detail::float_slots source{selection.keys, selection.values, selection.head_dim};
     for (index_t row = 0; row < selection.rows; ++row)
         detail::attend_row(detail::selection_row(selection, source, row, queries, output, lse, scale));
@@ -66,7 +85,7 @@ inline void decode_attention(const csr_selection& selection, const float* querie
 //! result is bit-identical to the single-threaded call).
 inline void decode_attention(const csr_selection& selection, const float* queries, float* output, float* lse,
                              float scale, host_thread_pool& pool) {
-    detail::check_head_dim(selection.head_dim);
+    detail::check_selection(selection);
     const detail::float_slots source{selection.keys, selection.values, selection.head_dim};
     pool.for_each(selection.rows, [&](index_t row) {
         detail::attend_row(detail::selection_row(selection, source, row, queries, output, lse, scale));

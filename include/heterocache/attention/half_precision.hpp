@@ -85,6 +85,7 @@ struct half_csr_selection {
     const std::uint16_t* keys = nullptr;
     const std::uint16_t* values = nullptr;
     half_format format = half_format::bf16;
+    std::span<const score_capture> captures;  //!< as `csr_selection::captures`
 
     [[nodiscard]] index_t row_length(index_t row) const noexcept { return indptr[row + 1] - indptr[row]; }
     [[nodiscard]] index_t total_tokens() const noexcept { return indptr.empty() ? 0 : indptr[rows]; }
@@ -127,7 +128,7 @@ void decode_attention_half(const half_csr_selection& selection, const float* que
 //! nothing. Throws `shape_error` unless `1 <= head_dim <= 256`.
 inline void decode_attention(const half_csr_selection& selection, const float* queries, float* output, float* lse,
                              float scale, host_thread_pool* pool = nullptr) {
-    detail::check_head_dim(selection.head_dim);
+    detail::check_selection(selection);
     if (selection.format == half_format::fp16)
         detail::decode_attention_half<half_format::fp16>(selection, queries, output, lse, scale, pool);
     else

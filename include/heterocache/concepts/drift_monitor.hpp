@@ -6,6 +6,7 @@
 #include <span>
 
 #include "heterocache/algorithm/pooled_attention.hpp"
+#include "heterocache/attention/csr_selection.hpp"
 #include "heterocache/detail/function_ref.hpp"
 #include "heterocache/profile/head_profile.hpp"
 
@@ -30,7 +31,23 @@ struct monitor_context {
     index_t query_head_stride = 0;    //!< floats between query heads
     //! Cold-tier keys of a KV head of this (layer, sequence): prompt positions `[0, prompt_tokens)`.
     detail::function_ref<key_rows(index_t)> prompt_keys;
+    //! Empty, or one entry per KV head of this (layer, sequence): where the attention kernel wrote this
+    //! step's scaled scores of the head's G query heads over prompt positions `[0, prompt_tokens)`
+    //! (`scores[g * prompt_tokens + t]`, the `group_scores` layout; `scores` null where none were asked
+    //! for). A monitor reads them instead of recomputing them from `prompt_keys`.
+    std::span<const score_capture> captured_scores;
 };
+
+//! Whether monitor `M` reads the attention scores of heads with `role` (it says so with a member
+//! `bool wants_scores(head_role) const`; a monitor without one reads none). `kv_cache` asks the attention
+//! kernel to capture them (`csr_selection::captures`).
+template <class M>
+[[nodiscard]] constexpr bool monitor_wants_scores(const M& monitor, head_role role) {
+    if constexpr (requires { { monitor.wants_scores(role) } -> std::convertible_to<bool>; })
+        return monitor.wants_scores(role);
+    else
+        return false;
+}
 
 //! Called by a monitor to refresh the compressed head `head` (an anchor or a satellite) of the observed
 //! (layer, sequence): its hot prompt tokens become the top-cap positions of `ranking` (one score per prompt

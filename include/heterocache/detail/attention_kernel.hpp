@@ -41,6 +41,8 @@ struct attention_row {
     float* output;         //!< `group_size * head_dim`
     float* lse;            //!< `group_size`
     float scale;
+    float* scores = nullptr;   //!< null, or the scaled scores of the first `score_tokens` tokens: `[g][token]`
+    index_t score_tokens = 0;
 };
 
 //! `sum += x` with the running compensation `carry` (Kahan).
@@ -78,6 +80,11 @@ void attend_heads(const attention_row<Source>& row, index_t first_head, index_t 
         for (index_t j = 0; j < n; ++j) {
             const float* k = row.source.key(row.slots[begin + j], buffers[0]);
             for (index_t g = 0; g < heads; ++g) st.weights[g][j] = dot(q + g * d, k, d) * row.scale;
+        }
+        if (row.scores != nullptr && begin < row.score_tokens) {  // a capture: the scores before the softmax
+            const index_t kept = std::min(n, row.score_tokens - begin);
+            for (index_t g = 0; g < heads; ++g)
+                std::copy_n(st.weights[g], kept, row.scores + (first_head + g) * row.score_tokens + begin);
         }
         for (index_t g = 0; g < heads; ++g) {
             float* w = st.weights[g];

@@ -3,7 +3,6 @@
 //! The paper's drift monitor: pivots compare their top-B set with a reference every `interval` steps.
 
 #include <algorithm>
-#include <cstring>
 #include <vector>
 
 #include "heterocache/algorithm/median.hpp"
@@ -13,11 +12,15 @@
 namespace heterocache {
 inline namespace v1 {
 
-//! Default `DriftMonitor` (DESIGN.md section 2, "Decode, drift and retrieval"): every `interval` decode steps
-//! of a (layer, sequence), each pivot scores its last `interval` queries over its full prompt keys; when the
-//! median overlap of their top-B sets with the reference falls below the profile's `tau_stable`, the
-//! reference becomes the latest top-B set and every satellite of the pivot is refreshed from the latest ranking.
-//! Cost per check: `interval * pivots * G * T * d` multiply-adds; the state is planned once.
+//! Default `DriftMonitor` (DESIGN.md section 2, "Decode, drift and retrieval"): at every decode step of a
+//! (layer, sequence) each pivot ranks its prompt by the pooled attention row of that step's query and
+//! measures the overlap of its top-B set with the reference; every `interval` steps, when the median of the
+//! last `interval` overlaps falls below the profile's `tau_stable`, the reference becomes the latest top-B
+//! set and every satellite of the pivot is refreshed from the latest ranking. (The same decisions as
+//! scoring the `interval` queries together at the check, spread evenly over the steps.)
+//! The scores come from the attention kernel when it captured them (`monitor_context::captured_scores`);
+//! then a step costs O(G * T) per pivot (a softmax, the pool and a radix top-k). Otherwise the monitor
+//! computes them from the pivot's cold keys, O(G * T * d). The state is planned once.
 class pivot_overlap_monitor {
 public:
     pivot_overlap_monitor() = default;
@@ -32,17 +35,19 @@ public:
         max_prompt_ = plan.max_prompt_tokens;
         const auto streams = static_cast<std::size_t>(shape_.layers * sequences_);
         const auto heads = streams * static_cast<std::size_t>(shape_.kv_heads);
-        query_stride_ = shape_.query_heads * shape_.head_dim;
-        queries_.assign(streams * static_cast<std::size_t>(interval_ * query_stride_), 0.0f);
         steps_.assign(streams, 0);
         reference_.assign(heads * static_cast<std::size_t>(max_prompt_), 0);
         reference_size_.assign(heads, 0);
+        overlaps_.assign(heads * static_cast<std::size_t>(interval_), 0.0);
+        scores_.assign(static_cast<std::size_t>(shape_.group_size() * max_prompt_), 0.0f);
         ranking_.assign(static_cast<std::size_t>(max_prompt_), 0.0f);
         scratch_.assign(static_cast<std::size_t>(2 * max_prompt_), 0.0f);
         index_scratch_.assign(static_cast<std::size_t>(max_prompt_), 0);
         latest_.assign(static_cast<std::size_t>(max_prompt_), 0);
-        overlaps_.assign(static_cast<std::size_t>(interval_), 0.0);
     }
+
+    //! Pivots read their attention scores over the prompt at every step.
+    [[nodiscard]] bool wants_scores(head_role role) const noexcept { return role == head_role::pivot; }
 
     //! Keeps the pooled attention scores of the observation window (DESIGN.md section 2, "Prefill").
     void score_prompt(index_t, index_t, index_t, std::span<float>) {}
@@ -56,31 +61,21 @@ public:
     }
 
     void observe(const monitor_context& context, drift_handler on_drift) {
-        const std::size_t s = stream(context.layer, context.sequence);
-        float* ring = queries_.data() + s * static_cast<std::size_t>(interval_ * query_stride_);
-        const index_t step = steps_[s]++;
-        for (index_t q = 0; q < shape_.query_heads; ++q)
-            std::memcpy(ring + (step % interval_) * query_stride_ + q * shape_.head_dim,
-                        context.query + q * context.query_head_stride, sizeof(float) * shape_.head_dim);
-        if ((step + 1) % interval_ != 0) return;
+        const index_t phase = steps_[stream(context.layer, context.sequence)]++ % interval_;
         const index_t t = context.prompt_tokens;
         const index_t b = std::min(context.base_length, t);
+        const index_t group = shape_.group_size();
         const std::span<float> ranking(ranking_.data(), static_cast<std::size_t>(t));
         const std::span<index_t> latest(latest_.data(), static_cast<std::size_t>(b));
         for (index_t head = 0; head < shape_.kv_heads; ++head) {
             if (context.profile->at(context.layer, head).role != head_role::pivot) continue;
             const std::size_t h = head_slot(context.layer, context.sequence, head);
-            const std::span<const index_t> reference(reference_.data() + h * max_prompt_,
-                                                     static_cast<std::size_t>(reference_size_[h]));
-            const key_rows keys = context.prompt_keys(head);
-            for (index_t i = 0; i < interval_; ++i) {  // oldest first, so `ranking` ends as the latest query's
-                const float* q = ring + ((step + 1 + i) % interval_) * query_stride_;
-                const query_rows query{q, 1, query_stride_, shape_.head_dim, t};
-                pooled_attention_row(query, keys, head, shape_.group_size(), shape_.head_dim, ranking, scratch_);
-                top_k_positions(ranking, latest, index_scratch_);
-                overlaps_[i] = overlap_coefficient(latest, reference);
-            }
-            if (median_in_place(overlaps_) >= context.profile->tau_stable) continue;
+            pooled_attention_row_from_scores(scores_of(context, head), group, ranking, scratch_);
+            top_k_positions(ranking, latest, index_scratch_);
+            const std::span<double> overlaps(overlaps_.data() + h * static_cast<std::size_t>(interval_),
+                                             static_cast<std::size_t>(interval_));
+            overlaps[static_cast<std::size_t>(phase)] = overlap_coefficient(latest, reference(h));
+            if (phase != interval_ - 1 || median_in_place(overlaps) >= context.profile->tau_stable) continue;
             store_reference(h, latest);
             for (index_t satellite = 0; satellite < shape_.kv_heads; ++satellite) {
                 const head_info& info = context.profile->at(context.layer, satellite);
@@ -92,6 +87,18 @@ public:
     [[nodiscard]] index_t interval() const noexcept { return interval_; }
 
 private:
+    //! This step's scores of a pivot's group over its prompt: the kernel's capture, or computed here.
+    [[nodiscard]] std::span<const float> scores_of(const monitor_context& context, index_t head) {
+        const auto count = static_cast<std::size_t>(shape_.group_size() * context.prompt_tokens);
+        if (!context.captured_scores.empty() && context.captured_scores[static_cast<std::size_t>(head)].scores != nullptr)
+            return {context.captured_scores[static_cast<std::size_t>(head)].scores, count};
+        group_scores(context.query, context.query_head_stride, context.prompt_keys(head), head, shape_.group_size(),
+                     shape_.head_dim, attention_scale(shape_.head_dim), context.prompt_tokens, scores_.data());
+        return {scores_.data(), count};
+    }
+    [[nodiscard]] std::span<const index_t> reference(std::size_t h) const noexcept {
+        return {reference_.data() + h * static_cast<std::size_t>(max_prompt_), static_cast<std::size_t>(reference_size_[h])};
+    }
     void store_reference(std::size_t h, std::span<const index_t> set) {
         std::copy(set.begin(), set.end(), reference_.begin() + static_cast<std::ptrdiff_t>(h * max_prompt_));
         reference_size_[h] = static_cast<index_t>(set.size());
@@ -105,13 +112,12 @@ private:
 
     index_t interval_ = 5;
     model_shape shape_;
-    index_t sequences_ = 0, max_prompt_ = 0, query_stride_ = 0;
-    std::vector<float> queries_;
+    index_t sequences_ = 0, max_prompt_ = 0;
     std::vector<index_t> steps_;
     std::vector<index_t> reference_, reference_size_;
-    std::vector<float> ranking_, scratch_;
-    std::vector<index_t> index_scratch_, latest_;
     std::vector<double> overlaps_;
+    std::vector<float> scores_, ranking_, scratch_;
+    std::vector<index_t> index_scratch_, latest_;
 };
 static_assert(DriftMonitor<pivot_overlap_monitor>);
 
