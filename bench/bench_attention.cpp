@@ -36,17 +36,16 @@ void attention(benchmark::State& state, model shape, index_t context, double rat
 }
 
 // The same step over 16-bit K/V (converted once here, outside the timing): half the bytes read.
-void attention_half(benchmark::State& state, model shape, index_t context, double ratio,
-                    heterocache::half_format format) {
+template <class E>
+void attention_half(benchmark::State& state, model shape, index_t context, double ratio) {
     const layer_data& data = layer(shape, context);
     const auto kept = static_cast<index_t>(ratio * static_cast<double>(context));
     const selection_arrays arrays(data, kept);
-    std::vector<std::uint16_t> keys(data.keys.size()), values(data.values.size());
-    heterocache::to_half(format, data.keys.data(), keys.data(), static_cast<index_t>(keys.size()));
-    heterocache::to_half(format, data.values.data(), values.data(), static_cast<index_t>(values.size()));
-    const heterocache::half_csr_selection selection{data.rows(),    shape.kv_heads, shape.group(), shape.head_dim,
-                                                    arrays.indptr,  arrays.indices, keys.data(),   values.data(),
-                                                    format,         {}};
+    std::vector<E> keys(data.keys.size()), values(data.values.size());
+    heterocache::from_floats(data.keys.data(), keys.data(), static_cast<index_t>(keys.size()));
+    heterocache::from_floats(data.values.data(), values.data(), static_cast<index_t>(values.size()));
+    const heterocache::basic_csr_selection<E> selection{data.rows(),   shape.kv_heads, shape.group(), shape.head_dim,
+                                                        arrays.indptr, arrays.indices, keys.data(),   values.data(), {}};
     std::vector<float> output(data.queries.size()), lse(static_cast<std::size_t>(shape.query_heads));
     for (auto _ : state) {
         heterocache::decode_attention(selection, data.queries.data(), output.data(), lse.data(), 0.125f);
@@ -55,8 +54,21 @@ void attention_half(benchmark::State& state, model shape, index_t context, doubl
     }
     const index_t tokens = selection.total_tokens();
     state.SetItemsProcessed(state.iterations() * tokens);
-    state.SetBytesProcessed(state.iterations() * tokens * 2 * shape.head_dim * static_cast<index_t>(sizeof(std::uint16_t)));
+    state.SetBytesProcessed(state.iterations() * tokens * 2 * shape.head_dim * static_cast<index_t>(sizeof(E)));
     state.counters["tokens"] = static_cast<double>(tokens);
+}
+
+// Registers the 16-bit rows of element type `E` as `type/<model>/<T>/rX/threads:1`.
+template <class E>
+void register_attention_half(const char* type) {
+    for (const model& shape : models)
+        for (const index_t context : contexts)
+            for (const double ratio : {1.0, 0.25}) {
+                const std::string id = name({type, shape.name, context_name(context), ratio_name(ratio), "threads:1"});
+                benchmark::RegisterBenchmark(id.c_str(), attention_half<E>, shape, context, ratio)
+                    ->UseRealTime()
+                    ->Unit(benchmark::kMicrosecond);
+            }
 }
 
 }  // namespace
@@ -72,16 +84,8 @@ void register_attention() {
                         ->UseRealTime()
                         ->Unit(benchmark::kMicrosecond);
                 }
-    for (const model& shape : models)
-        for (const index_t context : contexts)
-            for (const auto format : {heterocache::half_format::fp16, heterocache::half_format::bf16})
-                for (const double ratio : {1.0, 0.25}) {
-                    const char* type = format == heterocache::half_format::fp16 ? "attention_fp16" : "attention_bf16";
-                    const std::string id = name({type, shape.name, context_name(context), ratio_name(ratio), "threads:1"});
-                    benchmark::RegisterBenchmark(id.c_str(), attention_half, shape, context, ratio, format)
-                        ->UseRealTime()
-                        ->Unit(benchmark::kMicrosecond);
-                }
+    register_attention_half<heterocache::fp16_t>("attention_fp16");
+    register_attention_half<heterocache::bf16_t>("attention_bf16");
 }
 
 }  // namespace bench

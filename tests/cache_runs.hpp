@@ -6,6 +6,7 @@
 #include <vector>
 
 #include <heterocache/attention/decode_attention.hpp>
+#include <heterocache/attention/half_precision.hpp>
 #include <heterocache/cache_options.hpp>
 #include <heterocache/profile/head_profile.hpp>
 
@@ -53,7 +54,7 @@ attention_trace record_attention(Cache& cache, const planted::model& m, AfterLay
     attention_trace trace;
     const float scale = 1.0f / std::sqrt(static_cast<float>(sh.head_dim));
     index_t last_step = -1, last_layer = -1;
-    planted::drive(cache, m, [&](index_t step, index_t layer, const heterocache::csr_selection& s, const float* q) {
+    planted::drive(cache, m, [&](index_t step, index_t layer, const auto& s, const float* q) {  // any element type
         if (last_step >= 0) after_layer(last_step, last_layer);
         std::vector<float> out(heads * static_cast<std::size_t>(sh.head_dim)), lse(heads);
         heterocache::decode_attention(s, q, out.data(), lse.data(), scale);

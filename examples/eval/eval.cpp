@@ -111,6 +111,7 @@ struct options {
   std::vector<std::string> tasks = {"kl", "passkey", "multikey", "multineedle"};
   std::vector<std::string> policies;
   std::vector<budget_spec> budgets;
+  kv_format format = kv_format::fp32;
   std::vector<std::size_t> passkey_contexts = {1024, 2048, 4096, 8192};
   std::vector<double> depths = {0, 0.25, 0.5, 0.75, 1};
   std::vector<std::size_t> needle_contexts = {2048, 4096};
@@ -133,6 +134,8 @@ void usage(std::FILE* f) {
       "  --tasks LIST          passkey,multikey,multineedle,kl (default: all)\n"
       "  --policies LIST       default: full and every baseline of heterocache/baselines.hpp\n"
       "  --budgets LIST        r<fraction> or t<tokens per head> (default r0.5,r0.25,r0.1,t128,t512)\n"
+      "  --kv-format F         hot-tier elements of every cache, the full reference's included: fp32 (default),\n"
+      "                        fp16 or bf16 (rows do not record it: give each format its own --out)\n"
       "  --contexts LIST       passkey prompt lengths (default 1024,2048,4096,8192)\n"
       "  --depths LIST         passkey depths (default 0,0.25,0.5,0.75,1)\n"
       "  --needle-contexts L   multikey/multineedle prompt lengths (default 2048,4096)\n"
@@ -172,6 +175,12 @@ options parse(int argc, char** argv) {
     else if (a == "--tasks") o.tasks = split(next());
     else if (a == "--policies") o.policies = split(next());
     else if (a == "--budgets") budgets = next();
+    else if (a == "--kv-format") {
+      const std::string f = next();
+      const auto format = parse_kv_format(f);
+      if (!format) die("unknown --kv-format '" + f + "' (one of: fp32, fp16, bf16)");
+      o.format = *format;
+    }
     else if (a == "--contexts") {
       o.passkey_contexts.clear();
       for (auto& s : split(next())) o.passkey_contexts.push_back(num<std::size_t>(a, s));
@@ -543,6 +552,7 @@ void run_sample(eval_state& st, const sample& s, const std::vector<config>& pend
     std::vector<cache_config> ccs(n + 1);
     for (std::size_t i = 0; i <= n; ++i) {
       cache_config& cc = ccs[i];
+      cc.format = st.o.format;
       if (i == 0) cc.policy = "full";
       else {
         conf[i] = &pending[first + i - 1];

@@ -3,8 +3,10 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <type_traits>
 
 #include "heterocache/attention/decode_attention.hpp"
+#include "heterocache/attention/half_precision.hpp"
 #include "heterocache/detail/vector_math.hpp"
 
 namespace hcllama {
@@ -145,6 +147,20 @@ void selection_attention::run(const heterocache::csr_selection& sel, const float
                                             static_cast<heterocache::index_t>(d), dst, lse);
       }
     }
+}
+
+void selection_attention::run(const kv_selection& sel, const float* queries, float* output, float scale) {
+  std::visit(
+      [&](const auto& s) {
+        if constexpr (std::is_same_v<std::decay_t<decltype(s)>, heterocache::csr_selection>) {
+          run(s, queries, output, scale);
+        } else {
+          const auto heads = static_cast<std::size_t>(s.rows * s.group_size);
+          if (part_lse_.size() < heads) part_lse_.resize(heads);
+          heterocache::decode_attention(s, queries, output, part_lse_.data(), scale, pool_);
+        }
+      },
+      sel);
 }
 
 }  // namespace hcllama

@@ -4,6 +4,7 @@
 #include <array>
 #include <cstdio>
 #include <string>
+#include <type_traits>
 
 #include "heterocache/baselines.hpp"
 
@@ -27,7 +28,7 @@ class cache_adapter final : public decode_cache {
   void append(std::size_t layer, const heterocache::strided_kv_layout& kv, std::size_t token) override {
     cache_.append(idx(layer), 0, kv, idx(token));
   }
-  heterocache::csr_selection selection(std::size_t layer) override { return cache_.selection(idx(layer)); }
+  kv_selection selection(std::size_t layer) override { return cache_.selection(idx(layer)); }
   void observe(std::size_t layer, const float* query, std::size_t head_stride) override {
     // The engine's attention (selection_attention::run) wrote the scores the selection asked for.
     cache_.observe(idx(layer), 0, query, idx(head_stride), heterocache::score_source::captured);
@@ -42,9 +43,10 @@ class cache_adapter final : public decode_cache {
   Cache cache_;
 };
 
-template <class Cache, class Make>
+// Wraps the cache `make()` returns.
+template <class Make>
 std::unique_ptr<decode_cache> adapt(const char* name, Make&& make) {
-  return std::make_unique<cache_adapter<Cache>>(name, std::forward<Make>(make));
+  return std::make_unique<cache_adapter<std::invoke_result_t<Make&>>>(name, std::forward<Make>(make));
 }
 
 // DuoAttention-style roles from a HeteroCache profile: stability only, no clusters.
@@ -127,43 +129,68 @@ std::optional<heterocache::head_profile> effective_profile(const llama_config& c
   return p;
 }
 
+std::optional<kv_format> parse_kv_format(std::string_view name) noexcept {
+  if (name == "fp32") return kv_format::fp32;
+  if (name == "fp16") return kv_format::fp16;
+  if (name == "bf16") return kv_format::bf16;
+  return std::nullopt;
+}
+
+namespace {
+
+// The cache of cc.policy over `Storage`.
+template <class Storage>
+std::unique_ptr<decode_cache> make_policy_cache(const llama_config& c, const cache_config& cc, std::size_t prompt_tokens,
+                                                const heterocache::cache_options& o) {
+  namespace hc = heterocache;
+  using layout = hc::strided_kv_layout;
+  const auto shape = shape_of(c);
+  const std::string& p = cc.policy;
+  if (p == "full") return adapt("full", [&] { return hc::make_full_cache<layout, Storage>(shape, o); });
+  if (p == "heterocache" || floor_share(p) > 0.0) {
+    auto prof = effective_profile(c, cc, prompt_tokens);
+    return adapt(p == "heterocache" ? "heterocache" : "heterocache-floor",
+                 [&] { return hc::make_heterocache_cache<layout, Storage>(shape, o, prof); });
+  }
+  if (p == "heterocache-static") {  // ablation: HeteroCache's roles and budget, satellites never refreshed
+    using static_hc = hc::kv_cache<layout, hc::overlap_star_classifier, hc::drift_weighted_budget, Storage,
+                                   hc::static_monitor, hc::sync_retriever>;
+    auto prof = effective_profile(c, cc, prompt_tokens);
+    return adapt("heterocache-static", [&] { return static_hc(shape, o, prof); });
+  }
+  if (p == "duo") {
+    auto prof = effective_profile(c, cc, prompt_tokens);
+    return adapt("duo", [&] { return hc::make_duo_attention_cache<layout, Storage>(shape, o, prof); });
+  }
+  if (p == "streamingllm")
+    return adapt("streamingllm", [&] { return hc::make_streaming_llm_cache<layout, Storage>(shape, o); });
+  if (p == "h2o") return adapt("h2o", [&] { return hc::make_h2o_cache<layout, Storage>(shape, o); });
+  if (p == "snapkv") return adapt("snapkv", [&] { return hc::make_snapkv_cache<layout, Storage>(shape, o); });
+  if (p == "pyramidkv") return adapt("pyramidkv", [&] { return hc::make_pyramidkv_cache<layout, Storage>(shape, o); });
+  if (p == "adakv") return adapt("adakv", [&] { return hc::make_ada_kv_cache<layout, Storage>(shape, o); });
+  if (p == "quest") return adapt("quest", [&] { return hc::make_quest_cache<layout, Storage>(shape, o); });
+  std::string names;
+  for (auto n : kPolicies) names += (names.empty() ? "" : ", ") + std::string(n);
+  throw model_error("unknown cache policy '" + p + "' (one of: " + names + ")");
+}
+
+}  // namespace
+
 std::unique_ptr<decode_cache> make_decode_cache(const llama_config& c, const cache_config& cc, std::size_t prompt_tokens,
                                                 std::size_t max_new_tokens) {
   namespace hc = heterocache;
-  const auto shape = shape_of(c);
   hc::cache_options o;
   o.sequences = 1;
   o.max_prompt_tokens = static_cast<hc::index_t>(prompt_tokens);
   o.max_new_tokens = static_cast<hc::index_t>(std::max<std::size_t>(max_new_tokens, 1));
   o.budget_ratio = effective_ratio(cc, prompt_tokens);
   o.profiling_steps = std::min<hc::index_t>(cc.profiling_steps, o.max_new_tokens);
-  const std::string& p = cc.policy;
-  if (p == "full") return adapt<hc::full_kv_cache<>>("full", [&] { return hc::make_full_cache(shape, o); });
-  if (p == "heterocache" || floor_share(p) > 0.0) {
-    auto prof = effective_profile(c, cc, prompt_tokens);
-    return adapt<hc::heterocache_cache<>>(p == "heterocache" ? "heterocache" : "heterocache-floor",
-                                          [&] { return hc::make_heterocache_cache(shape, o, prof); });
+  switch (cc.format) {
+    case kv_format::fp16: return make_policy_cache<hc::host_storage_fp16>(c, cc, prompt_tokens, o);
+    case kv_format::bf16: return make_policy_cache<hc::host_storage_bf16>(c, cc, prompt_tokens, o);
+    case kv_format::fp32: break;
   }
-  if (p == "heterocache-static") {  // ablation: HeteroCache's roles and budget, satellites never refreshed
-    using static_hc = hc::kv_cache<hc::strided_kv_layout, hc::overlap_star_classifier, hc::drift_weighted_budget,
-                                   hc::host_storage, hc::static_monitor, hc::sync_retriever>;
-    auto prof = effective_profile(c, cc, prompt_tokens);
-    return adapt<static_hc>("heterocache-static", [&] { return static_hc(shape, o, prof); });
-  }
-  if (p == "duo") {
-    auto prof = effective_profile(c, cc, prompt_tokens);
-    return adapt<hc::duo_attention_cache<>>("duo", [&] { return hc::make_duo_attention_cache(shape, o, prof); });
-  }
-  if (p == "streamingllm")
-    return adapt<hc::streaming_llm_cache<>>("streamingllm", [&] { return hc::make_streaming_llm_cache(shape, o); });
-  if (p == "h2o") return adapt<hc::h2o_cache<>>("h2o", [&] { return hc::make_h2o_cache(shape, o); });
-  if (p == "snapkv") return adapt<hc::snapkv_cache<>>("snapkv", [&] { return hc::make_snapkv_cache(shape, o); });
-  if (p == "pyramidkv") return adapt<hc::pyramidkv_cache<>>("pyramidkv", [&] { return hc::make_pyramidkv_cache(shape, o); });
-  if (p == "adakv") return adapt<hc::ada_kv_cache<>>("adakv", [&] { return hc::make_ada_kv_cache(shape, o); });
-  if (p == "quest") return adapt<hc::quest_cache<>>("quest", [&] { return hc::make_quest_cache(shape, o); });
-  std::string names;
-  for (auto n : kPolicies) names += (names.empty() ? "" : ", ") + std::string(n);
-  throw model_error("unknown cache policy '" + p + "' (one of: " + names + ")");
+  return make_policy_cache<hc::host_storage>(c, cc, prompt_tokens, o);
 }
 
 cache_factory make_cache_factory(const llama_config& c, cache_config cc) {

@@ -21,8 +21,15 @@ bool is_policy_name(std::string_view name) noexcept;
 // True for the policies that use a head profile (heterocache, duo): without one they profile online.
 bool policy_uses_profile(std::string_view name) noexcept;
 
+// Element type of a cache's hot tier (--kv-format): fp32, or 16 bits (heterocache::host_storage_fp16/bf16,
+// half the hot-tier bytes, attention accumulates in fp32). The cold tier stays fp32.
+enum class kv_format { fp32, fp16, bf16 };
+// "fp32", "fp16" or "bf16"; empty for any other name.
+std::optional<kv_format> parse_kv_format(std::string_view name) noexcept;
+
 struct cache_config {
   std::string policy = "full";  // one of policy_names()
+  kv_format format = kv_format::fp32;  // hot-tier element type
   double budget = 0.5;          // r, kept fraction of the prompt KV (every policy but full)
   // Fixed budget in tokens per KV head on average (> 0 overrides `budget`: r = min(1, tokens / prompt tokens)).
   std::size_t budget_tokens = 0;

@@ -49,6 +49,7 @@ struct options {
   std::string sweep_contexts = "1024,2048,4096,8192";
   std::string sweep_depths = "0,0.25,0.5,0.75,1";
   std::string policy = "full";
+  kv_format format = kv_format::fp32;
   double budget = 0.5;
   std::size_t budget_tokens = 0;
   std::size_t window = 32;
@@ -74,6 +75,8 @@ void usage(std::FILE* out) {
       "  --threads N         threads (prefill BLAS, decode attention; default: all cores)\n"
       "  --policy NAME       KV cache: full | heterocache | streamingllm | h2o | snapkv | pyramidkv | adakv |\n"
       "                      quest | duo (default full; heterocache/baselines.hpp)\n"
+      "  --kv-format F       the cache's hot-tier elements: fp32 (default) | fp16 | bf16 (fp32 accumulation;\n"
+      "                      the cold tier stays fp32)\n"
       "  --budget R          compressed policies: kept fraction r of the prompt KV, in (0, 1] (default 0.5)\n"
       "  --budget-tokens N   compressed policies: N prompt tokens per KV head on average (r = N / prompt tokens)\n"
       "  --profile FILE      heterocache, duo: load this head profile (no online profiling)\n"
@@ -157,6 +160,12 @@ options parse_args(int argc, char** argv) {
     else if (a == "--sweep-contexts") o.sweep_contexts = next();
     else if (a == "--sweep-depths") o.sweep_depths = next();
     else if (a == "--policy") o.policy = next();
+    else if (a == "--kv-format") {
+      const std::string f = next();
+      const auto format = parse_kv_format(f);
+      if (!format) die("unknown --kv-format '" + f + "' (one of: fp32, fp16, bf16)");
+      o.format = *format;
+    }
     else if (a == "--budget") o.budget = parse_num<double>(a, next()), budget_given = true;
     else if (a == "--budget-tokens") o.budget_tokens = parse_num<std::size_t>(a, next()), budget_given = true;
     else if (a == "--profile") o.profile = next();
@@ -297,6 +306,7 @@ std::string one_line(std::string s) {
 cache_config cache_for(const options& opt, const std::string& policy) {
   cache_config cc;
   cc.policy = policy;
+  cc.format = opt.format;
   cc.budget = opt.budget;
   cc.budget_tokens = opt.budget_tokens;
   if (policy_uses_profile(policy) && !opt.profile.empty()) {

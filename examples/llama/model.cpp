@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <variant>
 
 #ifdef HCLLAMA_OPENBLAS
 extern "C" void openblas_set_num_threads(int num_threads);
@@ -18,6 +19,18 @@ namespace hcllama {
 namespace {
 
 [[noreturn]] void fail(const std::string& msg) { throw model_error("model: " + msg); }
+
+// Fails unless `sel` has `rows` rows of `group` query heads over `head_dim`-wide slots.
+void check_selection(const decode_cache& cache, const kv_selection& sel, std::size_t rows, std::size_t group,
+                     std::size_t head_dim) {
+  const bool fits = std::visit(
+      [&](const auto& s) {
+        return static_cast<std::size_t>(s.rows) == rows && static_cast<std::size_t>(s.group_size) == group &&
+               static_cast<std::size_t>(s.head_dim) == head_dim;
+      },
+      sel);
+  if (!fits) fail(std::string("cache '") + cache.name() + "' returned a selection of the wrong shape");
+}
 
 // Softmax of row[0, n) in place (sum accumulated in double).
 void softmax_in_place(float* row, std::size_t n) {
@@ -343,10 +356,8 @@ void llama_context::decode_batch(std::span<decode_cache* const> caches, std::spa
       }
       decode_cache& cache = *caches[b];
       cache.append(l, kv_layout, slot);
-      const heterocache::csr_selection sel = cache.selection(l);
-      if (static_cast<std::size_t>(sel.rows) != Hkv || static_cast<std::size_t>(sel.group_size) != G ||
-          static_cast<std::size_t>(sel.head_dim) != hd)
-        fail(std::string("cache '") + cache.name() + "' returned a selection of the wrong shape");
+      const kv_selection sel = cache.selection(l);
+      check_selection(cache, sel, Hkv, G, hd);
       attention_.run(sel, &q_[b * QD], &att_[b * QD], scale);
       cache.observe(l, &q_[b * QD], hd);
     }
@@ -461,10 +472,8 @@ void llama_context::decode_one_(std::int32_t token) {
       std::memcpy(kv_.v(l, h) + pos * hd, &v_[h * hd], hd * sizeof(float));
     }
     cache_->append(l, kv_layout, pos);
-    const heterocache::csr_selection sel = cache_->selection(l);
-    if (static_cast<std::size_t>(sel.rows) != Hkv || static_cast<std::size_t>(sel.group_size) != G ||
-        static_cast<std::size_t>(sel.head_dim) != hd)
-      fail(std::string("cache '") + cache_->name() + "' returned a selection of the wrong shape");
+    const kv_selection sel = cache_->selection(l);
+    check_selection(*cache_, sel, Hkv, G, hd);
     attention_.run(sel, q_.data(), att_.data(), scale);
     cache_->observe(l, q_.data(), hd);
     gemv(L.wo, E, QD, att_.data(), 1.0f, x_.data());

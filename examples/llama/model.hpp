@@ -96,7 +96,8 @@ class kv_store {
 // (or full_kv_cache) behind a small virtual interface (see cache.hpp for the
 // implementations). The engine keeps its own K/V in kv_store and describes it
 // with a strided layout; the cache hands back, per layer, a CSR selection of
-// its hot-tier slots (rows = KV heads of sequence 0).
+// its hot-tier slots (rows = KV heads of sequence 0), fp32 or 16-bit by the
+// cache's storage.
 class decode_cache {
  public:
   virtual ~decode_cache() = default;
@@ -106,7 +107,7 @@ class decode_cache {
                        const heterocache::query_rows& window) = 0;
   // Appends the decode token written at `token` of kv.
   virtual void append(std::size_t layer, const heterocache::strided_kv_layout& kv, std::size_t token) = 0;
-  virtual heterocache::csr_selection selection(std::size_t layer) = 0;
+  virtual kv_selection selection(std::size_t layer) = 0;
   // The decode query of `layer`, after selection_attention ran over selection(layer) (which wrote the
   // scores the selection's captures ask for).
   virtual void observe(std::size_t layer, const float* query, std::size_t head_stride) = 0;

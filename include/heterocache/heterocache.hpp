@@ -42,6 +42,7 @@
 #include "heterocache/retriever/async_retriever.hpp"
 #include "heterocache/retriever/sync_retriever.hpp"
 #include "heterocache/storage/host_storage.hpp"
+#include "heterocache/storage/kv_element.hpp"
 
 #include "heterocache/kv_cache.hpp"
 #include "heterocache/baselines.hpp"

@@ -175,7 +175,7 @@ public:
     //! The CSR selection `layer` attends now (rows `seq * kv_heads + head`). Waits for this layer's refresh.
     //! Its `captures` ask for the scores the drift monitor reads (a pivot's, over its prompt); empty when
     //! the monitor reads none.
-    [[nodiscard]] csr_selection selection(index_t layer) {
+    [[nodiscard]] basic_csr_selection<typename Storage::element_type> selection(index_t layer) {
         detail::require<shape_error>(layer >= 0 && layer < shape_.layers, "layer", layer, "[0, layers)");
         retriever_.wait(layer);
         if (dirty_[layer]) rebuild_selection(layer);
@@ -210,7 +210,8 @@ public:
     }
     //! Bytes of key and value resident in the hot tier now.
     [[nodiscard]] std::uint64_t resident_bytes() const {
-        return static_cast<std::uint64_t>(resident_tokens()) * 2u * static_cast<std::uint64_t>(shape_.head_dim) * sizeof(float);
+        return static_cast<std::uint64_t>(resident_tokens()) * 2u * static_cast<std::uint64_t>(shape_.head_dim) *
+               sizeof(typename Storage::element_type);
     }
     [[nodiscard]] const Storage& storage() const noexcept { return storage_; }
     [[nodiscard]] const model_shape& shape() const noexcept { return shape_; }

@@ -50,10 +50,10 @@ index_t max_row(const std::vector<index_t>& indptr) {
     return longest;
 }
 
+//! The host element type with the bits of the device element type `T`.
 template <class T>
-constexpr hc::half_format format_of() {
-    return std::is_same_v<T, __half> ? hc::half_format::fp16 : hc::half_format::bf16;
-}
+using host_element = std::conditional_t<std::is_same_v<T, __half>, hc::fp16_t,
+                                        std::conditional_t<std::is_same_v<T, __nv_bfloat16>, hc::bf16_t, float>>;
 
 //! Device attention vs the host kernel on the same (rounded) K/V. Returns the worst relative error of the
 //! outputs and of the lse values.
@@ -74,26 +74,16 @@ std::pair<double, double> attention_error(std::mt19937& rng, index_t head_dim, i
     const auto d_queries = to_device(queries);
     auto d_out = poisoned<float>(want.size());
     auto d_lse = poisoned<float>(want_lse.size());
-    hcc::device_array<std::uint16_t> d_keys16, d_values16;
-    hcc::device_array<float> d_keys32, d_values32;
-    const T* device_keys = nullptr;
-    const T* device_values = nullptr;
-    if constexpr (std::is_same_v<T, float>) {
-        const hc::csr_selection host{rows, kv_heads, group, head_dim, s.indptr, s.indices, keys.data(), values.data(), {}};
-        hc::decode_attention(host, queries.data(), want.data(), want_lse.data(), scale);
-        d_keys32 = to_device(keys), d_values32 = to_device(values);
-        device_keys = d_keys32.data(), device_values = d_values32.data();
-    } else {
-        std::vector<std::uint16_t> k16(elements), v16(elements);
-        hc::to_half(format_of<T>(), keys.data(), k16.data(), static_cast<index_t>(elements));
-        hc::to_half(format_of<T>(), values.data(), v16.data(), static_cast<index_t>(elements));
-        const hc::half_csr_selection host{rows,      kv_heads,  group,      head_dim,   s.indptr,
-                                          s.indices, k16.data(), v16.data(), format_of<T>(), {}};
-        hc::decode_attention(host, queries.data(), want.data(), want_lse.data(), scale);
-        d_keys16 = to_device(k16), d_values16 = to_device(v16);
-        device_keys = reinterpret_cast<const T*>(d_keys16.data());
-        device_values = reinterpret_cast<const T*>(d_values16.data());
-    }
+    // The host kernel reads the K/V rounded to `T` as the device does.
+    std::vector<host_element<T>> rounded_keys(elements), rounded_values(elements);
+    hc::from_floats(keys.data(), rounded_keys.data(), static_cast<index_t>(elements));
+    hc::from_floats(values.data(), rounded_values.data(), static_cast<index_t>(elements));
+    const hc::basic_csr_selection<host_element<T>> host{rows, kv_heads, group, head_dim, s.indptr, s.indices,
+                                                        rounded_keys.data(), rounded_values.data(), {}};
+    hc::decode_attention(host, queries.data(), want.data(), want_lse.data(), scale);
+    const auto d_keys = to_device(rounded_keys), d_values = to_device(rounded_values);
+    const auto* device_keys = reinterpret_cast<const T*>(d_keys.data());
+    const auto* device_values = reinterpret_cast<const T*>(d_values.data());
     const hcc::device_selection<T> selection{rows, kv_heads, group, head_dim, d_indptr.data(), d_indices.data(),
                                              device_keys, device_values};
     const hcc::decode_attention_plan plan = hcc::plan_decode_attention(

@@ -9,15 +9,17 @@
 namespace heterocache {
 inline namespace v1 {
 
-//! A storage tier owns the hot tier (per-row slot ranges, `head_dim` floats of key and of value per slot,
-//! plus the token position each slot holds) and the cold tier (every token written, by position).
+//! A storage tier owns the hot tier (per-row slot ranges, `head_dim` elements of type `element_type` of key
+//! and of value per slot, plus the token position each slot holds) and the cold tier (every token written, by
+//! position). Tokens come in and go out as floats; the tier converts them to `element_type` for the hot tier.
 //! Rows are `seq * kv_heads + head`. All sizes come from `plan()`; no other call allocates.
 template <class S>
 concept StorageTier = requires(S& s, const S& cs, const storage_plan& plan, index_t i, const float* data, float* out) {
+    typename S::element_type;
     { s.plan(plan) } -> std::same_as<void>;
     { cs.hot_row_base(i, i) } -> std::convertible_to<index_t>;
-    { cs.hot_keys(i) } -> std::same_as<const float*>;
-    { cs.hot_values(i) } -> std::same_as<const float*>;
+    { cs.hot_keys(i) } -> std::same_as<const typename S::element_type*>;
+    { cs.hot_values(i) } -> std::same_as<const typename S::element_type*>;
     { cs.hot_position(i, i) } -> std::convertible_to<index_t>;
     { s.write_hot(i, i, data, data, i) } -> std::same_as<void>;
     { s.write_cold(i, i, i, data, data) } -> std::same_as<void>;

@@ -42,7 +42,7 @@ struct refresh_staging {
 //! layer `[slot][head_dim]` device arrays, row `r` owning `[hot_row_base, hot_row_base + capacity)`; the token
 //! position of each slot in a device array; cold tier per layer `[row][position][head_dim]` in pinned host
 //! memory, mapped so kernels can read it. Elements are `T` (fp32, fp16 or bf16); the float interface
-//! converts (rounded to nearest even, as the host `to_half`). Each layer also keeps a CSR selection on the
+//! converts (rounded to nearest even, as the host `from_float`). Each layer also keeps a CSR selection on the
 //! device (`indptr` of `rows + 1`, `indices` of up to the layer's hot slots) for the attention kernel.
 //!
 //! The float interface inherited from `StorageTier` is host-driven and synchronous (one token per call):
@@ -302,8 +302,9 @@ private:
     std::atomic<std::uint64_t> written_to_hot_{0}, written_to_cold_{0}, retrieved_{0};
 };
 
-// fp32 models the concept's syntax; fp16/bf16 cannot (it fixes `const float*` for hot keys). See the
-// `StorageTier` change proposed with this backend: an element type and a memory space per tier.
+// fp32 models the concept's syntax; fp16/bf16 cannot: their cold tier holds `T` too, where the concept's cold
+// tier is fp32 (`cold_keys` returns `const float*`, scoring reads it in place). The memory space of the hot tier
+// is not part of the concept either.
 static_assert(StorageTier<device_storage<float>>);
 
 }  // namespace cuda

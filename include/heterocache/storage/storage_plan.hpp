@@ -23,7 +23,8 @@ struct storage_plan {
     }
 };
 
-//! Bytes moved by a storage tier since planning (keys and values together).
+//! Bytes moved by a storage tier since planning (keys and values together, counted as stored in the tier they
+//! land in: a 16-bit hot tier counts 2 bytes per element).
 struct transfer_counters {
     std::uint64_t written_to_hot = 0;   //!< bytes written into the hot tier from the engine (prefill, append)
     std::uint64_t written_to_cold = 0;  //!< bytes written into the cold tier
