@@ -69,10 +69,9 @@ template <KvLayout Layout = strided_kv_layout, StorageTier Storage = host_storag
 using heterocache_ada_kv_cache = kv_cache<Layout, overlap_star_classifier, ada_kv_budget<drift_weighted_budget>,
                                           Storage, pivot_overlap_monitor, sync_retriever>;
 
-//! The full cache (every head keeps every token); over `host_storage` it is a `full_kv_cache<Layout>`.
+//! The full cache (every head keeps every token): a `full_kv_cache<Layout, Storage>`.
 template <KvLayout Layout = strided_kv_layout, StorageTier Storage = host_storage>
-kv_cache<Layout, fixed_role_classifier, uniform_budget, Storage, static_monitor, sync_retriever>
-make_full_cache(const model_shape& shape, const cache_options& options) {
+full_kv_cache<Layout, Storage> make_full_cache(const model_shape& shape, const cache_options& options) {
     return {shape, options, uniform_profile(shape, head_role::volatile_)};
 }
 

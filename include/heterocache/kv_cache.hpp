@@ -535,8 +535,8 @@ private:
 
 //! The full cache: every head keeps every token (the ceiling every policy is measured against). Construct it
 //! with `uniform_profile(shape, head_role::volatile_)` so that it never profiles.
-template <KvLayout Layout = strided_kv_layout>
-using full_kv_cache = kv_cache<Layout, fixed_role_classifier, uniform_budget, host_storage, static_monitor, sync_retriever>;
+template <KvLayout Layout = strided_kv_layout, StorageTier Storage = host_storage>
+using full_kv_cache = kv_cache<Layout, fixed_role_classifier, uniform_budget, Storage, static_monitor, sync_retriever>;
 
 }  // namespace v1
 }  // namespace heterocache
