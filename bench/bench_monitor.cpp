@@ -2,6 +2,7 @@
 // pivot (it keeps its whole prompt of T tokens), the other rows keep r of theirs. Per step the pivot ranks
 // its prompt by this step's attention (pooled row, radix top-k, overlap with its reference) and every
 // `interval` = 5 steps takes the median; the cost is the same at every step, so one iteration is one step.
+#include <chrono>
 #include <string>
 #include <vector>
 
@@ -111,6 +112,27 @@ void monitored_step(benchmark::State& state, model shape, index_t context, doubl
     state.counters["refreshes"] = static_cast<double>(refreshes);
 }
 
+// The same two steps alternated in one loop, timed apart: the sparse step alone, then the step with the
+// kernel capturing and the monitor reading the pivot's scores. `overhead` = monitored / plain - 1 over the
+// run, robust to the machine's speed drifting between benchmarks.
+void monitor_overhead(benchmark::State& state, model shape, index_t context, double ratio) {
+    monitored_layer step(bench::layer(shape, context), ratio);
+    using clock = std::chrono::steady_clock;
+    clock::duration plain{}, monitored{};
+    for (auto _ : state) {
+        const auto start = clock::now();
+        step.attend(false);
+        benchmark::ClobberMemory();
+        const auto middle = clock::now();
+        step.attend(true);
+        benchmark::DoNotOptimize(step.observe(true));
+        benchmark::ClobberMemory();
+        plain += middle - start;
+        monitored += clock::now() - middle;
+    }
+    state.counters["overhead"] = std::chrono::duration<double>(monitored) / std::chrono::duration<double>(plain) - 1.0;
+}
+
 // The monitor's own work per step once the kernel captured the scores: the pooled row (softmax of G
 // rows, group maximum, pool), the radix top-k and the overlap.
 void pivot_rank(benchmark::State& state, model shape, index_t context, double ratio) {
@@ -148,6 +170,10 @@ void register_monitor() {
                                                  monitored_step, shape, context, ratio, how)
                         ->UseRealTime()
                         ->Unit(benchmark::kMicrosecond);
+                benchmark::RegisterBenchmark(name({"monitor_overhead", shape.name, tokens, kept}).c_str(), monitor_overhead,
+                                             shape, context, ratio)
+                    ->UseRealTime()
+                    ->Unit(benchmark::kMicrosecond);
                 benchmark::RegisterBenchmark(name({"pivot_rank", shape.name, tokens, kept}).c_str(), pivot_rank, shape,
                                              context, ratio)
                     ->UseRealTime()

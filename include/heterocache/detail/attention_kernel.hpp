@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstddef>
 #include <limits>
 
 #include "heterocache/detail/vector_math.hpp"
@@ -29,8 +30,20 @@ inline constexpr index_t attention_block_tokens = 64;
 //! Query heads of a group processed in one pass over the row (larger groups take several passes).
 inline constexpr index_t attention_head_tile = 8;
 
+//! Asks the memory system for the `bytes` at `address` ahead of their use: a hint that keeps loads in
+//! flight while the kernel computes (compilers without the builtin ignore it).
+inline void prefetch(const void* address, std::size_t bytes) noexcept {
+#if defined(__GNUC__) || defined(__clang__)
+    const char* first = static_cast<const char*>(address);
+    for (std::size_t offset = 0; offset < bytes; offset += 64) __builtin_prefetch(first + offset);
+#else
+    (void)address, (void)bytes;
+#endif
+}
+
 //! A CSR row in the kernel's terms. `Source` gives a token's key and value as `head_dim` floats:
-//! `const float* key(index_t slot, float* buffer)` returns either the stored floats or `buffer`, filled.
+//! `const float* key(index_t slot, float* buffer)` returns either the stored floats or `buffer`, filled;
+//! `prefetch(index_t slot, bool value)` hints that a slot's key (or value) is read soon.
 template <class Source>
 struct attention_row {
     const Source& source;
@@ -77,7 +90,10 @@ void attend_heads(const attention_row<Source>& row, index_t first_head, index_t 
     }
     for (index_t begin = 0; begin < row.tokens; begin += attention_block_tokens) {
         const index_t n = std::min(attention_block_tokens, row.tokens - begin);
+        const index_t next = begin + attention_block_tokens;  // the next block's keys, this block's values
         for (index_t j = 0; j < n; ++j) {
+            if (next + j < row.tokens) row.source.prefetch(row.slots[next + j], false);
+            row.source.prefetch(row.slots[begin + j], true);
             const float* k = row.source.key(row.slots[begin + j], buffers[0]);
             for (index_t g = 0; g < heads; ++g) st.weights[g][j] = dot(q + g * d, k, d) * row.scale;
         }

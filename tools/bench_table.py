@@ -1,0 +1,129 @@
+#!/usr/bin/env python3
+"""Markdown tables and the issue's three ratios from heterocache-bench JSON output.
+
+usage: tools/bench_table.py RUN.json [RUN.json ...]
+
+Run the benchmarks with repetitions and JSON output, for example
+  build/bench/heterocache-bench --benchmark_filter='^(memory/|attention(_fp16|_bf16)?/.*/(8K|32K|128K)/)' \\
+      --benchmark_repetitions=5 --benchmark_report_aggregates_only=true \\
+      --benchmark_out=attention.json --benchmark_out_format=json
+and pass every file: medians of the repetitions are used (single runs when there are no aggregates).
+Ratios are only formed between rows of the same file, that is of one run.
+Only the standard library is used.
+"""
+import json
+import sys
+from collections import defaultdict
+
+MODELS = ["SmolLM2-135M", "Llama-3.1-8B"]
+CONTEXTS = ["8K", "32K", "128K"]
+RATIOS = ["r0.50", "r0.25", "r0.10"]
+
+
+def load(path):
+    """{benchmark run name: (real time in us, bytes per second, overhead counter)} of one file, medians
+    when present."""
+    with open(path) as f:
+        data = json.load(f)
+    rows = {}
+    medians = {}
+    for b in data["benchmarks"]:
+        name = b["run_name"].removesuffix("/real_time")
+        unit = {"ns": 1e-3, "us": 1.0, "ms": 1e3, "s": 1e6}[b.get("time_unit", "ns")]
+        value = (b["real_time"] * unit, b.get("bytes_per_second"), b.get("overhead"))
+        if b.get("run_type") == "aggregate":
+            if b.get("aggregate_name") == "median":
+                medians[name] = value
+        else:
+            rows.setdefault(name, value)
+    rows.update(medians)
+    return rows
+
+
+def ms(rows, name):
+    return rows[name][0] / 1e3 if name in rows else None
+
+
+def gbs(rows, name):
+    return rows[name][1] / 1e9 if name in rows and rows[name][1] else None
+
+
+def fmt(x, digits=2):
+    return "" if x is None else f"{x:.{digits}f}"
+
+
+def ratio_value(r):
+    return float(r[1:])
+
+
+def attention_tables(rows):
+    out = []
+    read = {t: gbs(rows, f"memory/read/256MiB/threads:{t}") for t in (1, 2)}
+    copy = gbs(rows, "memory/copy/256MiB")
+    if read[1]:
+        out.append(f"Bandwidth ceiling (same run): memory read {fmt(read[1], 1)} GB/s (1 thread), "
+                   f"{fmt(read[2], 1)} GB/s (2 threads); memcpy {fmt(copy, 1)} GB/s.\n")
+    out.append("| model | context | threads | full ms | r0.5 | r0.25 | r0.1 | full GB/s | full / read | "
+               "speedup / (N/resident) r0.5, r0.25, r0.1 | bf16 full | fp16 full |")
+    out.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for m in MODELS:
+        for c in CONTEXTS:
+            for t in (1, 2):
+                base = f"attention/{m}/{c}/full/threads:{t}"
+                full = ms(rows, base)
+                if full is None:
+                    continue
+                times = [ms(rows, f"attention/{m}/{c}/{r}/threads:{t}") for r in RATIOS]
+                speedups = [fmt(full / x * ratio_value(r)) if x else "" for x, r in zip(times, RATIOS)]
+                bw = gbs(rows, base)
+                bf16 = ms(rows, f"attention_bf16/{m}/{c}/full/threads:1") if t == 1 else None
+                fp16 = ms(rows, f"attention_fp16/{m}/{c}/full/threads:1") if t == 1 else None
+                out.append(f"| {m} | {c} | {t} | {fmt(full)} | " + " | ".join(fmt(x) for x in times) +
+                           f" | {fmt(bw)} | {fmt(bw / read[t] if bw and read[t] else None)} | {', '.join(speedups)} | "
+                           f"{fmt(bf16)} | {fmt(fp16)} |")
+    return out
+
+
+def monitor_tables(rows):
+    out = ["| model | context | kept | step ms (no monitor) | recompute | captured | overhead recompute | "
+           "overhead captured | overhead, alternated | pivot_rank ms | pivot_rank / step | top_k ms |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for m in MODELS:
+        for c in CONTEXTS:
+            for r in RATIOS:
+                none = ms(rows, f"monitored_step/{m}/{c}/{r}/none")
+                if none is None:
+                    continue
+                rec = ms(rows, f"monitored_step/{m}/{c}/{r}/recompute")
+                cap = ms(rows, f"monitored_step/{m}/{c}/{r}/captured")
+                rank = ms(rows, f"pivot_rank/{m}/{c}/{r}")
+                top = ms(rows, f"top_k/{m}/{c}/{r}")
+                alternated = rows.get(f"monitor_overhead/{m}/{c}/{r}", (None, None, None))[2]
+                pct = lambda x: f"{100 * (x / none - 1):+.0f}%" if x else ""
+                out.append(f"| {m} | {c} | {r} | {fmt(none)} | {fmt(rec)} | {fmt(cap)} | {pct(rec)} | {pct(cap)} | "
+                           f"{'' if alternated is None else f'{100 * alternated:+.0f}%'} | "
+                           f"{fmt(rank, 3)} | {fmt(100 * rank / none if rank else None, 1)}% | {fmt(top, 3)} |")
+    gather = [(n, v) for n, v in rows.items() if n.startswith("gather/")]
+    if gather:
+        out += ["", "| gather | ms | GB/s |", "|---|---|---|"]
+        for n, (t, b, _) in sorted(gather):
+            out.append(f"| {n.removeprefix('gather/')} | {fmt(t / 1e3, 3)} | {fmt(b / 1e9 if b else None)} |")
+    return out
+
+
+def main(paths):
+    if not paths:
+        print(__doc__, file=sys.stderr)
+        return 2
+    for path in paths:
+        rows = load(path)
+        print(f"## {path}\n")
+        if any(n.startswith("attention") for n in rows):
+            print("\n".join(attention_tables(rows)) + "\n")
+        if any(n.startswith(("monitored_step", "gather")) for n in rows):
+            print("\n".join(monitor_tables(rows)) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
