@@ -161,6 +161,21 @@ kv_store::kv_store(std::size_t n_layer, std::size_t n_head_kv, std::size_t capac
     : n_layer_(n_layer), n_head_kv_(n_head_kv), capacity_(capacity), head_dim_(head_dim),
       k_(n_layer * n_head_kv * capacity * head_dim), v_(n_layer * n_head_kv * capacity * head_dim) {}
 
+namespace {
+
+// Calls f(first, length) for each run of consecutive slots, in order.
+template <class F>
+void for_each_slot_run(std::span<const std::int32_t> slots, F&& f) {
+  for (std::size_t i = 0; i < slots.size();) {
+    std::size_t j = i + 1;
+    while (j < slots.size() && slots[j] == slots[j - 1] + 1) ++j;
+    f(i, j - i);
+    i = j;
+  }
+}
+
+}  // namespace
+
 void attend_selected(const float* q, std::size_t group, std::size_t head_dim, const float* k, const float* v,
                      std::span<const std::int32_t> slots, float scale, float* out, std::vector<float>& scratch) {
   const std::size_t n = slots.size();
@@ -170,10 +185,7 @@ void attend_selected(const float* q, std::size_t group, std::size_t head_dim, co
   float* s = scratch.data();
   constexpr std::size_t kMinRun = 8;
   // scores s[g][i] = scale * q_g . k[slots[i]]
-  for (std::size_t i = 0; i < n;) {
-    std::size_t j = i + 1;
-    while (j < n && slots[j] == slots[j - 1] + 1) ++j;
-    const std::size_t len = j - i;
+  for_each_slot_run(slots, [&](std::size_t i, std::size_t len) {
     const float* kr = k + static_cast<std::size_t>(slots[i]) * head_dim;
     if (len >= kMinRun) {
       gemm_nt(group, len, head_dim, scale, q, head_dim, kr, head_dim, 0.0f, s + i, n);
@@ -187,16 +199,12 @@ void attend_selected(const float* q, std::size_t group, std::size_t head_dim, co
           s[g * n + i + t] = acc * scale;
         }
     }
-    i = j;
-  }
+  });
   for (std::size_t g = 0; g < group; ++g) {
     softmax_in_place(s + g * n, n);
   }
   // out[g] = sum_i s[g][i] * v[slots[i]]
-  for (std::size_t i = 0; i < n;) {
-    std::size_t j = i + 1;
-    while (j < n && slots[j] == slots[j - 1] + 1) ++j;
-    const std::size_t len = j - i;
+  for_each_slot_run(slots, [&](std::size_t i, std::size_t len) {
     const float* vr = v + static_cast<std::size_t>(slots[i]) * head_dim;
     if (len >= kMinRun) {
       gemm_nn(group, head_dim, len, 1.0f, s + i, n, vr, head_dim, 1.0f, out, head_dim);
@@ -209,8 +217,7 @@ void attend_selected(const float* q, std::size_t group, std::size_t head_dim, co
           for (std::size_t d = 0; d < head_dim; ++d) og[d] += p * vt[d];
         }
     }
-    i = j;
-  }
+  });
 }
 
 llama_context::llama_context(const llama_model& m, std::size_t capacity, cache_factory factory, std::size_t threads)

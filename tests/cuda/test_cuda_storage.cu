@@ -88,15 +88,23 @@ void check_same_hot(const hc::host_storage& host, const hcc::device_storage<floa
         }
 }
 
-}  // namespace
-
-TEST_CASE("device storage keeps what host storage keeps: hot and cold tiers, positions, counters") {
+//! A host and a device storage planned alike, holding the same random cold tier.
+struct storage_pair {
     std::mt19937 rng = fresh_rng();
     hc::host_storage host;
     hcc::device_storage<float> device;
-    host.plan(make_plan());
-    device.plan(make_plan());
-    fill_cold(rng, host, device);
+    storage_pair() {
+        host.plan(make_plan());
+        device.plan(make_plan());
+        fill_cold(rng, host, device);
+    }
+};
+
+}  // namespace
+
+TEST_CASE("device storage keeps what host storage keeps: hot and cold tiers, positions, counters") {
+    storage_pair pair;
+    auto& [rng, host, device] = pair;
     for (index_t slot = 0; slot < 10; ++slot) {
         const std::vector<float> k = random_floats(rng, 64), v = random_floats(rng, 64);
         host.write_hot(1, slot * 3, k.data(), v.data(), slot + 5);
@@ -118,12 +126,8 @@ TEST_CASE("device storage keeps what host storage keeps: hot and cold tiers, pos
 TEST_CASE_TEMPLATE("a CUDA refresh leaves the same hot slots as the synchronous host refresh", Path,
                    std::integral_constant<hcc::transfer_path, hcc::transfer_path::staged>,
                    std::integral_constant<hcc::transfer_path, hcc::transfer_path::zero_copy>) {
-    std::mt19937 rng = fresh_rng();
-    hc::host_storage host;
-    hcc::device_storage<float> device;
-    host.plan(make_plan());
-    device.plan(make_plan());
-    fill_cold(rng, host, device);
+    storage_pair pair;
+    auto& [rng, host, device] = pair;
     const hc::retriever_plan plan{shape.layers, shape.head_dim, capacity * sequences * shape.kv_heads, 4};
     hc::sync_retriever reference;
     reference.bind(host, plan);
@@ -158,12 +162,8 @@ TEST_CASE_TEMPLATE("a CUDA refresh leaves the same hot slots as the synchronous 
 }
 
 TEST_CASE("decode attention over the device selection equals the host kernel over the host selection") {
-    std::mt19937 rng = fresh_rng();
-    hc::host_storage host;
-    hcc::device_storage<float> device;
-    host.plan(make_plan());
-    device.plan(make_plan());
-    fill_cold(rng, host, device);
+    storage_pair pair;
+    auto& [rng, host, device] = pair;
     const refresh r = make_refresh(rng, host, 1);
     hc::sync_retriever reference;
     hcc::async_retriever<float> retriever(nullptr, hcc::transfer_path::zero_copy);

@@ -8,6 +8,7 @@
 #include <cstddef>
 #include <span>
 
+#include "heterocache/detail/vector_math.hpp"
 #include "heterocache/types.hpp"
 
 namespace heterocache {
@@ -36,9 +37,8 @@ namespace detail {
 //! A float's bits as an unsigned integer in the same order as the float (-0 and +0 equal): the key the
 //! radix selection ranks by.
 inline std::uint32_t monotonic_bits(float score) noexcept {
-    const auto bits = std::bit_cast<std::uint32_t>(score + 0.0f);  // + 0 makes -0 equal to +0
-    constexpr std::uint32_t sign = 0x80000000u;
-    return (bits & sign) != 0 ? ~bits : bits | sign;
+    // + 0 makes -0 equal to +0; flipping the sign bit turns the signed order into the unsigned one.
+    return static_cast<std::uint32_t>(ordered_bits(score + 0.0f)) ^ 0x80000000u;
 }
 
 //! Widest digit of one radix pass (a histogram of 2^11 counters).

@@ -41,23 +41,20 @@ struct query_rows {
 namespace detail {
 
 //! `e^(scores[t] - max)` into `out` (which may be `scores`) for `t < visible`; returns their sum in double.
-//! The softmax of the scores is `out[t] / sum`. Every loop vectorizes: the maximum compares the floats as
-//! integers in the same order (a float compare would not vectorize under GCC's default -ftrapping-math);
+//! The softmax of the scores is `out[t] / sum`. Every loop vectorizes: the maximum compares `ordered_bits`;
 //! the sum goes lane-wise over blocks of 64 in float, block sums added in double.
 inline double exponentiate_scores(const float* scores, float* out, index_t visible) noexcept {
     constexpr index_t lanes = vector_lanes;
-    const auto ordered = [](std::int32_t bits) { return bits ^ ((bits >> 31) & 0x7fffffff); };  // its own inverse
     std::int32_t lane_max[lanes];
-    std::fill(lane_max, lane_max + lanes, ordered(std::bit_cast<std::int32_t>(-std::numeric_limits<float>::infinity())));
+    std::fill(lane_max, lane_max + lanes, ordered_bits(-std::numeric_limits<float>::infinity()));
     index_t t = 0;
     for (; t + lanes <= visible; t += lanes)
         for (index_t l = 0; l < lanes; ++l) {
-            const std::int32_t key = ordered(std::bit_cast<std::int32_t>(scores[t + l]));
+            const std::int32_t key = ordered_bits(scores[t + l]);
             lane_max[l] = key > lane_max[l] ? key : lane_max[l];
         }
-    for (index_t l = 0; t + l < visible; ++l)
-        lane_max[l] = std::max(lane_max[l], ordered(std::bit_cast<std::int32_t>(scores[t + l])));
-    const float maximum = std::bit_cast<float>(ordered(*std::max_element(lane_max, lane_max + lanes)));
+    for (index_t l = 0; t + l < visible; ++l) lane_max[l] = std::max(lane_max[l], ordered_bits(scores[t + l]));
+    const float maximum = std::bit_cast<float>(ordered_bits(*std::max_element(lane_max, lane_max + lanes)));
     constexpr index_t block = 64;
     double total = 0.0;
     for (index_t begin = 0; begin < visible; begin += block) {

@@ -33,6 +33,12 @@ inline float dot(const float* __restrict a, const float* __restrict b, index_t n
     return sum_lanes(lanes);
 }
 
+//! A float's bits as a signed integer in the same order as the float (a total order: -0 sorts just below
+//! +0, NaNs at the ends). Its own inverse. Comparing these instead of floats lets GCC vectorize maxima
+//! under its default -ftrapping-math.
+inline std::int32_t ordered_bits(std::int32_t bits) noexcept { return bits ^ ((bits >> 31) & 0x7fffffff); }
+inline std::int32_t ordered_bits(float x) noexcept { return ordered_bits(std::bit_cast<std::int32_t>(x)); }
+
 //! Tokens `axpy_tile` adds at once.
 inline constexpr index_t token_tile = 4;
 
