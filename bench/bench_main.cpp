@@ -6,6 +6,8 @@
 
 #include <benchmark/benchmark.h>
 
+#include <heterocache/detail/isa_dispatch.hpp>
+
 namespace bench {
 void register_attention();
 void register_monitor();
@@ -24,6 +26,7 @@ int main(int argc, char** argv) {
     char short_run[] = "--benchmark_filter=-/(32|64|128)K";
     if (!filtered) args.push_back(short_run);
     int count = static_cast<int>(args.size());
+    benchmark::AddCustomContext("heterocache_kernel", heterocache::detail::kernel_isa_name());
     benchmark::Initialize(&count, args.data());
     if (benchmark::ReportUnrecognizedArguments(count, args.data())) return 1;
     benchmark::RunSpecifiedBenchmarks();

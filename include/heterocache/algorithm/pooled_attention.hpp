@@ -43,7 +43,7 @@ namespace detail {
 //! `e^(scores[t] - max)` into `out` (which may be `scores`) for `t < visible`; returns their sum in double.
 //! The softmax of the scores is `out[t] / sum`. Every loop vectorizes: the maximum compares `ordered_bits`;
 //! the sum goes lane-wise over blocks of 64 in float, block sums added in double.
-inline double exponentiate_scores(const float* scores, float* out, index_t visible) noexcept {
+HETEROCACHE_ALWAYS_INLINE double exponentiate_scores(const float* scores, float* out, index_t visible) noexcept {
     constexpr index_t lanes = vector_lanes;
     std::int32_t lane_max[lanes];
     std::fill(lane_max, lane_max + lanes, ordered_bits(-std::numeric_limits<float>::infinity()));
@@ -66,7 +66,7 @@ inline double exponentiate_scores(const float* scores, float* out, index_t visib
 }
 
 //! The largest of two non-negative floats (compared as integers, which vectorizes; see above).
-inline float max_nonnegative(float a, float b) noexcept {
+HETEROCACHE_ALWAYS_INLINE float max_nonnegative(float a, float b) noexcept {
     return std::bit_cast<std::int32_t>(a) > std::bit_cast<std::int32_t>(b) ? a : b;
 }
 
@@ -79,7 +79,7 @@ inline double softmax_numerators(const float* q, const key_rows& keys, index_t v
 }
 
 //! `out[t]` = the mean of `in[t - 2 .. t + 2]` (zero padded, divided by the full width 5).
-inline void average_pool(const float* __restrict in, float* __restrict out, index_t length) noexcept {
+HETEROCACHE_ALWAYS_INLINE void average_pool(const float* __restrict in, float* __restrict out, index_t length) noexcept {
     constexpr index_t half = attention_pool_width / 2;
     static_assert(attention_pool_width == 5, "the interior loop adds five neighbours");
     const auto edge = [&](index_t t) {
@@ -92,6 +92,30 @@ inline void average_pool(const float* __restrict in, float* __restrict out, inde
     for (index_t t = half; t < interior_end; ++t)  // the same sums, left to right, in a loop that vectorizes
         out[t] = ((((in[t - 2] + in[t - 1]) + in[t]) + in[t + 1]) + in[t + 2]) / static_cast<float>(attention_pool_width);
     for (index_t t = std::max(interior_end, std::min(half, length)); t < length; ++t) edge(t);
+}
+
+//! The body of `pooled_attention_row_from_scores` (arguments checked), inlined into each instruction-set
+//! copy below (detail/isa_dispatch.hpp; the copies give bit-identical rows).
+HETEROCACHE_ALWAYS_INLINE void pool_group_scores_body(const float* scores, index_t group_size, index_t length,
+                                                      float* row, float* scratch) noexcept {
+    float* probabilities = scratch;
+    float* group_max = scratch + length;
+    std::fill(group_max, group_max + length, 0.0f);
+    for (index_t g = 0; g < group_size; ++g) {
+        const float inverse = static_cast<float>(1.0 / exponentiate_scores(scores + g * length, probabilities, length));
+        for (index_t t = 0; t < length; ++t) group_max[t] = max_nonnegative(group_max[t], probabilities[t] * inverse);
+    }
+    average_pool(group_max, row, length);
+}
+
+inline void pool_group_scores_baseline(const float* scores, index_t group_size, index_t length, float* row,
+                                       float* scratch) noexcept {
+    pool_group_scores_body(scores, group_size, length, row, scratch);
+}
+
+HETEROCACHE_TARGET_AVX2 inline void pool_group_scores_avx2(const float* scores, index_t group_size, index_t length,
+                                                           float* row, float* scratch) noexcept {
+    pool_group_scores_body(scores, group_size, length, row, scratch);
 }
 
 }  // namespace detail
@@ -158,15 +182,10 @@ inline void pooled_attention_row_from_scores(std::span<const float> scores, inde
                                  scores.size(), "group_size * row.size()");
     detail::require(static_cast<index_t>(scratch.size()) >= 2 * length, "scratch.size()", scratch.size(),
                     "[2 * row.size(), inf)");
-    float* probabilities = scratch.data();
-    float* group_max = scratch.data() + length;
-    std::fill(group_max, group_max + length, 0.0f);
-    for (index_t g = 0; g < group_size; ++g) {
-        const float inverse =
-            static_cast<float>(1.0 / detail::exponentiate_scores(scores.data() + g * length, probabilities, length));
-        for (index_t t = 0; t < length; ++t) group_max[t] = detail::max_nonnegative(group_max[t], probabilities[t] * inverse);
-    }
-    detail::average_pool(group_max, row.data(), length);
+    if (detail::selected_kernel_isa() == detail::kernel_isa::avx2)
+        detail::pool_group_scores_avx2(scores.data(), group_size, length, row.data(), scratch.data());
+    else
+        detail::pool_group_scores_baseline(scores.data(), group_size, length, row.data(), scratch.data());
 }
 
 }  // namespace v1

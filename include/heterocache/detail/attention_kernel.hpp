@@ -32,7 +32,7 @@ inline constexpr index_t attention_head_tile = 8;
 
 //! Asks the memory system for the `bytes` at `address` ahead of their use: a hint that keeps loads in
 //! flight while the kernel computes (compilers without the builtin ignore it).
-inline void prefetch(const void* address, std::size_t bytes) noexcept {
+HETEROCACHE_ALWAYS_INLINE void prefetch(const void* address, std::size_t bytes) noexcept {
 #if defined(__GNUC__) || defined(__clang__)
     const char* first = static_cast<const char*>(address);
     for (std::size_t offset = 0; offset < bytes; offset += 64) __builtin_prefetch(first + offset);
@@ -59,7 +59,7 @@ struct attention_row {
 };
 
 //! `sum += x` with the running compensation `carry` (Kahan).
-inline void compensated_add(float& sum, float& carry, float x) noexcept {
+HETEROCACHE_ALWAYS_INLINE void compensated_add(float& sum, float& carry, float x) noexcept {
     const float y = x - carry;
     const float t = sum + y;
     carry = (t - sum) - y;
@@ -77,8 +77,11 @@ struct attention_state {
     float denominator_carry[attention_head_tile];
 };
 
+//! The kernel: heads `[first_head, first_head + heads)` of the row (at most `attention_head_tile`). Inlined into
+//! each instruction-set copy below.
 template <class Source>
-void attend_heads(const attention_row<Source>& row, index_t first_head, index_t heads, attention_state& st) noexcept {
+HETEROCACHE_ALWAYS_INLINE void attend_heads_body(const attention_row<Source>& row, index_t first_head, index_t heads,
+                                                 attention_state& st) noexcept {
     const index_t d = row.head_dim;
     const float* q = row.queries + first_head * d;
     alignas(64) float buffers[token_tile][max_head_dim];  // tokens converted by a 16-bit source
@@ -145,12 +148,33 @@ void attend_heads(const attention_row<Source>& row, index_t first_head, index_t 
     }
 }
 
-//! Computes one row for its whole group. Allocates nothing (about 30 KiB of stack).
+//! The copy compiled for the including program's target.
 template <class Source>
-void attend_row(const attention_row<Source>& row) noexcept {
+void attend_heads_baseline(const attention_row<Source>& row, index_t first_head, index_t heads,
+                           attention_state& st) noexcept {
+    attend_heads_body(row, first_head, heads, st);
+}
+
+//! The copy compiled for AVX2 (isa_dispatch.hpp); bit-identical to the baseline copy.
+template <class Source>
+HETEROCACHE_TARGET_AVX2 void attend_heads_avx2(const attention_row<Source>& row, index_t first_head, index_t heads,
+                                               attention_state& st) noexcept {
+    attend_heads_body(row, first_head, heads, st);
+}
+
+//! Computes one row for its whole group with the copy `isa` (the AVX2 copy only where the processor has
+//! it). Allocates nothing (about 30 KiB of stack).
+template <class Source>
+void attend_row(const attention_row<Source>& row, kernel_isa isa = selected_kernel_isa()) noexcept {
+    const bool avx2 = isa == kernel_isa::avx2 && processor_has_avx2();
     attention_state state;
-    for (index_t first = 0; first < row.group_size; first += attention_head_tile)
-        attend_heads(row, first, std::min(attention_head_tile, row.group_size - first), state);
+    for (index_t first = 0; first < row.group_size; first += attention_head_tile) {
+        const index_t heads = std::min(attention_head_tile, row.group_size - first);
+        if (avx2)
+            attend_heads_avx2(row, first, heads, state);
+        else
+            attend_heads_baseline(row, first, heads, state);
+    }
 }
 
 }  // namespace detail

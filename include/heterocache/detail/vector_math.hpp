@@ -9,6 +9,7 @@
 #include <bit>
 #include <cstdint>
 
+#include "heterocache/detail/isa_dispatch.hpp"
 #include "heterocache/types.hpp"
 
 namespace heterocache {
@@ -19,12 +20,12 @@ namespace detail {
 inline constexpr index_t vector_lanes = 8;
 
 //! Sums the lanes pairwise, in a fixed order.
-inline float sum_lanes(const float (&lanes)[vector_lanes]) noexcept {
+HETEROCACHE_ALWAYS_INLINE float sum_lanes(const float (&lanes)[vector_lanes]) noexcept {
     return ((lanes[0] + lanes[4]) + (lanes[2] + lanes[6])) + ((lanes[1] + lanes[5]) + (lanes[3] + lanes[7]));
 }
 
 //! `sum_c a[c] * b[c]` over `n` floats, lane-wise (see the file comment).
-inline float dot(const float* __restrict a, const float* __restrict b, index_t n) noexcept {
+HETEROCACHE_ALWAYS_INLINE float dot(const float* __restrict a, const float* __restrict b, index_t n) noexcept {
     float lanes[vector_lanes] = {};
     index_t c = 0;
     for (; c + vector_lanes <= n; c += vector_lanes)
@@ -44,7 +45,7 @@ inline constexpr index_t token_tile = 4;
 
 //! `y[c] += w[0] * x[0][c] + ... + w[3] * x[3][c]` (summed left to right): one load and store of `y` for
 //! `token_tile` vectors.
-inline void axpy_tile(const float (&w)[token_tile], const float* const (&x)[token_tile], float* __restrict y,
+HETEROCACHE_ALWAYS_INLINE void axpy_tile(const float (&w)[token_tile], const float* const (&x)[token_tile], float* __restrict y,
                       index_t n) noexcept {
     const float* __restrict x0 = x[0];
     const float* __restrict x1 = x[1];
@@ -54,7 +55,7 @@ inline void axpy_tile(const float (&w)[token_tile], const float* const (&x)[toke
 }
 
 //! `sum_c x[c]` over `n` floats, lane-wise.
-inline float sum(const float* x, index_t n) noexcept {
+HETEROCACHE_ALWAYS_INLINE float sum(const float* x, index_t n) noexcept {
     float lanes[vector_lanes] = {};
     index_t c = 0;
     for (; c + vector_lanes <= n; c += vector_lanes)
@@ -64,7 +65,7 @@ inline float sum(const float* x, index_t n) noexcept {
 }
 
 //! `y[c] += alpha * x[c]` over `n` floats.
-inline void axpy(float alpha, const float* __restrict x, float* __restrict y, index_t n) noexcept {
+HETEROCACHE_ALWAYS_INLINE void axpy(float alpha, const float* __restrict x, float* __restrict y, index_t n) noexcept {
     for (index_t c = 0; c < n; ++c) y[c] += alpha * x[c];
 }
 
@@ -72,7 +73,7 @@ inline void axpy(float alpha, const float* __restrict x, float* __restrict y, in
 //! Branch-free, so a loop over it vectorizes (the C library's `expf` is a call per element).
 //! Method: `x = n ln2 + r` with `|r| <= ln2 / 2`, `e^r` by its Taylor polynomial of degree 7 (truncation
 //! error below 1e-8 on that interval), times `2^n` assembled in the exponent bits.
-inline float exp_nonpositive(float x) noexcept {
+HETEROCACHE_ALWAYS_INLINE float exp_nonpositive(float x) noexcept {
     constexpr float log2e = 1.44269504088896341f;
     constexpr float ln2_hi = 0.693145751953125f;  // ln 2 split so that n * ln2_hi is exact
     constexpr float ln2_lo = 1.428606765330187e-06f;

@@ -1,0 +1,116 @@
+// The host attention kernel's two instruction-set copies (detail/isa_dispatch.hpp): the AVX2 copy chosen at
+// run time gives bit-identical outputs, log-sum-exps and captured scores to the baseline copy, for fp32 and
+// 16-bit K/V, over head dimensions with and without a vector tail, groups larger than a head tile, and row
+// lengths around the block size. The public entry points run the copy `selected_kernel_isa()` names.
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include <heterocache/attention/half_precision.hpp>
+
+namespace hc = heterocache;
+using hc::index_t;
+
+namespace {
+
+//! One row of `length` random slots over `slots` random K/V of element `E`, its queries and a capture of
+//! every score, run through the kernel copy `isa`.
+template <class E>
+struct dispatch_case {
+    index_t group, d, length;
+    std::vector<E> keys, values;
+    std::vector<index_t> slots;
+    std::vector<float> queries;
+
+    dispatch_case(index_t group_, index_t d_, index_t length_, std::uint64_t seed)
+        : group(group_), d(d_), length(length_) {
+        std::mt19937_64 rng(seed);
+        std::normal_distribution<float> normal(0.0f, 1.0f);
+        const index_t slot_count = 2 * length + 1;
+        for (index_t i = 0; i < slot_count * d; ++i) {
+            keys.push_back(hc::from_float<E>(normal(rng)));
+            values.push_back(hc::from_float<E>(normal(rng)));
+        }
+        std::uniform_int_distribution<index_t> slot(0, slot_count - 1);
+        for (index_t i = 0; i < length; ++i) slots.push_back(slot(rng));
+        for (index_t i = 0; i < group * d; ++i) queries.push_back(3.0f * normal(rng));
+    }
+
+    struct result {
+        std::vector<float> output, lse, scores;
+    };
+
+    [[nodiscard]] result run(hc::detail::kernel_isa isa) const {
+        result r{std::vector<float>(static_cast<std::size_t>(group * d)), std::vector<float>(static_cast<std::size_t>(group)),
+                 std::vector<float>(static_cast<std::size_t>(group * length))};
+        const auto attend = [&](const auto& source) {
+            const hc::detail::attention_row row{source,   slots.data(),  length,   group,
+                                                d,        queries.data(), r.output.data(), r.lse.data(),
+                                                0.125f,   r.scores.data(), length};
+            hc::detail::attend_row(row, isa);
+        };
+        if constexpr (std::same_as<E, float>)
+            attend(hc::detail::float_slots{keys.data(), values.data(), d});
+        else
+            attend(hc::detail::half_slots<E>{keys.data(), values.data(), d});
+        return r;
+    }
+};
+
+bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
+    return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+}
+
+template <class E>
+void check_copies_agree() {
+    std::uint64_t seed = 11;
+    for (const index_t d : {64, 100, 128})
+        for (const index_t group : {1, 3, 12})
+            for (const index_t length : {0, 1, 63, 64, 65, 1000}) {
+                CAPTURE(d);
+                CAPTURE(group);
+                CAPTURE(length);
+                const dispatch_case<E> c(group, d, length, ++seed);
+                const auto baseline = c.run(hc::detail::kernel_isa::baseline);
+                const auto avx2 = c.run(hc::detail::kernel_isa::avx2);
+                CHECK(same_bits(baseline.output, avx2.output));
+                CHECK(same_bits(baseline.lse, avx2.lse));
+                CHECK(same_bits(baseline.scores, avx2.scores));
+                if (length > 0) {  // and the copies compute attention: the output is a convex mix of values
+                    CHECK(std::isfinite(baseline.lse[0]));
+                    CHECK(std::abs(baseline.output[0]) <= 10.0f);
+                }
+            }
+}
+
+}  // namespace
+
+TEST_CASE("the AVX2 copy of the attention kernel is bit-identical to the baseline copy") {
+    if (!hc::detail::processor_has_avx2()) {
+        MESSAGE("this build or processor has no AVX2 copy (" << hc::detail::kernel_isa_name() << "); nothing to compare");
+        return;
+    }
+    SUBCASE("fp32") { check_copies_agree<float>(); }
+    SUBCASE("fp16") { check_copies_agree<hc::fp16_t>(); }
+    SUBCASE("bf16") { check_copies_agree<hc::bf16_t>(); }
+}
+
+TEST_CASE("decode_attention runs the copy the processor selects") {
+    const dispatch_case<float> c(3, 64, 300, 5);
+    const auto selected = c.run(hc::detail::selected_kernel_isa());
+    const std::vector<index_t> indptr{0, c.length};
+    std::vector<float> output(selected.output.size()), lse(selected.lse.size()), scores(selected.scores.size());
+    const hc::score_capture capture{scores.data(), c.length};
+    const hc::csr_selection selection{1, 1, c.group, c.d, indptr, c.slots, c.keys.data(), c.values.data(), {&capture, 1}};
+    hc::decode_attention(selection, c.queries.data(), output.data(), lse.data(), 0.125f);
+    CHECK(same_bits(output, selected.output));
+    CHECK(same_bits(lse, selected.lse));
+    CHECK(same_bits(scores, selected.scores));
+    const std::string name = hc::detail::kernel_isa_name();
+    CHECK((hc::detail::selected_kernel_isa() == hc::detail::kernel_isa::avx2) ==
+          (name.find("avx2 (chosen") != std::string::npos));
+}
