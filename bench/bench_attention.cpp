@@ -1,5 +1,6 @@
 // Decode-step attention of one layer, batch 1: full attention (a CSR selection of every token) against
-// selections keeping r of every row, on one thread and on two.
+// selections keeping r of every row, on one thread and on two; on two threads also with long rows split
+// into chunks (`attention_split`: every thread busy although a layer has only Hkv rows).
 #include <memory>
 #include <string>
 
@@ -7,22 +8,26 @@
 
 #include <heterocache/attention/decode_attention.hpp>
 #include <heterocache/attention/half_precision.hpp>
+#include <heterocache/attention/split_attention.hpp>
 
 #include "bench_common.hpp"
 
 namespace bench {
 namespace {
 
-void attention(benchmark::State& state, model shape, index_t context, double ratio, index_t threads) {
+void attention(benchmark::State& state, model shape, index_t context, double ratio, index_t threads, bool split) {
     const layer_data& data = layer(shape, context);
     const auto kept = static_cast<index_t>(ratio * static_cast<double>(context));
     const selection_arrays arrays(data, kept);
     const heterocache::csr_selection selection = arrays.view(data);
     std::vector<float> output(data.queries.size()), lse(static_cast<std::size_t>(shape.query_heads));
     heterocache::host_thread_pool pool(threads);
+    heterocache::split_attention_workspace workspace;
     const float scale = 0.125f;
     for (auto _ : state) {
-        if (threads == 1)
+        if (split)
+            heterocache::decode_attention(selection, data.queries.data(), output.data(), lse.data(), scale, pool, workspace);
+        else if (threads == 1)
             heterocache::decode_attention(selection, data.queries.data(), output.data(), lse.data(), scale);
         else
             heterocache::decode_attention(selection, data.queries.data(), output.data(), lse.data(), scale, pool);
@@ -80,10 +85,19 @@ void register_attention() {
                 for (const double ratio : {1.0, 0.5, 0.25, 0.1}) {
                     const std::string id = name({"attention", shape.name, context_name(context), ratio_name(ratio),
                                                  threads_name(threads)});
-                    benchmark::RegisterBenchmark(id.c_str(), attention, shape, context, ratio, threads)
+                    benchmark::RegisterBenchmark(id.c_str(), attention, shape, context, ratio, threads, false)
                         ->UseRealTime()
                         ->Unit(benchmark::kMicrosecond);
                 }
+    for (const model& shape : models)
+        for (const index_t context : contexts)
+            for (const double ratio : {1.0, 0.25}) {
+                const std::string id =
+                    name({"attention_split", shape.name, context_name(context), ratio_name(ratio), threads_name(2)});
+                benchmark::RegisterBenchmark(id.c_str(), attention, shape, context, ratio, 2, true)
+                    ->UseRealTime()
+                    ->Unit(benchmark::kMicrosecond);
+            }
     register_attention_half<heterocache::fp16_t>("attention_fp16");
     register_attention_half<heterocache::bf16_t>("attention_bf16");
 }

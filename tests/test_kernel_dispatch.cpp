@@ -50,7 +50,8 @@ struct dispatch_case {
         const auto attend = [&](const auto& source) {
             const hc::detail::attention_row row{source,   slots.data(),  length,   group,
                                                 d,        queries.data(), r.output.data(), r.lse.data(),
-                                                0.125f,   r.scores.data(), length};
+                                                0.125f,   r.scores.data(), length,
+                                                length};
             hc::detail::attend_row(row, isa);
         };
         if constexpr (std::same_as<E, float>)

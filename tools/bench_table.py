@@ -4,7 +4,7 @@
 usage: tools/bench_table.py RUN.json [RUN.json ...]
 
 Run the benchmarks with repetitions and JSON output, for example
-  build/bench/heterocache-bench --benchmark_filter='^(memory/|attention(_fp16|_bf16)?/.*/(8K|32K|128K)/)' \\
+  build/bench/heterocache-bench --benchmark_filter='^(memory/|attention(_fp16|_bf16|_split)?/.*/(8K|32K|128K)/)' \\
       --benchmark_repetitions=5 --benchmark_report_aggregates_only=true \\
       --benchmark_out=attention.json --benchmark_out_format=json
 and pass every file: medians of the repetitions are used (single runs when there are no aggregates).
@@ -81,6 +81,19 @@ def attention_tables(rows):
                 out.append(f"| {m} | {c} | {t} | {fmt(full)} | " + " | ".join(fmt(x) for x in times) +
                            f" | {fmt(bw)} | {fmt(bw / read[t] if bw and read[t] else None)} | {', '.join(speedups)} | "
                            f"{fmt(bf16)} | {fmt(fp16)} |")
+    split = [(m, c) for m in MODELS for c in CONTEXTS if f"attention_split/{m}/{c}/full/threads:2" in rows]
+    if split:
+        out += ["", "Two threads, long rows split into chunks of 4096 tokens (`attention_split`) against rows only:", "",
+                "| model | context | rows only: full ms | split: full ms | split full GB/s | split full / read | "
+                "split r0.25 ms | split speedup / (N/resident) r0.25 |",
+                "|---|---|---|---|---|---|---|---|"]
+        for m, c in split:
+            base = f"attention_split/{m}/{c}/full/threads:2"
+            full, bw = ms(rows, base), gbs(rows, base)
+            quarter = ms(rows, f"attention_split/{m}/{c}/r0.25/threads:2")
+            out.append(f"| {m} | {c} | {fmt(ms(rows, f'attention/{m}/{c}/full/threads:2'))} | {fmt(full)} | {fmt(bw)} | "
+                       f"{fmt(bw / read[2] if bw and read[2] else None)} | {fmt(quarter)} | "
+                       f"{fmt(full / quarter * 0.25 if quarter else None)} |")
     return out
 
 

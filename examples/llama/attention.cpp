@@ -157,7 +157,7 @@ void selection_attention::run(const kv_selection& sel, const float* queries, flo
         } else {
           const auto heads = static_cast<std::size_t>(s.rows * s.group_size);
           if (part_lse_.size() < heads) part_lse_.resize(heads);
-          heterocache::decode_attention(s, queries, output, part_lse_.data(), scale, pool_);
+          heterocache::decode_attention(s, queries, output, part_lse_.data(), scale, pool_, split_);
         }
       },
       sel);

@@ -6,7 +6,8 @@
 // `min_split` tokens are cut into as many chunks as the pool has threads and
 // the partial results are merged exactly through their log-sum-exp. A 16-bit
 // selection (--kv-format fp16|bf16) goes through the library's host kernel
-// instead (rows over the pool, each key and value widened to fp32 as read).
+// instead (each key and value widened to fp32 as read; rows longer than 4096
+// tokens split into chunks over the pool, split_attention.hpp).
 #pragma once
 
 #include <cstddef>
@@ -17,6 +18,7 @@
 
 #include "heterocache/attention/csr_selection.hpp"
 #include "heterocache/attention/host_thread_pool.hpp"
+#include "heterocache/attention/split_attention.hpp"
 #include "heterocache/storage/kv_element.hpp"
 
 namespace hcllama {
@@ -53,6 +55,7 @@ class selection_attention {
 
  private:
   heterocache::host_thread_pool pool_;
+  heterocache::split_attention_workspace split_;
   std::vector<float> scratch_, part_out_, part_lse_;
 };
 

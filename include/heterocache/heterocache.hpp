@@ -22,6 +22,7 @@
 #include "heterocache/attention/decode_attention.hpp"
 #include "heterocache/attention/half_precision.hpp"
 #include "heterocache/attention/host_thread_pool.hpp"
+#include "heterocache/attention/split_attention.hpp"
 #include "heterocache/budget/ada_kv_budget.hpp"
 #include "heterocache/budget/drift_weighted_budget.hpp"
 #include "heterocache/budget/pyramid_budget.hpp"

@@ -62,6 +62,7 @@ attention_row<Source> selection_row(const Selection& selection, const Source& so
             lse + first_head,
             scale,
             capture.scores,
+            capture.tokens,
             capture.tokens};
 }
 

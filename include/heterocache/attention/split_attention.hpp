@@ -1,0 +1,160 @@
+#pragma once
+//! \file
+//! Decode attention that splits long rows into chunks spread over a thread pool and merges them exactly, so
+//! that a step with fewer rows than threads (batch 1: one row per KV head) still uses every thread.
+
+#include <algorithm>
+#include <atomic>
+#include <vector>
+
+#include "heterocache/attention/decode_attention.hpp"
+#include "heterocache/attention/half_precision.hpp"
+#include "heterocache/storage/kv_element.hpp"
+
+namespace heterocache {
+inline namespace v1 {
+
+class split_attention_workspace;
+
+namespace detail {
+template <class Selection, class Source>
+void split_decode_attention(const Selection& selection, const Source& source, const float* queries, float* output,
+                            float* lse, float scale, host_thread_pool& pool, split_attention_workspace& workspace);
+}  // namespace detail
+
+//! The buffers of the row-splitting `decode_attention`, reused from call to call: the partial state of
+//! every chunk. They grow to the largest step seen (the only allocation), so a decode loop allocates in its
+//! first steps only. One workspace per concurrent caller.
+class split_attention_workspace {
+public:
+    //! Tokens per chunk when no size is given: long enough that the merge is negligible, short enough
+    //! that a row of 8K tokens already feeds two threads.
+    static constexpr index_t default_chunk_tokens = 4096;
+
+    //! Rows longer than `chunk_tokens` are split into chunks of `chunk_tokens` tokens from the row's start
+    //! (the last one shorter). Throws `invalid_argument_error` unless `chunk_tokens >= 64` (one block of
+    //! the kernel).
+    explicit split_attention_workspace(index_t chunk_tokens = default_chunk_tokens) : chunk_tokens_(chunk_tokens) {
+        detail::require(chunk_tokens >= detail::attention_block_tokens, "chunk_tokens", chunk_tokens, "[64, inf)");
+    }
+
+    //! Tokens per chunk.
+    [[nodiscard]] index_t chunk_tokens() const noexcept { return chunk_tokens_; }
+
+    //! Chunks row `row` of `selection` splits into (1 for a row of at most `chunk_tokens()` tokens,
+    //! empty rows included).
+    template <class Selection>
+    [[nodiscard]] index_t chunks(const Selection& selection, index_t row) const noexcept {
+        return std::max<index_t>(1, (selection.row_length(row) + chunk_tokens_ - 1) / chunk_tokens_);
+    }
+
+private:
+    template <class Selection, class Source>
+    friend void detail::split_decode_attention(const Selection&, const Source&, const float*, float*, float*, float,
+                                               host_thread_pool&, split_attention_workspace&);
+
+    //! Sizes the buffers for `selection`: `first_chunk()[row]` numbers the row's first chunk;
+    //! each chunk has `group_size * head_dim` output floats and `group_size` log-sum-exps.
+    template <class Selection>
+    void prepare(const Selection& selection) {
+        first_chunk_.resize(static_cast<std::size_t>(selection.rows) + 1);
+        first_chunk_[0] = 0;
+        for (index_t row = 0; row < selection.rows; ++row)
+            first_chunk_[static_cast<std::size_t>(row) + 1] = first_chunk_[static_cast<std::size_t>(row)] + chunks(selection, row);
+        const auto total = static_cast<std::size_t>(first_chunk_.back());
+        outputs_.resize(total * static_cast<std::size_t>(selection.group_size * selection.head_dim));
+        lses_.resize(total * static_cast<std::size_t>(selection.group_size));
+        pending_.resize(static_cast<std::size_t>(selection.rows));
+        for (std::size_t row = 0; row < pending_.size(); ++row) pending_[row] = first_chunk_[row + 1] - first_chunk_[row];
+    }
+    [[nodiscard]] const std::vector<index_t>& first_chunk() const noexcept { return first_chunk_; }
+    //! Counts down the chunks of `row` still running; true for the call that finished the last one.
+    [[nodiscard]] bool finish_chunk(index_t row) noexcept {
+        return std::atomic_ref<index_t>(pending_[static_cast<std::size_t>(row)]).fetch_sub(1, std::memory_order_acq_rel) == 1;
+    }
+    [[nodiscard]] float* outputs() noexcept { return outputs_.data(); }
+    [[nodiscard]] float* lses() noexcept { return lses_.data(); }
+
+    index_t chunk_tokens_;
+    std::vector<index_t> first_chunk_;
+    std::vector<float> outputs_, lses_;
+    std::vector<index_t> pending_;  //!< chunks of each row not finished yet (decremented through atomic_ref)
+};
+
+namespace detail {
+
+//! Chunk `chunk` of row `row`: its tokens, queries and share of the row's capture; the output and
+//! log-sum-exp go to `output`, `lse` (`group_size * head_dim` and `group_size` floats).
+template <class Selection, class Source>
+attention_row<Source> chunk_row(const Selection& selection, const Source& source, index_t row, index_t chunk,
+                                index_t chunk_tokens, const float* queries, float* output, float* lse, float scale) noexcept {
+    attention_row<Source> r = selection_row(selection, source, row, queries, output, lse, scale);
+    r.output = output;
+    r.lse = lse;
+    const index_t begin = chunk * chunk_tokens;
+    r.slots += begin;
+    r.tokens = std::min(chunk_tokens, r.tokens - begin);
+    if (r.scores != nullptr) {  // the capture's columns [begin, begin + tokens), rows still `score_tokens` apart
+        r.score_tokens = std::max<index_t>(0, std::min(r.tokens, r.score_tokens - begin));
+        r.scores += begin;
+    }
+    return r;
+}
+
+template <class Selection, class Source>
+void split_decode_attention(const Selection& selection, const Source& source, const float* queries, float* output,
+                            float* lse, float scale, host_thread_pool& pool, split_attention_workspace& workspace) {
+    check_selection(selection);
+    workspace.prepare(selection);
+    const std::vector<index_t>& first = workspace.first_chunk();
+    const index_t group = selection.group_size, d = selection.head_dim;
+    pool.for_each(first.back(), [&](index_t chunk) {
+        const auto after = std::upper_bound(first.begin(), first.end(), chunk);
+        const auto row = static_cast<index_t>(after - first.begin()) - 1;
+        if (*after - first[static_cast<std::size_t>(row)] == 1) {  // a whole row: written in place
+            attend_row(selection_row(selection, source, row, queries, output, lse, scale));
+            return;
+        }
+        attend_row(chunk_row(selection, source, row, chunk - first[static_cast<std::size_t>(row)],
+                             workspace.chunk_tokens(), queries, workspace.outputs() + chunk * group * d,
+                             workspace.lses() + chunk * group, scale));
+        // The thread that finishes a row's last chunk merges the row's chunks, in chunk order
+        // (merge_attention_states: exact, in double), so the result does not depend on which thread it is.
+        if (!workspace.finish_chunk(row)) return;
+        const index_t begin = first[static_cast<std::size_t>(row)], end = *after;
+        for (index_t g = 0; g < group; ++g) {
+            const index_t head = row * group + g;
+            float* out = output + head * d;
+            float merged = workspace.lses()[begin * group + g];
+            std::copy_n(workspace.outputs() + (begin * group + g) * d, d, out);
+            for (index_t c = begin + 1; c < end; ++c)
+                merge_attention_states(out, merged, workspace.outputs() + (c * group + g) * d, workspace.lses()[c * group + g],
+                                       d, out, merged);
+            lse[head] = merged;
+        }
+    });
+}
+
+}  // namespace detail
+
+//! `decode_attention` with long rows split over the threads of `pool`: a row longer than
+//! `workspace.chunk_tokens()` is cut into chunks of that many tokens, each computed by one thread, and the
+//! chunks' states are merged in order (`merge_attention_states`). Rows and chunks share the pool, so a
+//! batch-1 step with fewer rows than threads keeps every thread busy. Same contract as `decode_attention`
+//! (any element type; captures written; `shape_error` on a bad head_dim or capture). Deterministic: the
+//! chunks depend on the selection and `chunk_tokens` only, so the result is bit-identical for any pool
+//! size; a row of at most `chunk_tokens` tokens is bit-identical to `decode_attention`'s, a split row
+//! agrees with it to float rounding. Allocates only when `workspace` grows. O(total_tokens * G * d).
+template <StorageElement E>
+void decode_attention(const basic_csr_selection<E>& selection, const float* queries, float* output, float* lse,
+                      float scale, host_thread_pool& pool, split_attention_workspace& workspace) {
+    if constexpr (std::same_as<E, float>)
+        detail::split_decode_attention(selection, detail::float_slots{selection.keys, selection.values, selection.head_dim},
+                                       queries, output, lse, scale, pool, workspace);
+    else
+        detail::split_decode_attention(selection, detail::half_slots<E>{selection.keys, selection.values, selection.head_dim},
+                                       queries, output, lse, scale, pool, workspace);
+}
+
+}  // namespace v1
+}  // namespace heterocache
