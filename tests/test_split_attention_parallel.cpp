@@ -1,9 +1,13 @@
 // Decode attention with long rows split over a thread pool (attention/split_attention.hpp): equal to a float64
 // reference, bit-identical for any pool size, bit-identical to `decode_attention` on rows that fit one chunk,
-// captures equal to the unsplit kernel's, 16-bit K/V, and a bad chunk size rejected.
+// captures equal to the unsplit kernel's, 16-bit K/V, no allocation after `reserve`, and bad arguments
+// rejected.
 #include <doctest/doctest.h>
 
+#include <atomic>
 #include <cmath>
+#include <cstdlib>
+#include <new>
 #include <cstring>
 #include <limits>
 #include <random>
@@ -15,6 +19,19 @@
 
 namespace hc = heterocache;
 using hc::index_t;
+
+// Every allocation of this test program is counted, so a test can assert that a call made none.
+namespace {
+std::atomic<long> allocations{0};
+}  // namespace
+// Out of line, so that GCC does not pair the malloc and free inside with the new and delete of callers.
+[[gnu::noinline]] void* operator new(std::size_t size) {
+    allocations.fetch_add(1, std::memory_order_relaxed);
+    if (void* p = std::malloc(size == 0 ? 1 : size)) return p;
+    throw std::bad_alloc();
+}
+[[gnu::noinline]] void operator delete(void* p) noexcept { std::free(p); }
+[[gnu::noinline]] void operator delete(void* p, std::size_t) noexcept { std::free(p); }
 
 namespace {
 
@@ -142,8 +159,31 @@ TEST_CASE("split decode attention over 16-bit K/V equals the fp32 path on the wi
     CHECK(same_bits(r.lse, wide.lse));
 }
 
+TEST_CASE("split decode attention allocates nothing once the workspace is reserved for the longest step") {
+    const split_problem p({1999, 1000, 37});
+    hc::host_thread_pool pool(3);
+    hc::split_attention_workspace workspace(100);
+    workspace.reserve(p.rows, 1999, p.group, p.d);
+    std::vector<float> output(p.heads() * static_cast<std::size_t>(p.d)), lse(p.heads());
+    // Steps of growing rows, as in decode: every row length up to the reserved one.
+    std::vector<index_t> indptr{0, 0, 0, 0};
+    const long before = allocations.load();
+    for (const index_t length : {150, 700, 1999}) {
+        indptr = {0, length, length + std::min<index_t>(length, 1000), length + std::min<index_t>(length, 1000) + 37};
+        const hc::csr_selection s{p.rows, p.rows, p.group, p.d, indptr, p.indices, p.keys.data(), p.values.data(), {}};
+        hc::decode_attention(s, p.queries.data(), output.data(), lse.data(), 0.125f, pool, workspace);
+    }
+    CHECK(allocations.load() == before);
+    // Without the reserve, the first step does allocate (the counter sees allocations at all).
+    hc::split_attention_workspace fresh(100);
+    hc::decode_attention(p.selection(), p.queries.data(), output.data(), lse.data(), 0.125f, pool, fresh);
+    CHECK(allocations.load() > before);
+}
+
 TEST_CASE("split decode attention rejects a chunk shorter than a kernel block and a capture longer than its row") {
     CHECK_THROWS_WITH_AS(hc::split_attention_workspace(63), doctest::Contains("chunk_tokens"), hc::invalid_argument_error);
+    hc::split_attention_workspace workspace;
+    CHECK_THROWS_WITH_AS(workspace.reserve(4, -1, 3, 64), doctest::Contains("row_tokens"), hc::invalid_argument_error);
     const split_problem p({100});
     std::vector<float> scores(3 * 101);
     const std::vector<hc::score_capture> captures{{scores.data(), 101}};

@@ -23,8 +23,8 @@ void split_decode_attention(const Selection& selection, const Source& source, co
 }  // namespace detail
 
 //! The buffers of the row-splitting `decode_attention`, reused from call to call: the partial state of
-//! every chunk. They grow to the largest step seen (the only allocation), so a decode loop allocates in its
-//! first steps only. One workspace per concurrent caller.
+//! every chunk. They grow to the largest step seen (the only allocation; `reserve` does it up front, after
+//! which no step allocates). One workspace per concurrent caller.
 class split_attention_workspace {
 public:
     //! Tokens per chunk when no size is given: long enough that the merge is negligible, short enough
@@ -40,6 +40,21 @@ public:
 
     //! Tokens per chunk.
     [[nodiscard]] index_t chunk_tokens() const noexcept { return chunk_tokens_; }
+
+    //! Sizes the buffers for steps of at most `rows` rows of at most `row_tokens` tokens each, with
+    //! `group_size` query heads of `head_dim` per row, so that no such step allocates (a decode loop calls it
+    //! once with its longest context). Throws `invalid_argument_error` on a negative argument.
+    void reserve(index_t rows, index_t row_tokens, index_t group_size, index_t head_dim) {
+        detail::require(rows >= 0, "rows", rows, "[0, inf)");
+        detail::require(row_tokens >= 0, "row_tokens", row_tokens, "[0, inf)");
+        detail::require(group_size >= 0, "group_size", group_size, "[0, inf)");
+        detail::require(head_dim >= 0, "head_dim", head_dim, "[0, inf)");
+        const auto chunks = static_cast<std::size_t>(rows * std::max<index_t>(1, (row_tokens + chunk_tokens_ - 1) / chunk_tokens_));
+        first_chunk_.reserve(static_cast<std::size_t>(rows) + 1);
+        pending_.reserve(static_cast<std::size_t>(rows));
+        outputs_.reserve(chunks * static_cast<std::size_t>(group_size * head_dim));
+        lses_.reserve(chunks * static_cast<std::size_t>(group_size));
+    }
 
     //! Chunks row `row` of `selection` splits into (1 for a row of at most `chunk_tokens()` tokens,
     //! empty rows included).
@@ -144,7 +159,8 @@ void split_decode_attention(const Selection& selection, const Source& source, co
 //! (any element type; captures written; `shape_error` on a bad head_dim or capture). Deterministic: the
 //! chunks depend on the selection and `chunk_tokens` only, so the result is bit-identical for any pool
 //! size; a row of at most `chunk_tokens` tokens is bit-identical to `decode_attention`'s, a split row
-//! agrees with it to float rounding. Allocates only when `workspace` grows. O(total_tokens * G * d).
+//! agrees with it to float rounding. Allocates only when `workspace` grows (never after a `reserve` that
+//! covers the step). O(total_tokens * G * d).
 template <StorageElement E>
 void decode_attention(const basic_csr_selection<E>& selection, const float* queries, float* output, float* lse,
                       float scale, host_thread_pool& pool, split_attention_workspace& workspace) {
