@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <vector>
 
@@ -40,6 +41,11 @@ inline void reference_attention(const heterocache::csr_selection& s, const float
                 for (index_t c = 0; c < d; ++c) out[static_cast<std::size_t>(qh * d + c)] += w * s.values[slot * d + c];
             }
         }
+}
+
+//! Whether two float vectors hold the same bits (the kernels promise bit-identical results).
+inline bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
+    return a.size() == b.size() && (a.empty() || std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0);
 }
 
 }  // namespace testing_support

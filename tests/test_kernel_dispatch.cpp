@@ -12,8 +12,12 @@
 
 #include <heterocache/attention/half_precision.hpp>
 
+#include "attention_reference.hpp"
+
 namespace hc = heterocache;
 using hc::index_t;
+
+using testing_support::same_bits;
 
 namespace {
 
@@ -61,10 +65,6 @@ struct dispatch_case {
         return r;
     }
 };
-
-bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
-    return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
-}
 
 template <class E>
 void check_copies_agree() {

@@ -21,6 +21,8 @@ namespace hc = heterocache;
 using hc::index_t;
 
 // Every allocation of this test program is counted, so a test can assert that a call made none.
+using testing_support::same_bits;
+
 namespace {
 std::atomic<long> allocations{0};
 }  // namespace
@@ -70,10 +72,6 @@ attention_result split_run(const hc::csr_selection& s, const split_problem& p, i
     attention_result r{std::vector<float>(p.heads() * static_cast<std::size_t>(p.d)), std::vector<float>(p.heads())};
     hc::decode_attention(s, p.queries.data(), r.output.data(), r.lse.data(), 0.125f, pool, workspace);
     return r;
-}
-
-bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
-    return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
 }
 
 // Row lengths around the chunk size 100: empty, shorter, equal, one more, many chunks.
