@@ -27,6 +27,11 @@ struct float_slots {
     }
 };
 
+//! The kernel's view of an fp32 selection's slots.
+inline float_slots slots_of(const csr_selection& selection) noexcept {
+    return {selection.keys, selection.values, selection.head_dim};
+}
+
 inline void check_head_dim(index_t head_dim) {
     detail::require<shape_error>(head_dim > 0 && head_dim <= max_head_dim, "head_dim", head_dim, "[1, 256]");
 }
@@ -80,7 +85,7 @@ attention_row<Source> selection_row(const Selection& selection, const Source& so
 inline void decode_attention(const csr_selection& selection, const float* queries, float* output, float* lse,
                              float scale) {
     detail::check_selection(selection);
-    const detail::float_slots source{selection.keys, selection.values, selection.head_dim};
+    const detail::float_slots source = detail::slots_of(selection);
     for (index_t row = 0; row < selection.rows; ++row)
         detail::attend_row(detail::selection_row(selection, source, row, queries, output, lse, scale));
 }
@@ -90,7 +95,7 @@ inline void decode_attention(const csr_selection& selection, const float* querie
 inline void decode_attention(const csr_selection& selection, const float* queries, float* output, float* lse,
                              float scale, host_thread_pool& pool) {
     detail::check_selection(selection);
-    const detail::float_slots source{selection.keys, selection.values, selection.head_dim};
+    const detail::float_slots source = detail::slots_of(selection);
     pool.for_each(selection.rows, [&](index_t row) {
         detail::attend_row(detail::selection_row(selection, source, row, queries, output, lse, scale));
     });

@@ -35,6 +35,12 @@ struct half_slots {
     }
 };
 
+//! The kernel's view of a 16-bit selection's slots.
+template <HalfElement E>
+half_slots<E> slots_of(const basic_csr_selection<E>& selection) noexcept {
+    return {selection.keys, selection.values, selection.head_dim};
+}
+
 }  // namespace detail
 
 //! `decode_attention` over 16-bit K/V: the same kernel, each key and value converted to fp32 once as it is
@@ -46,7 +52,7 @@ template <HalfElement E>
 void decode_attention(const basic_csr_selection<E>& selection, const float* queries, float* output, float* lse,
                       float scale, host_thread_pool* pool = nullptr) {
     detail::check_selection(selection);
-    const detail::half_slots<E> source{selection.keys, selection.values, selection.head_dim};
+    const detail::half_slots<E> source = detail::slots_of(selection);
     const auto attend = [&](index_t row) {
         detail::attend_row(detail::selection_row(selection, source, row, queries, output, lse, scale));
     };

@@ -98,22 +98,20 @@ private:
 
 namespace detail {
 
-//! Chunk `chunk` of row `row`: its tokens, queries and share of the row's capture; the output and
-//! log-sum-exp go to `output`, `lse` (`group_size * head_dim` and `group_size` floats).
-template <class Selection, class Source>
-attention_row<Source> chunk_row(const Selection& selection, const Source& source, index_t row, index_t chunk,
-                                index_t chunk_tokens, const float* queries, float* output, float* lse, float scale) noexcept {
-    attention_row<Source> r = selection_row(selection, source, row, queries, output, lse, scale);
-    r.output = output;
-    r.lse = lse;
-    const index_t begin = chunk * chunk_tokens;
-    r.slots += begin;
-    r.tokens = std::min(chunk_tokens, r.tokens - begin);
-    if (r.scores != nullptr) {  // the capture's columns [begin, begin + tokens), rows still `score_tokens` apart
-        r.score_tokens = std::max<index_t>(0, std::min(r.tokens, r.score_tokens - begin));
-        r.scores += begin;
+//! The tokens `[begin, begin + chunk_tokens)` of a whole row (and its capture's columns there, rows still
+//! `score_stride` apart), attended into `output`, `lse` (`group_size * head_dim` and `group_size` floats).
+template <class Source>
+attention_row<Source> chunk_of(attention_row<Source> row, index_t begin, index_t chunk_tokens, float* output,
+                               float* lse) noexcept {
+    row.slots += begin;
+    row.tokens = std::min(chunk_tokens, row.tokens - begin);
+    row.output = output;
+    row.lse = lse;
+    if (row.scores != nullptr) {
+        row.score_tokens = std::max<index_t>(0, std::min(row.tokens, row.score_tokens - begin));
+        row.scores += begin;
     }
-    return r;
+    return row;
 }
 
 template <class Selection, class Source>
@@ -126,25 +124,26 @@ void split_decode_attention(const Selection& selection, const Source& source, co
     pool.for_each(first.back(), [&](index_t chunk) {
         const auto after = std::upper_bound(first.begin(), first.end(), chunk);
         const auto row = static_cast<index_t>(after - first.begin()) - 1;
-        if (*after - first[static_cast<std::size_t>(row)] == 1) {  // a whole row: written in place
-            attend_row(selection_row(selection, source, row, queries, output, lse, scale));
+        const index_t begin = first[static_cast<std::size_t>(row)], end = *after;
+        const attention_row<Source> whole = selection_row(selection, source, row, queries, output, lse, scale);
+        if (end - begin == 1) {  // a whole row: written in place
+            attend_row(whole);
             return;
         }
-        attend_row(chunk_row(selection, source, row, chunk - first[static_cast<std::size_t>(row)],
-                             workspace.chunk_tokens(), queries, workspace.outputs() + chunk * group * d,
-                             workspace.lses() + chunk * group, scale));
+        const index_t c = workspace.chunk_tokens();
+        attend_row(chunk_of(whole, (chunk - begin) * c, c, workspace.outputs() + chunk * group * d,
+                            workspace.lses() + chunk * group));
         // The thread that finishes a row's last chunk merges the row's chunks, in chunk order
         // (merge_attention_states: exact, in double), so the result does not depend on which thread it is.
         if (!workspace.finish_chunk(row)) return;
-        const index_t begin = first[static_cast<std::size_t>(row)], end = *after;
         for (index_t g = 0; g < group; ++g) {
             const index_t head = row * group + g;
             float* out = output + head * d;
             float merged = workspace.lses()[begin * group + g];
             std::copy_n(workspace.outputs() + (begin * group + g) * d, d, out);
-            for (index_t c = begin + 1; c < end; ++c)
-                merge_attention_states(out, merged, workspace.outputs() + (c * group + g) * d, workspace.lses()[c * group + g],
-                                       d, out, merged);
+            for (index_t next = begin + 1; next < end; ++next)
+                merge_attention_states(out, merged, workspace.outputs() + (next * group + g) * d,
+                                       workspace.lses()[next * group + g], d, out, merged);
             lse[head] = merged;
         }
     });
@@ -164,12 +163,7 @@ void split_decode_attention(const Selection& selection, const Source& source, co
 template <StorageElement E>
 void decode_attention(const basic_csr_selection<E>& selection, const float* queries, float* output, float* lse,
                       float scale, host_thread_pool& pool, split_attention_workspace& workspace) {
-    if constexpr (std::same_as<E, float>)
-        detail::split_decode_attention(selection, detail::float_slots{selection.keys, selection.values, selection.head_dim},
-                                       queries, output, lse, scale, pool, workspace);
-    else
-        detail::split_decode_attention(selection, detail::half_slots<E>{selection.keys, selection.values, selection.head_dim},
-                                       queries, output, lse, scale, pool, workspace);
+    detail::split_decode_attention(selection, detail::slots_of(selection), queries, output, lse, scale, pool, workspace);
 }
 
 }  // namespace v1

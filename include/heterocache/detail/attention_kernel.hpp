@@ -56,7 +56,7 @@ struct attention_row {
     float scale;
     float* scores = nullptr;   //!< null, or the scaled scores of the first `score_tokens` tokens: `[g][token]`
     index_t score_tokens = 0;
-    index_t score_stride = 0;  //!< floats between two heads' scores; 0: `score_tokens`
+    index_t score_stride = 0;  //!< floats between two heads' scores (`score_tokens` for a whole row's capture)
 };
 
 //! `sum += x` with the running compensation `carry` (Kahan).
@@ -103,9 +103,8 @@ HETEROCACHE_ALWAYS_INLINE void attend_heads_body(const attention_row<Source>& ro
         }
         if (row.scores != nullptr && begin < row.score_tokens) {  // a capture: the scores before the softmax
             const index_t kept = std::min(n, row.score_tokens - begin);
-            const index_t stride = row.score_stride != 0 ? row.score_stride : row.score_tokens;
             for (index_t g = 0; g < heads; ++g)
-                std::copy_n(st.weights[g], kept, row.scores + (first_head + g) * stride + begin);
+                std::copy_n(st.weights[g], kept, row.scores + (first_head + g) * row.score_stride + begin);
         }
         for (index_t g = 0; g < heads; ++g) {
             float* w = st.weights[g];
