@@ -1,7 +1,8 @@
 // The host attention kernel's two instruction-set copies (detail/isa_dispatch.hpp): the AVX2 copy chosen at
 // run time gives bit-identical outputs, log-sum-exps and captured scores to the baseline copy, for fp32 and
 // 16-bit K/V, over head dimensions with and without a vector tail, groups larger than a head tile, and row
-// lengths around the block size. The public entry points run the copy `selected_kernel_isa()` names.
+// lengths around the block size. The copies compiled for head dimensions 64 and 128 equal the copy that reads
+// the dimension at run time. The public entry points run the copy `selected_kernel_isa()` names.
 #include <doctest/doctest.h>
 
 #include <cmath>
@@ -48,7 +49,8 @@ struct dispatch_case {
         std::vector<float> output, lse, scores;
     };
 
-    [[nodiscard]] result run(hc::detail::kernel_isa isa) const {
+    //! `head_dim_at_run_time`: the kernel copy that reads the head dimension at run time, even for 64 and 128.
+    [[nodiscard]] result run(hc::detail::kernel_isa isa, bool head_dim_at_run_time = false) const {
         result r{std::vector<float>(static_cast<std::size_t>(group * d)), std::vector<float>(static_cast<std::size_t>(group)),
                  std::vector<float>(static_cast<std::size_t>(group * length))};
         const auto attend = [&](const auto& source) {
@@ -56,7 +58,10 @@ struct dispatch_case {
                                                 d,        queries.data(), r.output.data(), r.lse.data(),
                                                 0.125f,   r.scores.data(), length,
                                                 length};
-            hc::detail::attend_row(row, isa);
+            if (head_dim_at_run_time)
+                hc::detail::attend_row_for_head_dim<0>(row, isa);
+            else
+                hc::detail::attend_row(row, isa);
         };
         if constexpr (std::same_as<E, float>)
             attend(hc::detail::float_slots{keys.data(), values.data(), d});
@@ -88,7 +93,33 @@ void check_copies_agree() {
             }
 }
 
+template <class E>
+void check_fixed_head_dims_agree() {
+    std::uint64_t seed = 101;
+    for (const hc::detail::kernel_isa isa : {hc::detail::kernel_isa::baseline, hc::detail::kernel_isa::avx2})
+        for (const index_t d : {64, 128})
+            for (const index_t group : {1, 4, 9})
+                for (const index_t length : {1, 64, 70, 500}) {
+                    CAPTURE(d);
+                    CAPTURE(group);
+                    CAPTURE(length);
+                    const dispatch_case<E> c(group, d, length, ++seed);
+                    const auto fixed = c.run(isa);
+                    const auto run_time = c.run(isa, true);
+                    CHECK(same_bits(fixed.output, run_time.output));
+                    CHECK(same_bits(fixed.lse, run_time.lse));
+                    CHECK(same_bits(fixed.scores, run_time.scores));
+                    CHECK(std::isfinite(fixed.lse[0]));
+                }
+}
+
 }  // namespace
+
+TEST_CASE("the kernel compiled for head dimensions 64 and 128 equals the copy that reads it at run time") {
+    SUBCASE("fp32") { check_fixed_head_dims_agree<float>(); }
+    SUBCASE("fp16") { check_fixed_head_dims_agree<hc::fp16_t>(); }
+    SUBCASE("bf16") { check_fixed_head_dims_agree<hc::bf16_t>(); }
+}
 
 TEST_CASE("the AVX2 copy of the attention kernel is bit-identical to the baseline copy") {
     if (!hc::detail::processor_has_avx2()) {
