@@ -3,6 +3,7 @@
 //! The paper's drift monitor: pivots compare their top-B set with a reference every `interval` steps.
 
 #include <algorithm>
+#include <cstdint>
 #include <vector>
 
 #include "heterocache/algorithm/median.hpp"
@@ -17,7 +18,10 @@ inline namespace v1 {
 //! measures the overlap of its top-B set with the reference; every `interval` steps, when the median of the
 //! last `interval` overlaps falls below the profile's `tau_stable`, the reference becomes the latest top-B
 //! set and every satellite of the pivot is refreshed from the latest ranking. (The same decisions as
-//! scoring the `interval` queries together at the check, spread evenly over the steps.)
+//! scoring the `interval` queries together at the check, spread over the steps.) A pivot skips the ranking
+//! once its check is decided: after `interval / 2 + 1` overlaps on one side of `tau_stable` the median is
+//! on that side too. Over an interval of 5, a pivot that stays stable ranks at 3 steps and one that drifts
+//! at 4 (the last step's ranking feeds the refresh); mixed overlaps take all 5.
 //! The scores come from the attention kernel when it captured them (`monitor_context::captured_scores`);
 //! then a step costs O(G * T) per pivot (a softmax, the pool and a radix top-k). Otherwise the monitor
 //! computes them from the pivot's cold keys, O(G * T * d). The state is planned once.
@@ -62,20 +66,26 @@ public:
 
     void observe(const monitor_context& context, drift_handler on_drift) {
         const index_t phase = steps_[stream(context.layer, context.sequence)]++ % interval_;
+        const bool last = phase == interval_ - 1;
         const index_t t = context.prompt_tokens;
         const index_t b = std::min(context.base_length, t);
         const index_t group = shape_.group_size();
+        const double tau = context.profile->tau_stable;
         const std::span<float> ranking(ranking_.data(), static_cast<std::size_t>(t));
         const std::span<index_t> latest(latest_.data(), static_cast<std::size_t>(b));
         for (index_t head = 0; head < shape_.kv_heads; ++head) {
             if (context.profile->at(context.layer, head).role != head_role::pivot) continue;
             const std::size_t h = head_slot(context.layer, context.sequence, head);
-            pooled_attention_row_from_scores(scores_of(context, head), group, ranking, scratch_);
-            top_k_positions(ranking, latest, index_scratch_);
             const std::span<double> overlaps(overlaps_.data() + h * static_cast<std::size_t>(interval_),
                                              static_cast<std::size_t>(interval_));
+            const check_outcome known = outcome_so_far(overlaps.first(static_cast<std::size_t>(phase)), tau);
+            // Rank only while this step can change the check, or at a drifting check (for its latest ranking).
+            if (known == check_outcome::stable || (known == check_outcome::drifted && !last)) continue;
+            pooled_attention_row_from_scores(scores_of(context, head), group, ranking, scratch_);
+            top_k_positions(ranking, latest, index_scratch_);
+            ++rankings_;
             overlaps[static_cast<std::size_t>(phase)] = overlap_coefficient(latest, reference(h));
-            if (phase != interval_ - 1 || median_in_place(overlaps) >= context.profile->tau_stable) continue;
+            if (!last || (known == check_outcome::undecided && median_in_place(overlaps) >= tau)) continue;
             store_reference(h, latest);
             for (index_t satellite = 0; satellite < shape_.kv_heads; ++satellite) {
                 const head_info& info = context.profile->at(context.layer, satellite);
@@ -84,9 +94,28 @@ public:
         }
     }
 
+    //! Pivot rankings computed so far (pooled row and top-k): at most one per pivot and step, fewer where
+    //! the check was already decided.
+    [[nodiscard]] std::uint64_t rankings() const noexcept { return rankings_; }
+
     [[nodiscard]] index_t interval() const noexcept { return interval_; }
 
 private:
+    enum class check_outcome { undecided, stable, drifted };
+
+    //! What the check at the end of the interval decides, known from the overlaps of its first steps
+    //! `earlier`: the median of the interval's `n` overlaps is at least `tau` once `n / 2 + 1` of them are
+    //! (both middle values then are), and below it once `n / 2 + 1` are below. A decided outcome stays
+    //! decided whatever the later entries hold (both sides cannot reach `n / 2 + 1`), so the entries of the
+    //! steps it skipped are never read.
+    [[nodiscard]] check_outcome outcome_so_far(std::span<const double> earlier, double tau) const noexcept {
+        const auto above = static_cast<index_t>(std::count_if(earlier.begin(), earlier.end(), [&](double o) { return o >= tau; }));
+        const index_t needed = interval_ / 2 + 1;
+        if (above >= needed) return check_outcome::stable;
+        if (static_cast<index_t>(earlier.size()) - above >= needed) return check_outcome::drifted;
+        return check_outcome::undecided;
+    }
+
     //! This step's scores of a pivot's group over its prompt: the kernel's capture, or computed here.
     [[nodiscard]] std::span<const float> scores_of(const monitor_context& context, index_t head) {
         const auto count = static_cast<std::size_t>(shape_.group_size() * context.prompt_tokens);
@@ -118,6 +147,7 @@ private:
     std::vector<double> overlaps_;
     std::vector<float> scores_, ranking_, scratch_;
     std::vector<index_t> index_scratch_, latest_;
+    std::uint64_t rankings_ = 0;
 };
 static_assert(DriftMonitor<pivot_overlap_monitor>);
 
