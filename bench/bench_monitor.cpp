@@ -1,7 +1,9 @@
 // What drift monitoring adds to a decode step. One layer, batch 1, as HeteroCache holds it: row 0 is a
 // pivot (it keeps its whole prompt of T tokens), the other rows keep r of theirs. Per step the pivot ranks
-// its prompt by this step's attention (pooled row, radix top-k, overlap with its reference) and every
-// `interval` = 5 steps takes the median; the cost is the same at every step, so one iteration is one step.
+// its prompt by this step's attention (pooled row, radix top-k, overlap with its reference) until the check
+// every `interval` = 5 steps is decided: a pivot whose reference is its current top set (`stable`) ranks at
+// 3 steps of 5, one whose reference is elsewhere (`drifting`, refreshing its satellite at every check) at 4.
+// One iteration is one step; the figures average over the interval.
 #include <chrono>
 #include <string>
 #include <vector>
@@ -30,6 +32,14 @@ const char* monitoring_name(monitoring m) {
     return m == monitoring::none ? "none" : m == monitoring::recompute ? "recompute" : "captured";
 }
 
+//! Where the pivot's reference set lies against what the step's query attends.
+enum class pivot_state {
+    drifting,  //!< the first `kept` positions: the random scores rank elsewhere, so every check drifts
+    stable,    //!< the step's own top set: every check is stable
+};
+
+const char* pivot_state_name(pivot_state p) { return p == pivot_state::stable ? "stable" : "drifting"; }
+
 //! The layer's selection (row 0 whole, the others `kept` tokens), a planned monitor, and its profile.
 struct monitored_layer {
     const layer_data& data;
@@ -41,7 +51,7 @@ struct monitored_layer {
     hc::pivot_overlap_monitor monitor;
     std::vector<index_t> reference;
 
-    monitored_layer(const layer_data& layer, double ratio)
+    monitored_layer(const layer_data& layer, double ratio, pivot_state pivot = pivot_state::drifting)
         : data(layer),
           kept(static_cast<index_t>(ratio * static_cast<double>(layer.context))),
           captured(static_cast<std::size_t>(layer.shape.group() * layer.context)),
@@ -63,6 +73,13 @@ struct monitored_layer {
         const model& m = data.shape;
         monitor.plan({{1, m.kv_heads, m.query_heads, m.head_dim}, 1, data.context});
         for (index_t i = 0; i < kept; ++i) reference[static_cast<std::size_t>(i)] = i;
+        if (pivot == pivot_state::stable) {  // the query is the same at every step: so is its top set
+            attend(true);
+            std::vector<float> row(static_cast<std::size_t>(data.context)), scratch(2 * row.size());
+            std::vector<index_t> index_scratch(row.size());
+            hc::pooled_attention_row_from_scores(captured, m.group(), row, scratch);
+            hc::top_k_positions(row, reference, index_scratch);
+        }
         monitor.set_reference(0, 0, 0, reference);
     }
 
@@ -115,8 +132,8 @@ void monitored_step(benchmark::State& state, model shape, index_t context, doubl
 // The same two steps alternated in one loop, timed apart: the sparse step alone, then the step with the
 // kernel capturing and the monitor reading the pivot's scores. `overhead` = monitored / plain - 1 over the
 // run, robust to the machine's speed drifting between benchmarks.
-void monitor_overhead(benchmark::State& state, model shape, index_t context, double ratio) {
-    monitored_layer step(bench::layer(shape, context), ratio);
+void monitor_overhead(benchmark::State& state, model shape, index_t context, double ratio, pivot_state pivot) {
+    monitored_layer step(bench::layer(shape, context), ratio, pivot);
     using clock = std::chrono::steady_clock;
     clock::duration plain{}, monitored{};
     for (auto _ : state) {
@@ -131,12 +148,13 @@ void monitor_overhead(benchmark::State& state, model shape, index_t context, dou
         monitored += clock::now() - middle;
     }
     state.counters["overhead"] = std::chrono::duration<double>(monitored) / std::chrono::duration<double>(plain) - 1.0;
+    state.counters["rankings"] = static_cast<double>(step.monitor.rankings());
 }
 
 // The monitor's own work per step once the kernel captured the scores: the pooled row (softmax of G
 // rows, group maximum, pool), the radix top-k and the overlap.
-void pivot_rank(benchmark::State& state, model shape, index_t context, double ratio) {
-    monitored_layer step(bench::layer(shape, context), ratio);
+void pivot_rank(benchmark::State& state, model shape, index_t context, double ratio, pivot_state pivot) {
+    monitored_layer step(bench::layer(shape, context), ratio, pivot);
     step.attend(true);
     for (auto _ : state) benchmark::DoNotOptimize(step.observe(true));
     state.SetItemsProcessed(state.iterations() * context);  // prompt positions ranked
@@ -170,14 +188,17 @@ void register_monitor() {
                                                  monitored_step, shape, context, ratio, how)
                         ->UseRealTime()
                         ->Unit(benchmark::kMicrosecond);
-                benchmark::RegisterBenchmark(name({"monitor_overhead", shape.name, tokens, kept}).c_str(), monitor_overhead,
-                                             shape, context, ratio)
-                    ->UseRealTime()
-                    ->Unit(benchmark::kMicrosecond);
-                benchmark::RegisterBenchmark(name({"pivot_rank", shape.name, tokens, kept}).c_str(), pivot_rank, shape,
-                                             context, ratio)
-                    ->UseRealTime()
-                    ->Unit(benchmark::kMicrosecond);
+                for (const pivot_state pivot : {pivot_state::drifting, pivot_state::stable}) {
+                    const std::string state_name = pivot_state_name(pivot);
+                    benchmark::RegisterBenchmark(name({"monitor_overhead", shape.name, tokens, kept, state_name}).c_str(),
+                                                 monitor_overhead, shape, context, ratio, pivot)
+                        ->UseRealTime()
+                        ->Unit(benchmark::kMicrosecond);
+                    benchmark::RegisterBenchmark(name({"pivot_rank", shape.name, tokens, kept, state_name}).c_str(),
+                                                 pivot_rank, shape, context, ratio, pivot)
+                        ->UseRealTime()
+                        ->Unit(benchmark::kMicrosecond);
+                }
                 benchmark::RegisterBenchmark(name({"top_k", shape.name, tokens, kept}).c_str(), top_k, shape, context, ratio)
                     ->UseRealTime()
                     ->Unit(benchmark::kMicrosecond);

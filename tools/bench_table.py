@@ -18,6 +18,7 @@ from collections import defaultdict
 MODELS = ["SmolLM2-135M", "Llama-3.1-8B"]
 CONTEXTS = ["8K", "32K", "128K"]
 RATIOS = ["r0.50", "r0.25", "r0.10"]
+PIVOT_STATES = ("drifting", "stable")
 
 
 def load(path):
@@ -99,8 +100,9 @@ def attention_tables(rows):
 
 def monitor_tables(rows):
     out = ["| model | context | kept | step ms (no monitor) | recompute | captured | overhead recompute | "
-           "overhead captured | overhead, alternated | pivot_rank ms | pivot_rank / step | top_k ms |",
-           "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+           "overhead captured | overhead, alternated: drifting | stable | pivot_rank ms: drifting | stable | "
+           "pivot_rank / step | top_k ms |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for m in MODELS:
         for c in CONTEXTS:
             for r in RATIOS:
@@ -109,13 +111,16 @@ def monitor_tables(rows):
                     continue
                 rec = ms(rows, f"monitored_step/{m}/{c}/{r}/recompute")
                 cap = ms(rows, f"monitored_step/{m}/{c}/{r}/captured")
-                rank = ms(rows, f"pivot_rank/{m}/{c}/{r}")
+                rank = {p: ms(rows, f"pivot_rank/{m}/{c}/{r}/{p}") for p in PIVOT_STATES}
                 top = ms(rows, f"top_k/{m}/{c}/{r}")
-                alternated = rows.get(f"monitor_overhead/{m}/{c}/{r}", (None, None, None))[2]
+                alternated = {p: rows.get(f"monitor_overhead/{m}/{c}/{r}/{p}", (None, None, None))[2] for p in PIVOT_STATES}
                 pct = lambda x: f"{100 * (x / none - 1):+.0f}%" if x else ""
+                share = lambda x: "" if x is None else f"{100 * x:+.0f}%"
+                drifting = rank["drifting"]
                 out.append(f"| {m} | {c} | {r} | {fmt(none)} | {fmt(rec)} | {fmt(cap)} | {pct(rec)} | {pct(cap)} | "
-                           f"{'' if alternated is None else f'{100 * alternated:+.0f}%'} | "
-                           f"{fmt(rank, 3)} | {fmt(100 * rank / none if rank else None, 1)}% | {fmt(top, 3)} |")
+                           f"{share(alternated['drifting'])} | {share(alternated['stable'])} | "
+                           f"{fmt(drifting, 3)} | {fmt(rank['stable'], 3)} | "
+                           f"{fmt(100 * drifting / none if drifting else None, 1)}% | {fmt(top, 3)} |")
     gather = [(n, v) for n, v in rows.items() if n.startswith("gather/")]
     if gather:
         out += ["", "| gather | ms | GB/s |", "|---|---|---|"]
