@@ -1,8 +1,11 @@
 // Decode-step attention of one layer, batch 1: full attention (a CSR selection of every token) against
 // selections keeping r of every row, on one thread and on two; on two threads also with long rows split
-// into chunks (`attention_split`: every thread busy although a layer has only Hkv rows).
+// into chunks (`attention_split`: every thread busy although a layer has only Hkv rows). And the full step
+// alternated with a plain read of the same K/V bytes (`attention_vs_read`).
+#include <chrono>
 #include <memory>
 #include <string>
+#include <tuple>
 
 #include <benchmark/benchmark.h>
 
@@ -15,16 +18,29 @@
 namespace bench {
 namespace {
 
-void attention(benchmark::State& state, model shape, index_t context, double ratio, index_t threads, bool split) {
-    const layer_data& data = layer(shape, context);
-    const auto kept = static_cast<index_t>(ratio * static_cast<double>(context));
-    const selection_arrays arrays(data, kept);
-    const heterocache::csr_selection selection = arrays.view(data);
-    std::vector<float> output(data.queries.size()), lse(static_cast<std::size_t>(shape.query_heads));
-    heterocache::host_thread_pool pool(threads);
+//! One layer's step as an engine runs it: on one thread, rows over the pool, or rows split over the pool.
+struct attention_step {
+    const layer_data& data;
+    selection_arrays arrays;
+    heterocache::csr_selection selection;
+    std::vector<float> output, lse;
+    heterocache::host_thread_pool pool;
     heterocache::split_attention_workspace workspace;
-    const float scale = 0.125f;
-    for (auto _ : state) {
+    index_t threads;
+    bool split;
+
+    attention_step(const layer_data& layer, double ratio, index_t threads_, bool split_)
+        : data(layer),
+          arrays(layer, static_cast<index_t>(ratio * static_cast<double>(layer.context))),
+          selection(arrays.view(layer)),
+          output(layer.queries.size()),
+          lse(static_cast<std::size_t>(layer.shape.query_heads)),
+          pool(threads_),
+          threads(threads_),
+          split(split_) {}
+
+    void run() {
+        const float scale = 0.125f;
         if (split)
             heterocache::decode_attention(selection, data.queries.data(), output.data(), lse.data(), scale, pool, workspace);
         else if (threads == 1)
@@ -34,10 +50,53 @@ void attention(benchmark::State& state, model shape, index_t context, double rat
         benchmark::DoNotOptimize(output.data());
         benchmark::ClobberMemory();
     }
+};
+
+void attention(benchmark::State& state, model shape, index_t context, double ratio, index_t threads, bool split) {
+    attention_step step(layer(shape, context), ratio, threads, split);
+    for (auto _ : state) step.run();
+    const heterocache::csr_selection& selection = step.selection;
     const index_t tokens = selection.total_tokens();
     state.SetItemsProcessed(state.iterations() * tokens);  // tokens attended (each by the G heads of its row)
     state.SetBytesProcessed(state.iterations() * tokens * 2 * shape.head_dim * static_cast<index_t>(sizeof(float)));
     state.counters["tokens"] = static_cast<double>(tokens);
+}
+
+// The full step and a plain read (a sum, as `memory/read`) of the same K and V arrays on the same threads,
+// alternated in one loop and timed apart. Counter `of_read` = read time / step time: the step's K/V read
+// rate over the memory-read rate measured beside it, robust to the machine's speed drifting between
+// benchmarks (the layer is far larger than the caches, so neither finds the other's data cached).
+void attention_vs_read(benchmark::State& state, model shape, index_t context, index_t threads, bool split) {
+    attention_step step(layer(shape, context), 1.0, threads, split);
+    const layer_data& data = step.data;
+    const auto part = static_cast<index_t>(data.keys.size()) / threads;  // the last thread reads the rest
+    std::vector<float> partial(static_cast<std::size_t>(threads));
+    const auto read = [&](index_t t) {
+        const index_t length = t == threads - 1 ? static_cast<index_t>(data.keys.size()) - t * part : part;
+        partial[static_cast<std::size_t>(t)] = heterocache::detail::sum(data.keys.data() + t * part, length) +
+                                               heterocache::detail::sum(data.values.data() + t * part, length);
+    };
+    using clock = std::chrono::steady_clock;
+    clock::duration attending{}, reading{};
+    for (auto _ : state) {
+        const auto start = clock::now();
+        step.run();
+        const auto middle = clock::now();
+        step.pool.for_each(threads, read);
+        benchmark::DoNotOptimize(partial.data());
+        benchmark::ClobberMemory();
+        attending += middle - start;
+        reading += clock::now() - middle;
+    }
+    const double bytes = static_cast<double>(state.iterations()) * 2.0 * static_cast<double>(data.keys.size() * sizeof(float));
+    const double step_seconds = std::chrono::duration<double>(attending).count();
+    const double read_seconds = std::chrono::duration<double>(reading).count();
+    state.counters["of_read"] = read_seconds / step_seconds;
+    state.counters["step_GBps"] = bytes / step_seconds / 1e9;
+    state.counters["read_GBps"] = bytes / read_seconds / 1e9;
+    // Both passes read the K/V bytes: the rates of the whole loop.
+    state.SetBytesProcessed(state.iterations() * 4 * static_cast<index_t>(data.keys.size() * sizeof(float)));
+    state.SetItemsProcessed(state.iterations() * step.selection.total_tokens());
 }
 
 // The same step over 16-bit K/V (converted once here, outside the timing): half the bytes read.
@@ -95,6 +154,15 @@ void register_attention() {
                 const std::string id =
                     name({"attention_split", shape.name, context_name(context), ratio_name(ratio), threads_name(2)});
                 benchmark::RegisterBenchmark(id.c_str(), attention, shape, context, ratio, 2, true)
+                    ->UseRealTime()
+                    ->Unit(benchmark::kMicrosecond);
+            }
+    for (const model& shape : models)
+        for (const index_t context : contexts)
+            for (const auto& [threads, split, how] : {std::tuple{index_t{1}, false, "threads:1"},
+                                                      std::tuple{index_t{2}, true, "threads:2/split"}}) {
+                const std::string id = name({"attention_vs_read", shape.name, context_name(context), how});
+                benchmark::RegisterBenchmark(id.c_str(), attention_vs_read, shape, context, threads, split)
                     ->UseRealTime()
                     ->Unit(benchmark::kMicrosecond);
             }

@@ -4,7 +4,7 @@
 usage: tools/bench_table.py RUN.json [RUN.json ...]
 
 Run the benchmarks with repetitions and JSON output, for example
-  build/bench/heterocache-bench --benchmark_filter='^(memory/|attention(_fp16|_bf16|_split)?/.*/(8K|32K|128K)/)' \\
+  build/bench/heterocache-bench --benchmark_filter='^(memory/|attention(_fp16|_bf16|_split|_vs_read)?/.*/(8K|32K|128K)/)' \\
       --benchmark_repetitions=5 --benchmark_report_aggregates_only=true \\
       --benchmark_out=attention.json --benchmark_out_format=json
 and pass every file: medians of the repetitions are used (single runs when there are no aggregates).
@@ -22,8 +22,8 @@ PIVOT_STATES = ("drifting", "stable")
 
 
 def load(path):
-    """{benchmark run name: (real time in us, bytes per second, overhead counter)} of one file, medians
-    when present."""
+    """{benchmark run name: (real time in us, bytes per second, overhead counter, every field)} of one file,
+    medians when present."""
     with open(path) as f:
         data = json.load(f)
     rows = {}
@@ -31,7 +31,7 @@ def load(path):
     for b in data["benchmarks"]:
         name = b["run_name"].removesuffix("/real_time")
         unit = {"ns": 1e-3, "us": 1.0, "ms": 1e3, "s": 1e6}[b.get("time_unit", "ns")]
-        value = (b["real_time"] * unit, b.get("bytes_per_second"), b.get("overhead"))
+        value = (b["real_time"] * unit, b.get("bytes_per_second"), b.get("overhead"), b)
         if b.get("run_type") == "aggregate":
             if b.get("aggregate_name") == "median":
                 medians[name] = value
@@ -64,9 +64,10 @@ def attention_tables(rows):
     if read[1]:
         out.append(f"Bandwidth ceiling (same run): memory read {fmt(read[1], 1)} GB/s (1 thread), "
                    f"{fmt(read[2], 1)} GB/s (2 threads); memcpy {fmt(copy, 1)} GB/s.\n")
-    out.append("| model | context | threads | full ms | r0.5 | r0.25 | r0.1 | full GB/s | full / read | "
-               "speedup / (N/resident) r0.5, r0.25, r0.1 | bf16 full | fp16 full |")
-    out.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    if any(n.startswith("attention/") for n in rows):
+        out.append("| model | context | threads | full ms | r0.5 | r0.25 | r0.1 | full GB/s | full / read | "
+                   "speedup / (N/resident) r0.5, r0.25, r0.1 | bf16 full | fp16 full |")
+        out.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for m in MODELS:
         for c in CONTEXTS:
             for t in (1, 2):
@@ -95,6 +96,18 @@ def attention_tables(rows):
             out.append(f"| {m} | {c} | {fmt(ms(rows, f'attention/{m}/{c}/full/threads:2'))} | {fmt(full)} | {fmt(bw)} | "
                        f"{fmt(bw / read[2] if bw and read[2] else None)} | {fmt(quarter)} | "
                        f"{fmt(full / quarter * 0.25 if quarter else None)} |")
+    alternated = [(m, c, how) for m in MODELS for c in CONTEXTS for how in ("threads:1", "threads:2/split")
+                  if f"attention_vs_read/{m}/{c}/{how}" in rows]
+    if alternated:
+        out += ["", "Full attention and a plain read of the same K/V bytes on the same threads, alternated in one "
+                "loop (`attention_vs_read`):", "",
+                "| model | context | threads | step GB/s | read GB/s | step / read |",
+                "|---|---|---|---|---|---|"]
+        for m, c, how in alternated:
+            counters = rows[f"attention_vs_read/{m}/{c}/{how}"][3]
+            out.append(f"| {m} | {c} | {how.removeprefix('threads:').replace('/', ', ')} | "
+                       f"{fmt(counters.get('step_GBps'))} | {fmt(counters.get('read_GBps'))} | "
+                       f"{fmt(counters.get('of_read'))} |")
     return out
 
 
