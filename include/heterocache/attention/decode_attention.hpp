@@ -22,7 +22,7 @@ struct float_slots {
     index_t head_dim;
     [[nodiscard]] const float* key(index_t slot, float*) const noexcept { return keys + slot * head_dim; }
     [[nodiscard]] const float* value(index_t slot, float*) const noexcept { return values + slot * head_dim; }
-    void prefetch(index_t slot, bool value) const noexcept {
+    HETEROCACHE_ALWAYS_INLINE void prefetch(index_t slot, bool value) const noexcept {
         detail::prefetch((value ? values : keys) + slot * head_dim, static_cast<std::size_t>(head_dim) * sizeof(float));
     }
 };

@@ -26,7 +26,7 @@ struct half_slots {
     index_t head_dim;
     [[nodiscard]] const float* key(index_t slot, float* buffer) const noexcept { return convert(keys, slot, buffer); }
     [[nodiscard]] const float* value(index_t slot, float* buffer) const noexcept { return convert(values, slot, buffer); }
-    void prefetch(index_t slot, bool value) const noexcept {
+    HETEROCACHE_ALWAYS_INLINE void prefetch(index_t slot, bool value) const noexcept {
         detail::prefetch((value ? values : keys) + slot * head_dim, static_cast<std::size_t>(head_dim) * sizeof(E));
     }
     const float* convert(const E* base, index_t slot, float* buffer) const noexcept {
