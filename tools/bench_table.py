@@ -137,7 +137,7 @@ def monitor_tables(rows):
     gather = [(n, v) for n, v in rows.items() if n.startswith("gather/")]
     if gather:
         out += ["", "| gather | ms | GB/s |", "|---|---|---|"]
-        for n, (t, b, _) in sorted(gather):
+        for n, (t, b, *_) in sorted(gather):
             out.append(f"| {n.removeprefix('gather/')} | {fmt(t / 1e3, 3)} | {fmt(b / 1e9 if b else None)} |")
     return out
 
