@@ -45,10 +45,6 @@ inline std::uint32_t monotonic_bits(float score) noexcept {
 //! Widest digit of one radix pass (a histogram of 2^11 counters).
 inline constexpr int radix_digit_bits = 11;
 
-}  // namespace detail
-
-namespace detail {
-
 //! A candidate of the radix selection: its key in the high 32 bits, its position in the low 32.
 inline index_t pack_candidate(std::uint32_t key, index_t position) noexcept {
     return static_cast<index_t>((static_cast<std::uint64_t>(key) << 32) | static_cast<std::uint64_t>(position));
