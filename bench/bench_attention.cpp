@@ -69,12 +69,11 @@ void attention(benchmark::State& state, model shape, index_t context, double rat
 void attention_vs_read(benchmark::State& state, model shape, index_t context, index_t threads, bool split) {
     attention_step step(layer(shape, context), 1.0, threads, split);
     const layer_data& data = step.data;
-    const auto part = static_cast<index_t>(data.keys.size()) / threads;  // the last thread reads the rest
+    const auto floats = static_cast<index_t>(data.keys.size());
     std::vector<float> partial(static_cast<std::size_t>(threads));
     const auto read = [&](index_t t) {
-        const index_t length = t == threads - 1 ? static_cast<index_t>(data.keys.size()) - t * part : part;
-        partial[static_cast<std::size_t>(t)] = heterocache::detail::sum(data.keys.data() + t * part, length) +
-                                               heterocache::detail::sum(data.values.data() + t * part, length);
+        partial[static_cast<std::size_t>(t)] = sum_of_part(data.keys.data(), floats, threads, t) +
+                                               sum_of_part(data.values.data(), floats, threads, t);
     };
     using clock = std::chrono::steady_clock;
     clock::duration attending{}, reading{};

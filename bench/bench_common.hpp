@@ -10,6 +10,7 @@
 #include <vector>
 
 #include <heterocache/attention/csr_selection.hpp>
+#include <heterocache/detail/vector_math.hpp>
 #include <heterocache/types.hpp>
 
 namespace bench {
@@ -55,6 +56,13 @@ inline std::string threads_name(index_t threads) {
     std::string text = "threads:";
     text += std::to_string(threads);
     return text;
+}
+
+// The plain read the attention is measured against: the sum of part `part` of `parts` equal parts of
+// `count` floats (the last part takes the rest), with the same vectorized sum the kernels use.
+inline float sum_of_part(const float* data, index_t count, index_t parts, index_t part) {
+    const index_t size = count / parts;
+    return heterocache::detail::sum(data + part * size, part == parts - 1 ? count - part * size : size);
 }
 
 // Uniform floats in [-1, 1) from a xorshift generator: cheap enough to fill a GiB per case.

@@ -5,7 +5,6 @@
 #include <benchmark/benchmark.h>
 
 #include <heterocache/attention/host_thread_pool.hpp>
-#include <heterocache/detail/vector_math.hpp>
 
 #include "bench_common.hpp"
 
@@ -28,10 +27,9 @@ void memory_read(benchmark::State& state, index_t threads) {
     const std::vector<float>& data = source();
     heterocache::host_thread_pool pool(threads);
     std::vector<float> partial(static_cast<std::size_t>(threads));
-    const index_t part = buffer_floats / threads;
     for (auto _ : state) {
         pool.for_each(threads, [&](index_t t) {
-            partial[static_cast<std::size_t>(t)] = heterocache::detail::sum(data.data() + t * part, part);
+            partial[static_cast<std::size_t>(t)] = sum_of_part(data.data(), buffer_floats, threads, t);
         });
         benchmark::DoNotOptimize(partial.data());
     }

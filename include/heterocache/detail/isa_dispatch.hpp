@@ -16,7 +16,7 @@
 #if defined(__GNUC__) || defined(__clang__)
 #define HETEROCACHE_ALWAYS_INLINE [[gnu::always_inline]] inline
 #else
-#define HETEROCACHE_ALWAYS_INLINE [[gnu::always_inline]] inline
+#define HETEROCACHE_ALWAYS_INLINE inline
 #endif
 
 #if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__)) && !defined(__AVX2__) && \
