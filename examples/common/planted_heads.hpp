@@ -7,10 +7,14 @@
 
 #include <cmath>
 #include <cstdint>
+#include <algorithm>
 #include <random>
 #include <vector>
 
-#include <heterocache/layout/strided_kv_layout.hpp>
+#include <heterocache/algorithm/pooled_attention.hpp>
+#include <heterocache/attention/paged_selection.hpp>
+#include <heterocache/kv_cache.hpp>
+#include <heterocache/tensor/kv_tensor.hpp>
 #include <heterocache/types.hpp>
 
 namespace planted {
@@ -79,9 +83,9 @@ public:
     }
 
     [[nodiscard]] const scenario& spec() const noexcept { return s_; }
-    //! Layout of the engine-side K/V tensors.
-    [[nodiscard]] heterocache::strided_kv_layout layout() const {
-        return heterocache::make_head_major_layout(keys_.data(), values_.data(), s_.sequences, s_.shape.kv_heads, tokens_,
+    //! The engine-side K/V tensors, `[layer][seq][head][token][d]`.
+    [[nodiscard]] heterocache::strided_kv_tensor<float> tensor() const {
+        return heterocache::make_head_major_tensor(keys_.data(), values_.data(), s_.sequences, s_.shape.kv_heads, tokens_,
                                                    s_.shape.head_dim);
     }
     //! Observation-window queries of (layer, seq) in the form `kv_cache::prefill` takes.
@@ -93,6 +97,11 @@ public:
     [[nodiscard]] const float* decode_query(index_t step, index_t layer, index_t seq, index_t q_head) const {
         const auto& sh = s_.shape;
         return decode_.data() + (((step * sh.layers + layer) * s_.sequences + seq) * sh.query_heads + q_head) * sh.head_dim;
+    }
+    //! Decode queries of every sequence at (step, layer), in the form `kv_cache::end_layer` takes.
+    [[nodiscard]] heterocache::decode_queries queries(index_t step, index_t layer) const {
+        const auto& sh = s_.shape;
+        return {decode_query(step, layer, 0, 0), sh.query_heads * sh.head_dim, sh.head_dim};
     }
     [[nodiscard]] const head_plan& plan(index_t layer, index_t head) const {
         return s_.heads[static_cast<std::size_t>(layer * s_.shape.kv_heads + head)];
@@ -136,7 +145,7 @@ private:
                 const float* u = direction(layer, seq, head, epoch);
                 const index_t* target = targets(layer, seq, head, epoch);
                 for (index_t i = 0; i < s_.targets; ++i) {
-                    float* k = const_cast<float*>(layout().key(layer, seq, head, target[i]));
+                    float* k = const_cast<float*>(tensor().key(layer, seq, head, target[i]));
                     for (index_t c = 0; c < d; ++c) k[c] += static_cast<float>(s_.boost) * u[c];
                 }
             }
@@ -163,23 +172,27 @@ private:
     std::vector<index_t> targets_;
 };
 
-//! Runs `cache` through the scenario the way an engine would: prefill every (layer, sequence), then per
-//! decode step and layer: append the new token, take the selection, call `attend(step, layer, selection,
-//! queries)` (queries `[seq][query_head][d]`), observe the queries (with `observe_extra` as the last
-//! arguments of `observe`, e.g. `score_source::captured` when `attend` runs `decode_attention`).
-template <class Cache, class Attend, class... ObserveExtra>
-void drive(Cache& cache, const model& m, Attend&& attend, const ObserveExtra&... observe_extra) {
+//! Runs `cache` through the scenario the way an engine would: begin every sequence, prefill every (layer,
+//! sequence), then per decode step and layer: `begin_layer` with every sequence's new token, `attend(step,
+//! layer, selection, queries)` (queries `[seq][query_head][d]`), `end_layer` with the queries (`scores`:
+//! `score_source::captured` when `attend` runs `decode_attention`, which captures what the monitor reads).
+template <class Cache, class Attend>
+void drive(Cache& cache, const model& m, Attend&& attend,
+           heterocache::score_source scores = heterocache::score_source::recompute) {
     const auto& s = m.spec();
-    const auto layout = m.layout();
+    const auto kv = m.tensor();
+    for (index_t seq = 0; seq < s.sequences; ++seq) cache.begin_sequence(seq, s.prompt_tokens);
     for (index_t layer = 0; layer < s.shape.layers; ++layer)
-        for (index_t seq = 0; seq < s.sequences; ++seq) cache.prefill(layer, seq, layout, s.prompt_tokens, m.window(layer, seq));
-    for (index_t step = 0; step < s.steps; ++step)
+        for (index_t seq = 0; seq < s.sequences; ++seq) cache.prefill(layer, seq, kv, m.window(layer, seq));
+    std::vector<index_t> tokens(static_cast<std::size_t>(s.sequences));
+    for (index_t step = 0; step < s.steps; ++step) {
+        std::fill(tokens.begin(), tokens.end(), s.prompt_tokens + step);  // where the engine wrote the new K/V
         for (index_t layer = 0; layer < s.shape.layers; ++layer) {
-            for (index_t seq = 0; seq < s.sequences; ++seq) cache.append(layer, seq, layout, s.prompt_tokens + step);
-            attend(step, layer, cache.selection(layer), m.decode_query(step, layer, 0, 0));
-            for (index_t seq = 0; seq < s.sequences; ++seq)
-                cache.observe(layer, seq, m.decode_query(step, layer, seq, 0), s.shape.head_dim, observe_extra...);
+            const auto selection = cache.begin_layer(layer, kv, tokens);
+            attend(step, layer, selection, m.decode_query(step, layer, 0, 0));
+            cache.end_layer(layer, m.queries(step, layer), scores);
         }
+    }
 }
 
 }  // namespace planted

@@ -19,7 +19,7 @@
 #include "heterocache/attention/csr_selection.hpp"
 #include "heterocache/attention/host_thread_pool.hpp"
 #include "heterocache/attention/split_attention.hpp"
-#include "heterocache/storage/kv_element.hpp"
+#include "heterocache/tensor/element.hpp"
 
 namespace hcllama {
 

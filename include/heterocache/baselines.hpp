@@ -4,8 +4,9 @@
 //! (DESIGN.md section 3), given as a `kv_cache` alias and a `make_*_cache(shape, options, ...)` factory that
 //! supplies the profile and policy settings the method needs. Every method compresses each KV head to its
 //! budgeted cap of prompt tokens (decode tokens are kept per `cache_options::decode_window`); the full prompt
-//! stays in the cold tier. Each also takes the storage tier (`host_storage` by default; `host_storage_bf16`
-//! or `host_storage_fp16` halve the hot tier's bytes).
+//! stays in the cold tier. Each takes the engine's tensor type (`strided_kv_tensor<float>` by default) and the
+//! storage tier (`default_storage<Tensor>`, a hot tier of the tensor's element type; `host_storage_bf16` or
+//! `host_storage_fp16` halve an fp32 engine's hot bytes).
 //!
 //! | method        | classifier (roles)          | budget                           | monitor                |
 //! |---------------|-----------------------------|----------------------------------|------------------------|
@@ -42,116 +43,119 @@ inline namespace v1 {
 inline constexpr index_t snapkv_window = 32;
 
 //! A cache in which every KV head is compressed (all anchors) by `Budget`, its tokens chosen by `Monitor`.
-template <BudgetPolicy Budget, DriftMonitor Monitor, KvLayout Layout = strided_kv_layout, StorageTier Storage = host_storage>
-using all_anchor_cache = kv_cache<Layout, fixed_role_classifier, Budget, Storage, Monitor, sync_retriever>;
+template <BudgetPolicy Budget, DriftMonitor Monitor, KvTensor Tensor = strided_kv_tensor<float>, class Storage = default_storage<Tensor>>
+using all_anchor_cache = kv_cache<Tensor, fixed_role_classifier, Budget, Storage, Monitor, sync_retriever>;
 
-template <KvLayout Layout = strided_kv_layout, StorageTier Storage = host_storage>
-using streaming_llm_cache = all_anchor_cache<uniform_budget, streaming_monitor, Layout, Storage>;
-template <KvLayout Layout = strided_kv_layout, StorageTier Storage = host_storage>
-using h2o_cache = all_anchor_cache<uniform_budget, heavy_hitter_monitor, Layout, Storage>;
-template <KvLayout Layout = strided_kv_layout, StorageTier Storage = host_storage>
-using snapkv_cache = all_anchor_cache<uniform_budget, static_monitor, Layout, Storage>;
-template <KvLayout Layout = strided_kv_layout, StorageTier Storage = host_storage>
-using pyramidkv_cache = all_anchor_cache<pyramid_budget, static_monitor, Layout, Storage>;
-template <KvLayout Layout = strided_kv_layout, StorageTier Storage = host_storage>
-using ada_kv_cache = all_anchor_cache<ada_kv_budget<uniform_budget>, static_monitor, Layout, Storage>;
-template <KvLayout Layout = strided_kv_layout, StorageTier Storage = host_storage>
-using quest_cache = all_anchor_cache<uniform_budget, quest_monitor, Layout, Storage>;
+template <KvTensor Tensor = strided_kv_tensor<float>, class Storage = default_storage<Tensor>>
+using streaming_llm_cache = all_anchor_cache<uniform_budget, streaming_monitor, Tensor, Storage>;
+template <KvTensor Tensor = strided_kv_tensor<float>, class Storage = default_storage<Tensor>>
+using h2o_cache = all_anchor_cache<uniform_budget, heavy_hitter_monitor, Tensor, Storage>;
+template <KvTensor Tensor = strided_kv_tensor<float>, class Storage = default_storage<Tensor>>
+using snapkv_cache = all_anchor_cache<uniform_budget, static_monitor, Tensor, Storage>;
+template <KvTensor Tensor = strided_kv_tensor<float>, class Storage = default_storage<Tensor>>
+using pyramidkv_cache = all_anchor_cache<pyramid_budget, static_monitor, Tensor, Storage>;
+template <KvTensor Tensor = strided_kv_tensor<float>, class Storage = default_storage<Tensor>>
+using ada_kv_cache = all_anchor_cache<ada_kv_budget<uniform_budget>, static_monitor, Tensor, Storage>;
+template <KvTensor Tensor = strided_kv_tensor<float>, class Storage = default_storage<Tensor>>
+using quest_cache = all_anchor_cache<uniform_budget, quest_monitor, Tensor, Storage>;
 //! Stability-only roles: drifting heads keep the full KV, stable heads keep sink + recent tokens.
-template <KvLayout Layout = strided_kv_layout, StorageTier Storage = host_storage>
+template <KvTensor Tensor = strided_kv_tensor<float>, class Storage = default_storage<Tensor>>
 using duo_attention_cache =
-    kv_cache<Layout, overlap_star_classifier, uniform_budget, Storage, streaming_monitor, sync_retriever>;
+    kv_cache<Tensor, overlap_star_classifier, uniform_budget, Storage, streaming_monitor, sync_retriever>;
 //! The paper's method with its defaults (DESIGN.md section 2).
-template <KvLayout Layout = strided_kv_layout, StorageTier Storage = host_storage>
-using heterocache_cache = kv_cache<Layout, overlap_star_classifier, drift_weighted_budget, Storage>;
+template <KvTensor Tensor = strided_kv_tensor<float>, class Storage = default_storage<Tensor>>
+using heterocache_cache = kv_cache<Tensor, overlap_star_classifier, drift_weighted_budget, Storage>;
 //! HeteroCache's roles and drift monitor with Ada-KV's split of each layer's budget.
-template <KvLayout Layout = strided_kv_layout, StorageTier Storage = host_storage>
-using heterocache_ada_kv_cache = kv_cache<Layout, overlap_star_classifier, ada_kv_budget<drift_weighted_budget>,
+template <KvTensor Tensor = strided_kv_tensor<float>, class Storage = default_storage<Tensor>>
+using heterocache_ada_kv_cache = kv_cache<Tensor, overlap_star_classifier, ada_kv_budget<drift_weighted_budget>,
                                           Storage, pivot_overlap_monitor, sync_retriever>;
 
-//! The full cache (every head keeps every token): a `full_kv_cache<Layout, Storage>`.
-template <KvLayout Layout = strided_kv_layout, StorageTier Storage = host_storage>
-full_kv_cache<Layout, Storage> make_full_cache(const model_shape& shape, const cache_options& options) {
-    return {shape, options, uniform_profile(shape, head_role::volatile_)};
+//! The full cache (every head keeps every token): a `full_kv_cache<Tensor, Storage>`, at r = 1 whatever
+//! `options.budget_ratio` says.
+template <KvTensor Tensor = strided_kv_tensor<float>, class Storage = default_storage<Tensor>>
+full_kv_cache<Tensor, Storage> make_full_cache(const model_shape& shape, const cache_options& options) {
+    cache_options whole = options;
+    whole.budget_ratio = 1.0;  // every head keeps every token, whatever r the options carry
+    return {shape, whole, uniform_profile(shape, head_role::volatile_)};
 }
 
 //! An all-anchor cache with the given budget and monitor.
-template <KvLayout Layout = strided_kv_layout, StorageTier Storage = host_storage, BudgetPolicy Budget, DriftMonitor Monitor>
-all_anchor_cache<Budget, Monitor, Layout, Storage> make_all_anchor_cache(const model_shape& shape,
+template <KvTensor Tensor = strided_kv_tensor<float>, class Storage = default_storage<Tensor>, BudgetPolicy Budget, DriftMonitor Monitor>
+all_anchor_cache<Budget, Monitor, Tensor, Storage> make_all_anchor_cache(const model_shape& shape,
                                                                          const cache_options& options, Budget budget,
                                                                          Monitor monitor) {
-    return all_anchor_cache<Budget, Monitor, Layout, Storage>(shape, options, uniform_profile(shape, head_role::anchor),
+    return all_anchor_cache<Budget, Monitor, Tensor, Storage>(shape, options, uniform_profile(shape, head_role::anchor),
                                                               fixed_role_classifier{head_role::anchor},
                                                               std::move(budget), std::move(monitor));
 }
 
 //! StreamingLLM: the first `sink` prompt tokens and the most recent ones.
-template <KvLayout Layout = strided_kv_layout, StorageTier Storage = host_storage>
-streaming_llm_cache<Layout, Storage> make_streaming_llm_cache(const model_shape& shape, const cache_options& options,
+template <KvTensor Tensor = strided_kv_tensor<float>, class Storage = default_storage<Tensor>>
+streaming_llm_cache<Tensor, Storage> make_streaming_llm_cache(const model_shape& shape, const cache_options& options,
                                                               index_t sink = 4) {
-    return make_all_anchor_cache<Layout, Storage>(shape, options, uniform_budget{}, streaming_monitor{sink});
+    return make_all_anchor_cache<Tensor, Storage>(shape, options, uniform_budget{}, streaming_monitor{sink});
 }
 
 //! H2O: heavy hitters by accumulated attention plus the most recent prompt tokens, half the mean cap each
 //! (`r * max_prompt_tokens / 2` recent tokens), re-ranked every `interval` steps.
-template <KvLayout Layout = strided_kv_layout, StorageTier Storage = host_storage>
-h2o_cache<Layout, Storage> make_h2o_cache(const model_shape& shape, const cache_options& options, index_t interval = 1) {
+template <KvTensor Tensor = strided_kv_tensor<float>, class Storage = default_storage<Tensor>>
+h2o_cache<Tensor, Storage> make_h2o_cache(const model_shape& shape, const cache_options& options, index_t interval = 1) {
     const auto recent = static_cast<index_t>(options.budget_ratio * static_cast<double>(options.max_prompt_tokens) / 2.0);
-    return make_all_anchor_cache<Layout, Storage>(shape, options, uniform_budget{}, heavy_hitter_monitor(recent, interval));
+    return make_all_anchor_cache<Tensor, Storage>(shape, options, uniform_budget{}, heavy_hitter_monitor(recent, interval));
 }
 
 //! SnapKV: each head keeps the top-cap positions of its pooled window attention (window: `snapkv_window`).
-template <KvLayout Layout = strided_kv_layout, StorageTier Storage = host_storage>
-snapkv_cache<Layout, Storage> make_snapkv_cache(const model_shape& shape, const cache_options& options) {
-    return make_all_anchor_cache<Layout, Storage>(shape, options, uniform_budget{}, static_monitor{});
+template <KvTensor Tensor = strided_kv_tensor<float>, class Storage = default_storage<Tensor>>
+snapkv_cache<Tensor, Storage> make_snapkv_cache(const model_shape& shape, const cache_options& options) {
+    return make_all_anchor_cache<Tensor, Storage>(shape, options, uniform_budget{}, static_monitor{});
 }
 
 //! PyramidKV: SnapKV's selection with per-layer budgets decreasing from the bottom layer to the top.
-template <KvLayout Layout = strided_kv_layout, StorageTier Storage = host_storage>
-pyramidkv_cache<Layout, Storage> make_pyramidkv_cache(const model_shape& shape, const cache_options& options,
+template <KvTensor Tensor = strided_kv_tensor<float>, class Storage = default_storage<Tensor>>
+pyramidkv_cache<Tensor, Storage> make_pyramidkv_cache(const model_shape& shape, const cache_options& options,
                                                       double beta = 20.0) {
-    return make_all_anchor_cache<Layout, Storage>(shape, options, pyramid_budget{beta}, static_monitor{});
+    return make_all_anchor_cache<Tensor, Storage>(shape, options, pyramid_budget{beta}, static_monitor{});
 }
 
 //! Ada-KV (Ada-SnapKV): SnapKV's selection with each layer's budget shared by attention mass.
-template <KvLayout Layout = strided_kv_layout, StorageTier Storage = host_storage>
-ada_kv_cache<Layout, Storage> make_ada_kv_cache(const model_shape& shape, const cache_options& options,
+template <KvTensor Tensor = strided_kv_tensor<float>, class Storage = default_storage<Tensor>>
+ada_kv_cache<Tensor, Storage> make_ada_kv_cache(const model_shape& shape, const cache_options& options,
                                                 double alpha = 0.2) {
-    return make_all_anchor_cache<Layout, Storage>(shape, options, ada_kv_budget<uniform_budget>{alpha}, static_monitor{});
+    return make_all_anchor_cache<Tensor, Storage>(shape, options, ada_kv_budget<uniform_budget>{alpha}, static_monitor{});
 }
 
 //! Quest: the pages of `page_tokens` tokens with the highest key-digest bound for the current query.
-template <KvLayout Layout = strided_kv_layout, StorageTier Storage = host_storage>
-quest_cache<Layout, Storage> make_quest_cache(const model_shape& shape, const cache_options& options,
+template <KvTensor Tensor = strided_kv_tensor<float>, class Storage = default_storage<Tensor>>
+quest_cache<Tensor, Storage> make_quest_cache(const model_shape& shape, const cache_options& options,
                                               index_t page_tokens = 16) {
-    return make_all_anchor_cache<Layout, Storage>(shape, options, uniform_budget{}, quest_monitor(page_tokens));
+    return make_all_anchor_cache<Tensor, Storage>(shape, options, uniform_budget{}, quest_monitor(page_tokens));
 }
 
 //! DuoAttention-style: heads below `tau_stable` stability keep the full KV ("retrieval heads"), the others
 //! sink + recent ("streaming heads"). Without `profile` the roles are profiled online.
-template <KvLayout Layout = strided_kv_layout, StorageTier Storage = host_storage>
-duo_attention_cache<Layout, Storage> make_duo_attention_cache(const model_shape& shape, const cache_options& options,
+template <KvTensor Tensor = strided_kv_tensor<float>, class Storage = default_storage<Tensor>>
+duo_attention_cache<Tensor, Storage> make_duo_attention_cache(const model_shape& shape, const cache_options& options,
                                                               std::optional<head_profile> profile = std::nullopt,
                                                               index_t sink = 4, double tau_stable = 0.5) {
-    return duo_attention_cache<Layout, Storage>(shape, options, std::move(profile),
+    return duo_attention_cache<Tensor, Storage>(shape, options, std::move(profile),
                                                 overlap_star_classifier{tau_stable, 0.5, false}, uniform_budget{},
                                                 streaming_monitor{sink});
 }
 
 //! HeteroCache with the paper's defaults; without `profile` the roles are profiled online.
-template <KvLayout Layout = strided_kv_layout, StorageTier Storage = host_storage>
-heterocache_cache<Layout, Storage> make_heterocache_cache(const model_shape& shape, const cache_options& options,
+template <KvTensor Tensor = strided_kv_tensor<float>, class Storage = default_storage<Tensor>>
+heterocache_cache<Tensor, Storage> make_heterocache_cache(const model_shape& shape, const cache_options& options,
                                                           std::optional<head_profile> profile = std::nullopt) {
-    return heterocache_cache<Layout, Storage>(shape, options, std::move(profile));
+    return heterocache_cache<Tensor, Storage>(shape, options, std::move(profile));
 }
 
 //! HeteroCache's roles and drift monitor with Ada-KV's split of each layer's budget (safeguard `alpha`).
-template <KvLayout Layout = strided_kv_layout, StorageTier Storage = host_storage>
-heterocache_ada_kv_cache<Layout, Storage> make_heterocache_ada_kv_cache(const model_shape& shape,
+template <KvTensor Tensor = strided_kv_tensor<float>, class Storage = default_storage<Tensor>>
+heterocache_ada_kv_cache<Tensor, Storage> make_heterocache_ada_kv_cache(const model_shape& shape,
                                                                         const cache_options& options,
                                                                         std::optional<head_profile> profile = std::nullopt,
                                                                         double alpha = 0.2) {
-    return heterocache_ada_kv_cache<Layout, Storage>(shape, options, std::move(profile), overlap_star_classifier{},
+    return heterocache_ada_kv_cache<Tensor, Storage>(shape, options, std::move(profile), overlap_star_classifier{},
                                                      ada_kv_budget<drift_weighted_budget>{alpha});
 }
 

@@ -20,18 +20,28 @@ struct cache_options {
     index_t top_k = 0;               //!< profiling top-k set size; 0 picks `clamp(T / 8, 8, 1024)` (DESIGN.md section 2)
     index_t decode_window = 0;       //!< 0 keeps every decode token; otherwise at most this many per head ...
     index_t decode_sink = 4;         //!< ... of which the first `decode_sink` decode tokens always stay
+    index_t page_size = 16;          //!< tokens per hot page of the paged selection (1 gives one token per page)
 
-    //! Throws `invalid_argument_error`/`shape_error` naming the first bad field.
+    //! Largest `max_prompt_tokens + max_new_tokens` (page ids and lengths of the selection are 32-bit).
+    static constexpr index_t max_tokens = (index_t{1} << 30);
+    //! Largest number of sequence slots.
+    static constexpr index_t max_sequences = (index_t{1} << 20);
+
+    //! Throws `invalid_argument_error`/`shape_error` naming the first bad field. The limits keep every size the
+    //! cache derives from these fields within range (page ids are 32-bit).
     void validate() const {
-        detail::require<shape_error>(sequences >= 1, "sequences", sequences, "[1, inf)");
-        detail::require<shape_error>(max_prompt_tokens >= 1, "max_prompt_tokens", max_prompt_tokens, "[1, inf)");
-        detail::require<shape_error>(max_new_tokens >= 0, "max_new_tokens", max_new_tokens, "[0, inf)");
+        detail::require<shape_error>(sequences >= 1 && sequences <= max_sequences, "sequences", sequences, "[1, 2^20]");
+        detail::require<shape_error>(max_prompt_tokens >= 1 && max_prompt_tokens <= max_tokens, "max_prompt_tokens",
+                                     max_prompt_tokens, "[1, 2^30]");
+        detail::require<shape_error>(max_new_tokens >= 0 && max_new_tokens <= max_tokens - max_prompt_tokens,
+                                     "max_new_tokens", max_new_tokens, "[0, 2^30 - max_prompt_tokens]");
         detail::require(budget_ratio > 0.0 && budget_ratio <= 1.0, "r", budget_ratio, "(0, 1]");
         detail::require(profiling_steps >= 1, "profiling_steps", profiling_steps, "[1, inf)");
         detail::require(top_k >= 0, "top_k", top_k, "[0, inf) (0 = automatic)");
         detail::require(decode_window >= 0, "decode_window", decode_window, "[0, inf) (0 = unbounded)");
         detail::require(decode_sink >= 0 && (decode_window == 0 || decode_sink < decode_window), "decode_sink",
                         decode_sink, "[0, decode_window)");
+        detail::require(page_size >= 1 && page_size <= 1024, "page_size", page_size, "[1, 1024]");
     }
 
     //! Top-k set size for a prompt of `prompt_tokens` tokens.

@@ -4,6 +4,8 @@
 //! that names the argument, the value it had and the range that would be valid.
 
 #include <charconv>
+#include <cstdint>
+#include <limits>
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -13,10 +15,11 @@
 namespace heterocache {
 inline namespace v1 {
 
-//! Base of every error the library throws on bad input.
-class error : public std::invalid_argument {
+//! Base of every error the library throws: bad input (`invalid_argument_error` and its kinds), a malformed
+//! profile file, or resources the machine cannot give (`allocation_error`, a CUDA failure).
+class error : public std::runtime_error {
 public:
-    using std::invalid_argument::invalid_argument;
+    using std::runtime_error::runtime_error;
 };
 
 //! A scalar argument is outside its valid range (r outside (0,1], a NaN threshold, ...).
@@ -45,6 +48,14 @@ public:
     using invalid_argument_error::invalid_argument_error;
 };
 
+//! Memory for a plan could not be allocated (host or device): the sizes were valid, the machine has not got
+//! the memory. Names what was being allocated and how many bytes.
+class allocation_error : public error {
+public:
+    allocation_error(std::string_view what, std::size_t bytes)
+        : error("heterocache: cannot allocate " + std::to_string(bytes) + " bytes for " + std::string(what)) {}
+};
+
 //! A profile file is malformed, truncated, or of an unknown version.
 class profile_format_error : public error {
 public:
@@ -71,6 +82,22 @@ std::string to_display(const T& value) {
         out << value;
         return out.str();
     }
+}
+
+//! `a * b`, or a `shape_error` naming `what` when the product leaves `[0, limit]` (sizes computed at plan
+//! time never overflow).
+inline std::int64_t checked_product(std::int64_t a, std::int64_t b, std::string_view what,
+                                    std::int64_t limit = std::numeric_limits<std::int64_t>::max()) {
+    if (a < 0 || b < 0 || (a != 0 && b > limit / a))
+        throw shape_error(what, to_display(a) + " * " + to_display(b), "a product of at most " + to_display(limit));
+    return a * b;
+}
+//! `a + b`, or a `shape_error` naming `what` when the sum leaves `[0, limit]`.
+inline std::int64_t checked_sum(std::int64_t a, std::int64_t b, std::string_view what,
+                                std::int64_t limit = std::numeric_limits<std::int64_t>::max()) {
+    if (a < 0 || b < 0 || a > limit - b)
+        throw shape_error(what, to_display(a) + " + " + to_display(b), "a sum of at most " + to_display(limit));
+    return a + b;
 }
 
 //! Throws `Error(argument, value, range)` unless `condition` holds.

@@ -1,10 +1,11 @@
 #pragma once
 //! \file
-//! `kv_cache`: the five policies composed into one KV cache (DESIGN.md section 3).
+//! `kv_cache`: the five policies composed into one KV cache (DESIGN.md sections 3 and 3.1).
 
 #include <algorithm>
-#include <cmath>
-#include <limits>
+#include <concepts>
+#include <cstdint>
+#include <new>
 #include <numeric>
 #include <optional>
 #include <span>
@@ -13,494 +14,506 @@
 
 #include "heterocache/algorithm/overlap.hpp"
 #include "heterocache/algorithm/pooled_attention.hpp"
-#include "heterocache/attention/csr_selection.hpp"
 #include "heterocache/budget/drift_weighted_budget.hpp"
 #include "heterocache/budget/uniform_budget.hpp"
+#include "heterocache/cache/online_profiler.hpp"
+#include "heterocache/cache/refresh_plan.hpp"
+#include "heterocache/cache/row_table.hpp"
+#include "heterocache/cache/score_captures.hpp"
+#include "heterocache/cache/sequence_budgets.hpp"
 #include "heterocache/cache_options.hpp"
 #include "heterocache/classifier/overlap_star_classifier.hpp"
 #include "heterocache/concepts/budget_policy.hpp"
 #include "heterocache/concepts/drift_monitor.hpp"
 #include "heterocache/concepts/head_classifier.hpp"
-#include "heterocache/concepts/kv_layout.hpp"
+#include "heterocache/concepts/kv_tensor.hpp"
 #include "heterocache/concepts/retriever.hpp"
 #include "heterocache/concepts/storage_tier.hpp"
-#include "heterocache/layout/strided_kv_layout.hpp"
 #include "heterocache/monitor/pivot_overlap_monitor.hpp"
 #include "heterocache/monitor/static_monitor.hpp"
 #include "heterocache/retriever/sync_retriever.hpp"
 #include "heterocache/storage/host_storage.hpp"
+#include "heterocache/tensor/kv_tensor.hpp"
 
 namespace heterocache {
 inline namespace v1 {
 
-//! A head-wise compressed KV cache.
+//! The memory a cache's storage tier is bound to: the engine's (`memory`, sized by `kv_cache::bytes_required`)
+//! or, for empty spans, the tier's own; and optionally the engine tensor the cold tier reads in place of a
+//! copy (`cold_alias`: the engine then holds the full KV once; its tensor must index tokens by position).
+template <KvTensor Tensor>
+struct storage_binding {
+    storage_memory memory;
+    std::optional<Tensor> cold_alias;
+};
+
+//! The decode queries of one step, one per (sequence slot, query head): `(seq, q_head)` at
+//! `base + seq * sequence_stride + q_head * head_stride`, `head_dim` floats (`[seq][query_head][head_dim]`:
+//! strides `query_heads * head_dim` and `head_dim`).
+struct decode_queries {
+    const float* base = nullptr;
+    index_t sequence_stride = 0;
+    index_t head_stride = 0;
+};
+
+//! A head-wise compressed KV cache over the engine's K/V tensors `Tensor` (DESIGN.md section 3.1, "Step API").
 //!
-//! Per decode step and layer the engine calls, in this order: `append` (the new token's K/V), `selection`
-//! (the CSR selection to attend, after any refresh of this layer has landed), its attention kernel, then
-//! `observe` (the decode query, for profiling and drift monitoring; a refresh it triggers takes effect from
-//! the next step). `prefill` stores a prompt for one (layer, sequence).
+//! A sequence slot's life: `begin_sequence(seq, prompt_tokens)`, `prefill(layer, seq, kv, window)` for every
+//! layer (any order), decode steps, `end_sequence(seq)`; slots are reused (continuous batching) and idle slots
+//! cost nothing. A decode step is two batch-wide calls per layer: `begin_layer(layer, kv, new_tokens)` appends
+//! the new token of every stepping slot (`new_tokens[seq]`: where the engine wrote its K/V, -1 for a slot that
+//! does not step), waits for this layer's refresh and returns the paged selection to attend (rows of slots
+//! that do not step are empty); the engine's kernel attends it; `end_layer(layer, queries, scores)` profiles and
+//! monitors drift for every stepping slot, and submits the refreshes it decides (effective from the next step).
 //!
-//! Without a profile the cache profiles online: every head keeps its full prompt until each
-//! (layer, sequence) has observed `profiling_steps` decode queries; then heads are classified, budgets set
-//! and the hot tier compacted (the only step that allocates). With a profile, the hot tier is planned at the
-//! budgeted size and compression starts at prefill; a budget that cannot hold its full heads is a
-//! `budget_error` at construction. Online, such a budget demotes full heads to anchors instead, most
-//! stable first (`demote_until_feasible`), since decoding is already under way.
+//! Without a profile the cache profiles online: every head keeps its full prompt until the first sequence
+//! has observed `profiling_steps` decode queries on every layer (idle slots and sequences that end early hold
+//! nothing up); then heads are classified from that sequence, full heads demoted until the budget can be met,
+//! and every live sequence compacted to its selection (the only step that allocates). With a profile,
+//! compression starts at prefill; a budget that cannot be met (`budget_feasible`) is a `budget_error` at
+//! construction. Either way a prompt too short to give every compressed head a token gives each one.
 //!
-//! Thread rules: one engine thread calls the cache; the retriever may use its own threads.
-template <KvLayout Layout = strided_kv_layout, HeadClassifier Classifier = overlap_star_classifier,
-          BudgetPolicy Budget = drift_weighted_budget, StorageTier Storage = host_storage,
-          DriftMonitor Monitor = pivot_overlap_monitor, Retriever<Storage> Retriever = sync_retriever>
+//! Every call checks its arguments before it changes anything, so a call that throws leaves the cache as it
+//! was. Nothing allocates after construction but the end of online profiling. Thread rules: one engine
+//! thread calls the cache; the retriever may use its own threads, the queue its pool.
+//! The storage a cache over `Tensor` gets by default: host tiers, the hot tier of the tensor's element type.
+template <KvTensor Tensor>
+using default_storage = basic_host_storage<typename Tensor::element_type, Tensor>;
+
+template <KvTensor Tensor = strided_kv_tensor<float>, class Classifier = overlap_star_classifier,
+          class Budget = drift_weighted_budget, class Storage = default_storage<Tensor>,
+          class Monitor = pivot_overlap_monitor, class RetrieverPolicy = sync_retriever>
 class kv_cache {
+    static_assert(HeadClassifier<Classifier>, "kv_cache: Classifier does not model HeadClassifier (concepts/head_classifier.hpp)");
+    static_assert(BudgetPolicy<Budget>, "kv_cache: Budget does not model BudgetPolicy (concepts/budget_policy.hpp)");
+    static_assert(StorageTier<Storage>, "kv_cache: Storage does not model StorageTier (concepts/storage_tier.hpp)");
+    static_assert(std::same_as<typename Storage::cold_tensor, Tensor>,
+                  "kv_cache: Storage::cold_tensor must be the engine's Tensor (the tier reads the prompt from it)");
+    static_assert(monitor_traits<Monitor>::declared,
+                  "kv_cache: Monitor is not a declared drift monitor: specialize heterocache::monitor_traits<Monitor> "
+                  "(concepts/drift_monitor.hpp)");
+    static_assert(DriftMonitor<Monitor>, "kv_cache: Monitor lacks a member its monitor_traits declare (concepts/drift_monitor.hpp)");
+    static_assert(Retriever<RetrieverPolicy, Storage>, "kv_cache: RetrieverPolicy does not model Retriever (concepts/retriever.hpp)");
+    using traits = monitor_traits<Monitor>;
+
 public:
-    //! Plans every buffer. Throws `shape_error`, `invalid_argument_error` or `budget_error` on bad input.
+    using tensor_type = Tensor;
+    using storage_type = Storage;
+    using queue_type = typename Storage::queue_type;
+    using selection_type = basic_paged_selection<typename Storage::element_type, typename Storage::memory_space>;
+
+    //! Plans every buffer and binds the storage tier. Throws `shape_error`, `invalid_argument_error` or
+    //! `budget_error` on bad input, `allocation_error` when the memory is not there.
     kv_cache(const model_shape& shape, const cache_options& options, std::optional<head_profile> profile = std::nullopt,
-             Classifier classifier = {}, Budget budget = {}, Monitor monitor = {})
+             Classifier classifier = {}, Budget budget = {}, Monitor monitor = {}, storage_binding<Tensor> binding = {})
         : shape_(shape), options_(options), classifier_(std::move(classifier)), budget_(std::move(budget)),
           monitor_(std::move(monitor)), profile_(std::move(profile)) {
-        shape_.validate();
-        options_.validate();
-        if (profile_) profile_->validate(shape_);
-        else
-            detail::require(options_.profiling_steps <= options_.max_new_tokens, "profiling_steps",
-                            options_.profiling_steps, "[1, max_new_tokens] (online profiling observes that many decode steps)");
-        plan();
+        const storage_plan plan = plan_storage(shape_, options_, profile_, budget_, binding.cold_alias.has_value());
+        try {
+            plan_cache();
+            storage_.bind(plan, binding.memory, binding.cold_alias ? &*binding.cold_alias : nullptr);
+        } catch (const std::bad_alloc&) {
+            throw allocation_error("a kv_cache (its storage needs " + std::to_string(storage_.bytes_required(plan).hot) +
+                                       " hot and " + std::to_string(storage_.bytes_required(plan).cold) + " cold bytes)",
+                                   storage_.bytes_required(plan).hot + storage_.bytes_required(plan).cold);
+        }
     }
     kv_cache(const kv_cache&) = delete;
     kv_cache& operator=(const kv_cache&) = delete;
 
-    //! Stores the prompt of `seq` for `layer`: tokens `[0, prompt_tokens)` of `kv`, scored by the observation
-    //! window `window` (the last `window.count` prompt queries, `window.first_position` is set here).
-    //! Prefilling layer 0 starts a new prompt for `seq`; other layers must give the same length.
-    void prefill(index_t layer, index_t seq, const Layout& kv, index_t prompt_tokens, query_rows window) {
-        check_stream(layer, seq);
-        check_layout(kv);
+    //! Bytes the storage tier of a cache of these arguments needs (`storage_binding::memory`).
+    [[nodiscard]] static storage_bytes bytes_required(const model_shape& shape, const cache_options& options,
+                                                      const std::optional<head_profile>& profile = std::nullopt,
+                                                      const Budget& budget = {}, bool cold_aliased = false) {
+        return Storage{}.bytes_required(plan_storage(shape, options, profile, budget, cold_aliased));
+    }
+
+    //! Starts a sequence of `prompt_tokens` tokens in the idle slot `seq`: sets its budgets and gives its rows
+    //! their hot pages. Throws `shape_error` for a bad slot, a slot in use or a bad length.
+    void begin_sequence(index_t seq, index_t prompt_tokens) {
+        check_slot(seq);
+        detail::require<shape_error>(prompt_tokens_[seq] == 0, "seq", seq, "an idle slot (end_sequence(seq) first)");
         detail::require<shape_error>(prompt_tokens >= 1 && prompt_tokens <= options_.max_prompt_tokens, "prompt_tokens",
                                      prompt_tokens, "[1, max_prompt_tokens]");
-        detail::require<shape_error>(window.count >= 1 && window.count <= prompt_tokens, "window.count", window.count,
-                                     "[1, prompt_tokens]");
+        std::vector<index_t> capacity(static_cast<std::size_t>(shape_.total_kv_heads()), prompt_tokens);
+        if (profile_) sequence_budgets<Budget>::capacity(budget_, *profile_, options_.budget_ratio, prompt_tokens, capacity);
+        rows_.allocate(seq, [&](index_t layer, index_t head) {
+            return capacity[static_cast<std::size_t>(layer * shape_.kv_heads + head)] + options_.decode_capacity();
+        });
+        if (profile_) budgets_.set(budget_, *profile_, options_.budget_ratio, seq, prompt_tokens);
+        if (!profile_) profiler_.begin(seq);
+        prompt_tokens_[seq] = prompt_tokens;
+        prefilled_layers_[seq] = 0;
+        for (index_t layer = 0; layer < shape_.layers; ++layer) prefilled_[stream(layer, seq)] = stepping_[stream(layer, seq)] = false;
+    }
+
+    //! Ends the sequence in slot `seq` (waiting for its refreshes) and frees its pages. Throws `shape_error`
+    //! for an idle slot.
+    void end_sequence(index_t seq) {
+        check_live(seq);
+        for (index_t layer = 0; layer < shape_.layers; ++layer) {
+            retriever_.wait(layer);
+            stepping_[stream(layer, seq)] = false;
+        }
+        rows_.release(seq);
+        budgets_.clear(seq);
+        prompt_tokens_[seq] = 0;
+        prefilled_layers_[seq] = 0;
+    }
+
+    //! Stores the prompt of `seq` for `layer` (tokens `[0, prompt_tokens)` of `kv`) and chooses each head's hot
+    //! tokens by its role, scored by the observation window `window` (the last `window.count` prompt queries;
+    //! `window.first_position` is set here). Each layer once per sequence, in any order.
+    void prefill(index_t layer, index_t seq, const Tensor& kv, query_rows window, queue_type q = {}) {
+        check_layer(layer);
+        check_live(seq);
+        detail::require<shape_error>(!prefilled_[stream(layer, seq)], "layer", layer,
+                                     "a layer not prefilled yet for this sequence (begin_sequence starts a new one)");
+        check_tensor(kv);
+        const index_t t = prompt_tokens_[seq];
+        detail::require<shape_error>(window.count >= 1 && window.count <= t, "window.count", window.count, "[1, prompt_tokens]");
         detail::require<shape_error>(window.base != nullptr, "window.base", "null", "a pointer to the window queries");
-        if (layer == 0) start_prompt(seq, prompt_tokens);
-        detail::require<shape_error>(prompt_tokens == prompt_tokens_[seq], "prompt_tokens", prompt_tokens,
-                                     "the length layer 0 of this sequence was prefilled with");
-        retriever_.wait(layer);
-        window.first_position = prompt_tokens - window.count;
-        for (index_t head = 0; head < shape_.kv_heads; ++head) {
-            const index_t row = seq * shape_.kv_heads + head;
-            for (index_t t = 0; t < prompt_tokens; ++t)
-                storage_.write_cold(layer, row, t, kv.key(layer, seq, head, t), kv.value(layer, seq, head, t));
-            const std::span<float> scores = score_buffer(layer, seq, head, prompt_tokens);
-            pooled_attention_row(window, cold_prompt_keys(layer, row), head, shape_.group_size(), shape_.head_dim, scores,
-                                 scratch_);
-            if (!profile_) record_top_k(layer, seq, head, 0, scores);  // profiles attention, not a monitor's rewrite
-            monitor_.score_prompt(layer, seq, head, scores);
-            decoded_[state_index(layer, seq, head)] = 0;
-            if (!profile_) keep_whole_prompt(layer, seq, head);
-        }
-        if (profile_) select_layer(layer, seq);
-        profiled_steps_[stream_index(layer, seq)] = 0;
-        prefilled_[stream_index(layer, seq)] = true;
-        dirty_[layer] = true;
-    }
-
-    //! Appends the decode token at `token` of `kv` (engine indexing) to every KV head of (`layer`, `seq`).
-    //! It lands at position `prompt_tokens + decoded` in the cold tier and in the row's decode window.
-    void append(index_t layer, index_t seq, const Layout& kv, index_t token) {
-        check_prefilled(layer, seq);
-        check_layout(kv);
-        retriever_.wait(layer);
-        for (index_t head = 0; head < shape_.kv_heads; ++head) {
-            const index_t state = state_index(layer, seq, head);
-            const index_t j = decoded_[state];
-            detail::require<shape_error>(j < options_.max_new_tokens, "decode tokens", j + 1, "[1, max_new_tokens]");
-            const index_t row = seq * shape_.kv_heads + head;
-            const float* key = kv.key(layer, seq, head, token);
-            const float* value = kv.value(layer, seq, head, token);
-            const index_t position = prompt_tokens_[seq] + j;
-            storage_.write_cold(layer, row, position, key, value);
-            storage_.write_hot(layer, storage_.hot_row_base(layer, row) + prompt_capacity_[state] + decode_slot(j), key,
-                               value, position);
-            ++decoded_[state];
-        }
-        dirty_[layer] = true;
-    }
-
-    //! Sees the decode query of (`layer`, `seq`): `query` holds `query_heads` vectors `query_head_stride` floats
-    //! apart. Feeds online profiling, then the drift monitor; a drift submits a refresh of the pivot's
-    //! satellites to the retriever, effective from the next step. `scores` says whether the attention kernel
-    //! of this step wrote the scores `selection(layer).captures` asked for (`decode_attention` does): then
-    //! the monitor reads them instead of recomputing them from the cold keys. Saying `captured` when the
-    //! kernel did not write them is an `invalid_argument_error` (the cache marks each capture as read).
-    void observe(index_t layer, index_t seq, const float* query, index_t query_head_stride,
-                 score_source scores = score_source::recompute) {
-        check_prefilled(layer, seq);
-        detail::require<shape_error>(query != nullptr, "query", "null", "a pointer to query_heads * head_dim floats");
-        detail::require<shape_error>(query_head_stride >= shape_.head_dim, "query_head_stride", query_head_stride,
+        detail::require<shape_error>(window.head_stride >= shape_.head_dim, "window.head_stride", window.head_stride,
                                      "[head_dim, inf)");
         retriever_.wait(layer);
-        if (!profile_) {
-            profile_step(layer, seq, query, query_head_stride);
-            return;
+        window.first_position = t - window.count;
+        for (index_t head = 0; head < shape_.kv_heads; ++head) {
+            const std::span<float> scores = prefill_scores(layer, seq, head, t);
+            pooled_attention_row(window, kv.key_rows(layer, seq, head), head, shape_.group_size(), shape_.head_dim,
+                                 scores, scratch_);
+            if (!profile_) profiler_.record(layer, seq, head, 0, options_.profiling_top_k(t), scores);
+            if constexpr (traits::scores_prompt) monitor_.score_prompt(layer, seq, head, scores);
         }
-        const index_t stream = stream_index(layer, seq);
-        const std::span<refresh_row> rows(refresh_rows_.data() + stream * shape_.kv_heads,
-                                          static_cast<std::size_t>(shape_.kv_heads));
-        std::size_t used = 0;
-        std::fill(refreshing_.begin(), refreshing_.end(), index_t{-1});
-        const auto refresh_head = [&](index_t head, std::span<const float> ranking) {
-            detail::require(head >= 0 && head < shape_.kv_heads && !keeps_full_kv(profile_->at(layer, head).role), "head",
-                            head, "a compressed head (anchor or satellite) of the layer");
-            detail::require<shape_error>(static_cast<index_t>(ranking.size()) == prompt_tokens_[seq], "ranking.size()",
-                                         ranking.size(), "the prompt length");
-            const index_t state = state_index(layer, seq, head);
-            const std::span<index_t> positions(refresh_positions_.data() + refresh_offset_[state],
-                                               static_cast<std::size_t>(prompt_count_[state]));
-            top_k_positions(ranking, positions, index_scratch_);
-            if (refreshing_[head] >= 0) return;  // asked twice in one step: the latest ranking wins, one row
-            const index_t row = seq * shape_.kv_heads + head;
-            refreshing_[head] = static_cast<index_t>(used);
-            rows[used++] = {row, storage_.hot_row_base(layer, row), positions};
-        };
-        const auto prompt_keys = [&](index_t head) { return cold_prompt_keys(layer, seq * shape_.kv_heads + head); };
-        const std::span<const score_capture> captured =
-            scores == score_source::captured ? read_captures(layer, seq) : std::span<const score_capture>{};
-        const monitor_context context{layer,        seq,   prompt_tokens_[seq], base_length_[seq], &*profile_,
-                                      query,        query_head_stride,          prompt_keys,       captured};
-        monitor_.observe(context, refresh_head);
-        for (const score_capture& capture : captured)
-            if (capture.scores != nullptr) *capture.scores = unwritten_score;  // read: the next step must rewrite it
-        if (used > 0) retriever_.submit({layer, rows.first(used)});
+        const std::span<refresh_row> rows = choose_prompts(layer, seq, 0);
+        storage_.store_prompt(layer, seq, kv, t, rows, q);
+        for (const refresh_row& r : rows) rows_.set_prompt(layer, r.row, static_cast<index_t>(r.positions.size()));
+        prefilled_[stream(layer, seq)] = true;
+        ++prefilled_layers_[seq];
     }
 
-    //! The CSR selection `layer` attends now (rows `seq * kv_heads + head`). Waits for this layer's refresh.
-    //! Its `captures` ask for the scores the drift monitor reads (a pivot's, over its prompt); empty when
-    //! the monitor reads none.
-    [[nodiscard]] basic_csr_selection<typename Storage::element_type> selection(index_t layer) {
-        detail::require<shape_error>(layer >= 0 && layer < shape_.layers, "layer", layer, "[0, layers)");
+    //! Appends the new token of every slot with `new_tokens[seq] >= 0` (where the engine wrote its K/V in `kv`)
+    //! to every KV head of `layer`, after this layer's pending refresh, and returns the selection to attend:
+    //! rows of the slots with `new_tokens[seq] == -1` are empty. Call `end_layer(layer, ...)` before the next
+    //! `begin_layer(layer, ...)`. O(rows) host work (plus the page ids of rows that enter a new page).
+    [[nodiscard]] selection_type begin_layer(index_t layer, const Tensor& kv, std::span<const index_t> new_tokens,
+                                             queue_type q = {}) {
+        check_layer(layer);
+        detail::require<shape_error>(!awaiting_end_[layer], "layer", layer, "a layer whose last begin_layer was ended (end_layer)");
+        detail::require<shape_error>(static_cast<index_t>(new_tokens.size()) == options_.sequences, "new_tokens.size()",
+                                     new_tokens.size(), "sequences (one entry per slot, -1 for a slot that does not step)");
+        check_tensor(kv);
+        for (index_t seq = 0; seq < options_.sequences; ++seq) {
+            if (new_tokens[seq] == -1) continue;
+            detail::require<shape_error>(new_tokens[seq] >= 0, "new_tokens[seq]", new_tokens[seq], "-1 or a token of kv");
+            check_live(seq);
+            detail::require<shape_error>(prefilled_layers_[seq] == shape_.layers, "seq", seq,
+                                         "a sequence prefilled on every layer");
+            detail::require<shape_error>(rows_.decoded(layer, row(seq, 0)) < options_.max_new_tokens, "decode tokens",
+                                         rows_.decoded(layer, row(seq, 0)) + 1, "[1, max_new_tokens]");
+        }
         retriever_.wait(layer);
-        if (dirty_[layer]) rebuild_selection(layer);
-        const auto& indptr = indptr_[layer];
-        return {rows_per_layer(),
-                shape_.kv_heads,
-                shape_.group_size(),
-                shape_.head_dim,
-                indptr,
-                std::span<const index_t>(indices_[layer].data(), static_cast<std::size_t>(indptr.back())),
-                storage_.hot_keys(layer),
-                storage_.hot_values(layer),
-                layer_captures(layer)};
+        ++step_[layer];
+        std::size_t n = 0;
+        for (index_t seq = 0; seq < options_.sequences; ++seq) {
+            stepping_[stream(layer, seq)] = new_tokens[seq] >= 0;
+            if (new_tokens[seq] < 0) continue;
+            for (index_t head = 0; head < shape_.kv_heads; ++head) {
+                const index_t r = row(seq, head);
+                entries_[n++] = {r, new_tokens[seq], prompt_tokens_[seq] + rows_.decoded(layer, r),
+                                 rows_.slot(layer, r, rows_.next_decode_token(layer, r))};
+            }
+        }
+        storage_.append(layer, kv, std::span<const append_entry>(entries_.data(), n), q);
+        for (std::size_t i = 0; i < n; ++i) rows_.advance(layer, entries_[i].row);
+        awaiting_end_[layer] = true;
+        const std::span<const score_capture> captures = captures_.requests(layer, step_[layer], [&](index_t r) {
+            const index_t seq = r / shape_.kv_heads;
+            return stepping_[stream(layer, seq)] && rows_.prompt_count(layer, r) == prompt_tokens_[seq] ? prompt_tokens_[seq] : 0;
+        });
+        const selection_table table = rows_.selection(layer, shape_.group_size(), shape_.head_dim,
+                                                      [&](index_t seq) { return bool(stepping_[stream(layer, seq)]); }, captures);
+        return storage_.selection(layer, table, q);
+    }
+
+    //! Sees this step's decode queries of `layer` (every stepping slot's): online profiling, then the drift
+    //! monitor, whose refreshes are submitted to the retriever (effective from the next step). `scores` says
+    //! whether the attention kernel wrote the scores the selection's `captures` asked for (`decode_attention`
+    //! does): then the monitor reads them instead of recomputing them from the cold keys. Saying `captured`
+    //! when the kernel did not stamp them is an `invalid_argument_error`.
+    void end_layer(index_t layer, decode_queries queries, score_source scores = score_source::recompute, queue_type q = {}) {
+        check_layer(layer);
+        detail::require<shape_error>(awaiting_end_[layer], "layer", layer, "a layer begun with begin_layer");
+        detail::require<shape_error>(queries.base != nullptr, "queries.base", "null", "a pointer to the decode queries");
+        detail::require<shape_error>(queries.head_stride >= shape_.head_dim, "queries.head_stride", queries.head_stride,
+                                     "[head_dim, inf)");
+        if (scores == score_source::captured) check_captured(layer);
+        awaiting_end_[layer] = false;
+        refreshes_.start(layer);
+        index_t completed = -1;
+        for (index_t seq = 0; seq < options_.sequences; ++seq) {
+            if (!stepping_[stream(layer, seq)]) continue;
+            const float* query = queries.base + seq * queries.sequence_stride;
+            if (!profile_) {
+                if (profile_step(layer, seq, query, queries.head_stride) && completed < 0) completed = seq;
+                continue;
+            }
+            observe(layer, seq, query, queries.head_stride, scores);
+        }
+        if (const refresh_request request = refreshes_.request(layer); !request.rows.empty()) retriever_.submit(request);
+        if (completed >= 0) finish_profiling(completed, q);
     }
 
     //! The head profile in use; empty while online profiling is still observing.
     [[nodiscard]] const std::optional<head_profile>& profile() const noexcept { return profile_; }
-    //! Hot prompt tokens of each head (`layer * kv_heads + head`) for `seq`; empty before a profile exists.
+    //! Hot prompt tokens of each head (`layer * kv_heads + head`) for the sequence in `seq`; empty before a
+    //! profile exists. Throws `shape_error` for a bad slot.
     [[nodiscard]] std::span<const index_t> prompt_caps(index_t seq) const {
-        return caps_[static_cast<std::size_t>(seq)];
+        check_slot(seq);
+        return profile_ && prompt_tokens_[seq] > 0 ? budgets_.caps(seq) : std::span<const index_t>{};
     }
-    //! Tokens resident in the hot tier now, over every layer, sequence and head.
-    [[nodiscard]] index_t resident_tokens() const {
+    //! Prompt length of the sequence in `seq` (0 for an idle slot). Throws `shape_error` for a bad slot.
+    [[nodiscard]] index_t prompt_tokens(index_t seq) const {
+        check_slot(seq);
+        return prompt_tokens_[seq];
+    }
+    //! Tokens resident in the hot tier now, over every layer, slot and head.
+    [[nodiscard]] index_t resident_tokens() const noexcept {
         index_t total = 0;
         for (index_t layer = 0; layer < shape_.layers; ++layer)
-            for (index_t seq = 0; seq < options_.sequences; ++seq)
-                for (index_t head = 0; head < shape_.kv_heads; ++head) {
-                    const index_t state = state_index(layer, seq, head);
-                    total += prompt_count_[state] + std::min(decoded_[state], decode_capacity_);
-                }
+            for (index_t r = 0; r < rows_.rows_per_layer(); ++r) total += rows_.length(layer, r);
         return total;
     }
     //! Bytes of key and value resident in the hot tier now.
-    [[nodiscard]] std::uint64_t resident_bytes() const {
+    [[nodiscard]] std::uint64_t resident_bytes() const noexcept {
         return static_cast<std::uint64_t>(resident_tokens()) * 2u * static_cast<std::uint64_t>(shape_.head_dim) *
                sizeof(typename Storage::element_type);
     }
+    //! The rows and pages (inspection).
+    [[nodiscard]] const row_table& rows() const noexcept { return rows_; }
     [[nodiscard]] const Storage& storage() const noexcept { return storage_; }
+    [[nodiscard]] const Monitor& monitor() const noexcept { return monitor_; }
     [[nodiscard]] const model_shape& shape() const noexcept { return shape_; }
     [[nodiscard]] const cache_options& options() const noexcept { return options_; }
-    //! Prompt length of `seq` (0 before its first prefill).
-    [[nodiscard]] index_t prompt_tokens(index_t seq) const { return std::max<index_t>(prompt_tokens_[seq], 0); }
 
 private:
     [[nodiscard]] index_t rows_per_layer() const noexcept { return options_.sequences * shape_.kv_heads; }
-    [[nodiscard]] index_t stream_index(index_t layer, index_t seq) const noexcept { return layer * options_.sequences + seq; }
-    [[nodiscard]] index_t state_index(index_t layer, index_t seq, index_t head) const noexcept {
-        return stream_index(layer, seq) * shape_.kv_heads + head;
+    [[nodiscard]] index_t row(index_t seq, index_t head) const noexcept { return seq * shape_.kv_heads + head; }
+    //! Entries of `positions_` per head: a prompt selection and the decode tokens moved behind it.
+    [[nodiscard]] index_t position_stride() const noexcept { return options_.max_prompt_tokens + options_.decode_capacity(); }
+    [[nodiscard]] std::size_t stream(index_t layer, index_t seq) const noexcept {
+        return static_cast<std::size_t>(layer * options_.sequences + seq);
     }
 
-    void plan() {
-        const index_t t = options_.max_prompt_tokens;
-        const index_t states = shape_.layers * rows_per_layer();
-        decode_capacity_ = options_.decode_capacity();
-        prompt_capacity_.assign(static_cast<std::size_t>(states), t);
-        if (profile_) {
-            std::vector<index_t> caps(profile_->heads.size());
-            if constexpr (AdaptiveBudgetPolicy<Budget>) budget_.capacity_caps(*profile_, options_.budget_ratio, t, caps);
-            else budget_.prompt_caps(*profile_, options_.budget_ratio, t, caps);
-            for (index_t state = 0; state < states; ++state)
-                prompt_capacity_[state] = caps[static_cast<std::size_t>(head_of_state(state))];
+    //! Most tokens a row of (layer, head) holds: its largest prompt selection, plus its decode slots.
+    static std::vector<index_t> row_capacity(const model_shape& shape, const cache_options& options,
+                                             const std::optional<head_profile>& profile, const Budget& budget) {
+        std::vector<index_t> capacity(static_cast<std::size_t>(shape.total_kv_heads()), options.max_prompt_tokens);
+        if (profile)
+            sequence_budgets<Budget>::capacity(budget, *profile, options.budget_ratio, options.max_prompt_tokens, capacity);
+        for (index_t& tokens : capacity) tokens += options.decode_capacity();
+        return capacity;
+    }
+    static row_table::layout row_layout(const model_shape& shape, const cache_options& options) {
+        return {shape.layers, options.sequences, shape.kv_heads, options.page_size, options.decode_capacity(),
+                options.decode_sink, options.decode_window > 0};
+    }
+    //! Checks the arguments and plans the storage tier.
+    static storage_plan plan_storage(const model_shape& shape, const cache_options& options,
+                                     const std::optional<head_profile>& profile, const Budget& budget, bool cold_aliased) {
+        shape.validate();
+        options.validate();
+        if (profile) {
+            profile->validate(shape);
+            require_feasible_budget(*profile, options.budget_ratio);
         } else {
-            record_ = profiling_record(shape_.layers, shape_.kv_heads, options_.sequences, options_.profiling_steps,
-                                       options_.profiling_top_k(t));
+            detail::require(options.profiling_steps <= options.max_new_tokens, "profiling_steps", options.profiling_steps,
+                            "[1, max_new_tokens] (online profiling observes that many decode steps)");
         }
-        storage_plan plan{shape_, options_.sequences, t + options_.max_new_tokens, {}};
-        plan.hot_capacity.resize(static_cast<std::size_t>(states));
-        for (index_t state = 0; state < states; ++state) plan.hot_capacity[state] = prompt_capacity_[state] + decode_capacity_;
-        storage_.plan(plan);
-        prompt_count_.assign(static_cast<std::size_t>(states), 0);
-        decoded_.assign(static_cast<std::size_t>(states), 0);
-        online_ = !profile_;  // online profiling keeps every row's prefill scores until it classifies
-        scores_.assign(static_cast<std::size_t>((online_ ? states : shape_.kv_heads) * t), 0.0f);
+        const std::vector<index_t> capacity = row_capacity(shape, options, profile, budget);
+        const row_table::layout sizes = row_layout(shape, options);
+        return {shape,
+                options.sequences,
+                options.max_prompt_tokens + options.max_new_tokens,
+                options.page_size,
+                row_table::pool_pages(sizes, [&](index_t layer, index_t head) {
+                    return capacity[static_cast<std::size_t>(layer * shape.kv_heads + head)];
+                }),
+                cold_aliased};
+    }
+
+    void plan_cache() {
+        const index_t t = options_.max_prompt_tokens, slots = options_.sequences;
+        const std::vector<index_t> capacity = row_capacity(shape_, options_, profile_, budget_);
+        rows_.plan(row_layout(shape_, options_), [&](index_t layer, index_t head) {
+            return capacity[static_cast<std::size_t>(layer * shape_.kv_heads + head)];
+        });
+        budgets_.plan(slots, shape_.total_kv_heads());
+        if (!profile_)
+            profiler_ = online_profiler(shape_.layers, shape_.kv_heads, slots, options_.profiling_steps, t,
+                                        options_.profiling_top_k(t));
+        prompt_tokens_.assign(static_cast<std::size_t>(slots), 0);
+        prefilled_layers_.assign(static_cast<std::size_t>(slots), 0);
+        prefilled_.assign(static_cast<std::size_t>(shape_.layers * slots), false);
+        stepping_.assign(static_cast<std::size_t>(shape_.layers * slots), false);
+        step_.assign(static_cast<std::size_t>(shape_.layers), 0);
+        awaiting_end_.assign(static_cast<std::size_t>(shape_.layers), false);
+        entries_.assign(static_cast<std::size_t>(rows_per_layer()), append_entry{});
+        layer_scores_.assign(static_cast<std::size_t>(shape_.kv_heads * t), 0.0f);
         head_scores_.assign(static_cast<std::size_t>(shape_.kv_heads), {});
         scratch_.assign(static_cast<std::size_t>(2 * t), 0.0f);
-        ranking_.assign(static_cast<std::size_t>(t), 0.0f);
+        group_scores_.assign(static_cast<std::size_t>(shape_.group_size() * t), 0.0f);
         index_scratch_.assign(static_cast<std::size_t>(t), 0);
-        top_k_.assign(static_cast<std::size_t>(t), 0);
-        prompt_tokens_.assign(static_cast<std::size_t>(options_.sequences), -1);
-        caps_.assign(static_cast<std::size_t>(options_.sequences), {});
-        base_length_.assign(static_cast<std::size_t>(options_.sequences), 0);
-        profiled_steps_.assign(static_cast<std::size_t>(shape_.layers * options_.sequences), 0);
-        prefilled_.assign(static_cast<std::size_t>(shape_.layers * options_.sequences), false);
-        indptr_.assign(static_cast<std::size_t>(shape_.layers), std::vector<index_t>(static_cast<std::size_t>(rows_per_layer() + 1), 0));
-        indices_.resize(static_cast<std::size_t>(shape_.layers));
-        for (index_t layer = 0; layer < shape_.layers; ++layer)
-            indices_[layer].assign(static_cast<std::size_t>(storage_hot_slots(layer)), 0);
-        dirty_.assign(static_cast<std::size_t>(shape_.layers), true);
-        monitor_.plan({shape_, options_.sequences, options_.max_prompt_tokens});  // sees every prefill
+        reference_.assign(static_cast<std::size_t>(t), 0);
+        positions_.assign(static_cast<std::size_t>(shape_.kv_heads * position_stride()), 0);
+        prompt_rows_.assign(static_cast<std::size_t>(shape_.kv_heads), refresh_row{});
+        monitor_.plan({shape_, slots, t});  // sees every prefill
         if (profile_) plan_for_profile();
     }
-
-    [[nodiscard]] index_t head_of_state(index_t state) const noexcept {
-        const index_t layer = state / rows_per_layer();
-        return layer * shape_.kv_heads + state % shape_.kv_heads;
-    }
-    [[nodiscard]] index_t storage_hot_slots(index_t layer) const {
-        index_t slots = 0;
-        for (index_t row = 0; row < rows_per_layer(); ++row) slots += prompt_capacity_[layer * rows_per_layer() + row] + decode_capacity_;
-        return slots;
-    }
-
-    //! Plans what depends on the roles: refresh buffers and the retriever.
+    //! Plans what depends on the roles: refresh buffers, the retriever and the score captures.
     void plan_for_profile() {
-        refresh_rows_.assign(static_cast<std::size_t>(shape_.layers * rows_per_layer()), refresh_row{});
-        refresh_offset_.assign(prompt_capacity_.size(), 0);
-        index_t offset = 0, largest_request = 0;
-        for (index_t stream = 0; stream < shape_.layers * options_.sequences; ++stream) {
-            index_t request = 0;
-            for (index_t head = 0; head < shape_.kv_heads; ++head) {
-                const index_t state = stream * shape_.kv_heads + head;
-                refresh_offset_[state] = offset;
-                if (keeps_full_kv(profile_->heads[static_cast<std::size_t>(head_of_state(state))].role)) continue;
-                offset += prompt_capacity_[state];
-                request += prompt_capacity_[state];
-            }
-            largest_request = std::max(largest_request, request);
-        }
-        refresh_positions_.assign(static_cast<std::size_t>(offset), 0);
-        refreshing_.assign(static_cast<std::size_t>(shape_.kv_heads), -1);
-        retriever_.bind(storage_, {shape_.layers, shape_.head_dim, largest_request, shape_.layers * options_.sequences});
-        plan_captures();
+        const std::vector<index_t> capacity = row_capacity(shape_, options_, profile_, budget_);
+        refreshes_.plan(shape_.layers, rows_per_layer(), [&](index_t layer, index_t r) -> index_t {
+            const index_t head = r % shape_.kv_heads;
+            if (keeps_full_kv(profile_->at(layer, head).role)) return 0;
+            return capacity[static_cast<std::size_t>(layer * shape_.kv_heads + head)] - options_.decode_capacity();
+        });
+        retriever_.bind(storage_, {shape_.layers, refreshes_.max_request_tokens(), shape_.layers});
+        captures_.plan(shape_.layers, rows_per_layer(), shape_.group_size(), options_.max_prompt_tokens,
+                       [&](index_t layer, index_t r) {
+                           return monitor_reads_scores(monitor_, profile_->at(layer, r % shape_.kv_heads).role);
+                       });
     }
 
-    //! Plans a score buffer for every head whose scores the monitor reads (pivots, for the default one),
-    //! each marked unwritten.
-    void plan_captures() {
-        const index_t states = shape_.layers * rows_per_layer();
-        capture_offset_.assign(static_cast<std::size_t>(states), -1);
-        index_t floats = 0;
-        for (index_t state = 0; state < states; ++state) {
-            if (!monitor_wants_scores(monitor_, profile_->heads[static_cast<std::size_t>(head_of_state(state))].role)) continue;
-            capture_offset_[state] = floats;
-            floats += shape_.group_size() * options_.max_prompt_tokens;
-        }
-        capture_scores_.assign(static_cast<std::size_t>(floats), 0.0f);
-        for (index_t state = 0; state < states; ++state)
-            if (capture_offset_[state] >= 0) capture_scores_[static_cast<std::size_t>(capture_offset_[state])] = unwritten_score;
-        captures_.assign(static_cast<std::size_t>(states), score_capture{});
-    }
-    //! The capture requests of `layer`'s rows: each wanted head's buffer, over its whole prompt (the first
-    //! `prompt_tokens` slots of a full head's row hold positions 0, 1, ... in order).
-    [[nodiscard]] std::span<const score_capture> layer_captures(index_t layer) {
-        if (capture_scores_.empty()) return {};
-        const std::span<score_capture> rows(captures_.data() + layer * rows_per_layer(),
-                                            static_cast<std::size_t>(rows_per_layer()));
-        for (index_t row = 0; row < rows_per_layer(); ++row) {
-            const index_t state = layer * rows_per_layer() + row;
-            const index_t seq = row / shape_.kv_heads;
-            const bool whole_prompt = prompt_tokens_[seq] > 0 && prompt_count_[state] == prompt_tokens_[seq];
-            rows[row] = capture_offset_[state] >= 0 && whole_prompt
-                            ? score_capture{capture_scores_.data() + capture_offset_[state], prompt_tokens_[seq]}
-                            : score_capture{};
-        }
-        return rows;
-    }
-    //! The captures of (layer, seq), checked to have been written by this step's kernel.
-    [[nodiscard]] std::span<const score_capture> read_captures(index_t layer, index_t seq) {
-        if (capture_scores_.empty()) return {};
-        const std::span<const score_capture> heads(captures_.data() + stream_index(layer, seq) * shape_.kv_heads,
-                                                   static_cast<std::size_t>(shape_.kv_heads));
-        for (index_t head = 0; head < shape_.kv_heads; ++head) {
-            const score_capture& capture = heads[static_cast<std::size_t>(head)];
-            if (capture.scores != nullptr && std::isnan(*capture.scores))
-                throw invalid_argument_error("scores", "captured",
-                                             "recompute, unless the attention kernel of this step wrote "
-                                             "selection(layer).captures (head " + std::to_string(head) + " has none)");
-        }
-        return heads;
+    //! Where the prefill scores of a head are kept: online, for the selection the profile will make.
+    [[nodiscard]] std::span<float> prefill_scores(index_t layer, index_t seq, index_t head, index_t prompt_tokens) {
+        if (!profile_) return profiler_.prefill_scores(layer, seq, head, prompt_tokens);
+        return {layer_scores_.data() + head * options_.max_prompt_tokens, static_cast<std::size_t>(prompt_tokens)};
     }
 
-    void start_prompt(index_t seq, index_t prompt_tokens) {
-        prompt_tokens_[seq] = prompt_tokens;
-        if (profile_) set_budget(seq);
-    }
-    void set_budget(index_t seq) {
-        auto& caps = caps_[static_cast<std::size_t>(seq)];
-        caps.resize(profile_->heads.size());
-        budget_.prompt_caps(*profile_, options_.budget_ratio, prompt_tokens_[seq], caps);
-        base_length_[seq] = budget_.base_length(*profile_, options_.budget_ratio, prompt_tokens_[seq]);
-    }
-
-    [[nodiscard]] key_rows cold_prompt_keys(index_t layer, index_t row) const noexcept {
-        return {storage_.cold_keys(layer, row), shape_.head_dim};
-    }
-    [[nodiscard]] std::span<float> score_buffer(index_t layer, index_t seq, index_t head, index_t prompt_tokens) {
-        const index_t row = online_ ? state_index(layer, seq, head) : head;
-        return {scores_.data() + row * options_.max_prompt_tokens, static_cast<std::size_t>(prompt_tokens)};
-    }
-
-    //! Fills the hot prompt region of a row with the cold tokens at `positions` (ascending).
-    void fill_prompt(index_t layer, index_t seq, index_t head, std::span<const index_t> positions) {
-        const index_t row = seq * shape_.kv_heads + head;
-        const index_t base = storage_.hot_row_base(layer, row);
-        const float* keys = storage_.cold_keys(layer, row);
-        const float* values = storage_.cold_values(layer, row);
-        for (std::size_t k = 0; k < positions.size(); ++k) {
-            const index_t p = positions[k];
-            storage_.write_hot(layer, base + static_cast<index_t>(k), keys + p * shape_.head_dim,
-                               values + p * shape_.head_dim, p);
-        }
-        prompt_count_[state_index(layer, seq, head)] = static_cast<index_t>(positions.size());
-    }
-    void keep_whole_prompt(index_t layer, index_t seq, index_t head) {
-        const std::span<index_t> all(top_k_.data(), static_cast<std::size_t>(prompt_tokens_[seq]));
-        std::iota(all.begin(), all.end(), index_t{0});
-        fill_prompt(layer, seq, head, all);
-    }
-    //! Chooses the hot prompt tokens of every head of (layer, seq) from their prefill scores, after an
-    //! adaptive budget has moved tokens between the heads.
-    void select_layer(index_t layer, index_t seq) {
+    //! Chooses the hot prompt tokens of every head of (layer, seq) from their prefill scores (DESIGN.md
+    //! section 2, "Prefill"): the whole prompt for a full head or before a profile exists (a pivot's reference
+    //! set is its top-B), the top-cap positions for a compressed head (after an adaptive budget has moved
+    //! tokens between the heads). Returns one row per head; each row's positions leave `room` more entries
+    //! free behind them.
+    std::span<refresh_row> choose_prompts(index_t layer, index_t seq, index_t room) {
         const index_t t = prompt_tokens_[seq];
-        if constexpr (AdaptiveBudgetPolicy<Budget>) {
-            for (index_t head = 0; head < shape_.kv_heads; ++head)
-                head_scores_[static_cast<std::size_t>(head)] = score_buffer(layer, seq, head, t);
-            const std::span<index_t> layer_caps(caps_[static_cast<std::size_t>(seq)].data() + layer * shape_.kv_heads,
-                                                static_cast<std::size_t>(shape_.kv_heads));
-            budget_.share_layer(*profile_, options_.budget_ratio, layer, head_scores_, layer_caps);
-        }
-        for (index_t head = 0; head < shape_.kv_heads; ++head) select_prompt(layer, seq, head, score_buffer(layer, seq, head, t));
-    }
-
-    //! Chooses a head's hot prompt tokens by its role (DESIGN.md section 2, "Prefill").
-    void select_prompt(index_t layer, index_t seq, index_t head, std::span<const float> scores) {
-        const head_role role = profile_->at(layer, head).role;
-        if (keeps_full_kv(role)) {
-            keep_whole_prompt(layer, seq, head);
-            if (role == head_role::pivot) {
-                const std::span<index_t> reference(top_k_.data(), static_cast<std::size_t>(base_length_[seq]));
-                top_k_positions(scores, reference, index_scratch_);
-                monitor_.set_reference(layer, seq, head, reference);
+        if constexpr (AdaptiveBudgetPolicy<Budget>)
+            if (profile_) {
+                for (index_t head = 0; head < shape_.kv_heads; ++head) head_scores_[head] = prefill_scores(layer, seq, head, t);
+                budget_.share_layer(*profile_, options_.budget_ratio, layer, head_scores_,
+                                    budgets_.layer_caps(seq, layer, shape_.kv_heads));
             }
-            return;
-        }
-        const index_t cap = caps_[static_cast<std::size_t>(seq)][static_cast<std::size_t>(layer * shape_.kv_heads + head)];
-        detail::require<budget_error>(cap <= prompt_capacity_[state_index(layer, seq, head)], "cap", cap,
-                                      "[1, the cap planned for max_prompt_tokens]");
-        const std::span<index_t> chosen(top_k_.data(), static_cast<std::size_t>(cap));
-        top_k_positions(scores, chosen, index_scratch_);
-        fill_prompt(layer, seq, head, chosen);
-    }
-
-    void record_top_k(index_t layer, index_t seq, index_t head, index_t step, std::span<const float> scores) {
-        const index_t k = options_.profiling_top_k(prompt_tokens_[seq]);
-        top_k_positions(scores, record_.record(layer, head, seq, step, k), index_scratch_);
-    }
-
-    //! Online profiling: records each head's top-k set for this decode query; classifies when all are done.
-    void profile_step(index_t layer, index_t seq, const float* query, index_t query_head_stride) {
-        index_t& steps = profiled_steps_[stream_index(layer, seq)];
-        if (steps >= options_.profiling_steps) return;
-        const index_t t = prompt_tokens_[seq];
-        const query_rows rows{query, 1, shape_.query_heads * query_head_stride, query_head_stride, t};
-        const std::span<float> ranking(ranking_.data(), static_cast<std::size_t>(t));
         for (index_t head = 0; head < shape_.kv_heads; ++head) {
-            pooled_attention_row(rows, cold_prompt_keys(layer, seq * shape_.kv_heads + head), head, shape_.group_size(),
+            const head_role role = profile_ ? profile_->at(layer, head).role : head_role::volatile_;
+            const bool whole = keeps_full_kv(role);
+            const index_t count = whole ? t : budgets_.cap(seq, layer * shape_.kv_heads + head);
+            const std::span<index_t> chosen(positions_.data() + head * position_stride(), static_cast<std::size_t>(count));
+            const std::span<const float> scores = prefill_scores(layer, seq, head, t);
+            if (whole) std::iota(chosen.begin(), chosen.end(), index_t{0});
+            else top_k_positions(scores, chosen, index_scratch_);
+            if constexpr (traits::needs_reference)
+                if (role == head_role::pivot) {
+                    const std::span<index_t> reference(reference_.data(), static_cast<std::size_t>(budgets_.base_length(seq)));
+                    top_k_positions(scores, reference, index_scratch_);
+                    monitor_.set_reference(layer, seq, head, reference);
+                }
+            prompt_rows_[head] = {row(seq, head), rows_.pages(layer, row(seq, head)), 0,
+                                  std::span<const index_t>(chosen.data(), chosen.size() + static_cast<std::size_t>(room))};
+        }
+        return prompt_rows_;
+    }
+
+    //! Online profiling: records each head's top-k set for this decode query. True when `seq` completed.
+    bool profile_step(index_t layer, index_t seq, const float* query, index_t head_stride) {
+        if (!profiler_.observing(layer, seq)) return false;
+        const index_t t = prompt_tokens_[seq];
+        const query_rows rows{query, 1, shape_.query_heads * head_stride, head_stride, t};
+        const std::span<float> ranking(group_scores_.data(), static_cast<std::size_t>(t));
+        for (index_t head = 0; head < shape_.kv_heads; ++head) {
+            pooled_attention_row(rows, storage_.cold_keys(layer, row(seq, head)), head, shape_.group_size(),
                                  shape_.head_dim, ranking, scratch_);
-            record_top_k(layer, seq, head, steps + 1, ranking);
+            profiler_.record(layer, seq, head, profiler_.observed(layer, seq) + 1, options_.profiling_top_k(t), ranking);
         }
-        ++steps;
-        const bool done = std::all_of(profiled_steps_.begin(), profiled_steps_.end(),
-                                      [&](index_t s) { return s >= options_.profiling_steps; });
-        if (done) finish_profiling();
+        profiler_.step_done(layer, seq);
+        return profiler_.complete(seq);
     }
 
-    //! Classifies heads, sets budgets and compacts every row to its selection (DESIGN.md section 2).
-    void finish_profiling() {
-        profile_ = classifier_.classify(record_);
+    //! Classifies the heads from `seq`, plans for the roles and compacts every live sequence to its selection.
+    void finish_profiling(index_t seq, queue_type q) {
+        profile_ = profiler_.finish(classifier_, seq, options_.budget_ratio);
         profile_->validate(shape_);
-        // Online profiling cannot fail mid-decode: a budget too small for the full heads demotes them.
-        index_t shortest = options_.max_prompt_tokens;
-        for (const index_t t : prompt_tokens_)
-            if (t > 0) shortest = std::min(shortest, t);
-        demote_until_feasible(*profile_, options_.budget_ratio, shortest);
         plan_for_profile();
-        for (index_t seq = 0; seq < options_.sequences; ++seq) {
-            if (prompt_tokens_[seq] < 0) continue;
-            set_budget(seq);
-            for (index_t layer = 0; layer < shape_.layers; ++layer) select_layer(layer, seq);
+        for (index_t s = 0; s < options_.sequences; ++s) {
+            if (prompt_tokens_[s] == 0) continue;
+            budgets_.set(budget_, *profile_, options_.budget_ratio, s, prompt_tokens_[s]);
+            for (index_t layer = 0; layer < shape_.layers; ++layer)
+                if (prefilled_[stream(layer, s)]) compact(layer, s, q);
         }
-        std::fill(dirty_.begin(), dirty_.end(), true);
     }
-
-    //! Slot (within the decode region) of the `j`-th decode token: the first `decode_sink` stay, the rest
-    //! cycle through a ring when `decode_window` is set.
-    [[nodiscard]] index_t decode_slot(index_t j) const noexcept {
-        if (options_.decode_window == 0 || j < decode_capacity_) return j;
-        const index_t sink = options_.decode_sink;
-        return sink + (j - sink) % (decode_capacity_ - sink);
-    }
-
-    void rebuild_selection(index_t layer) {
-        auto& indptr = indptr_[layer];
-        auto& indices = indices_[layer];
-        index_t n = 0;
-        for (index_t row = 0; row < rows_per_layer(); ++row) {
-            const index_t state = layer * rows_per_layer() + row;
-            const index_t base = storage_.hot_row_base(layer, row);
-            indptr[row] = n;
-            for (index_t k = 0; k < prompt_count_[state]; ++k) indices[n++] = base + k;
-            const index_t decode_base = base + prompt_capacity_[state];
-            const index_t decoded = decoded_[state];
-            const index_t kept = std::min(decoded, decode_capacity_);
-            const index_t sink = decoded > decode_capacity_ ? options_.decode_sink : kept;
-            for (index_t j = 0; j < sink; ++j) indices[n++] = decode_base + j;
-            for (index_t j = decoded - (kept - sink); j < decoded; ++j) indices[n++] = decode_base + decode_slot(j);
+    //! Moves the rows of a prefilled (layer, seq) to their selection: prompt tokens chosen from the prefill
+    //! scores, then the decode tokens they hold, fetched again from the cold tier behind them.
+    void compact(index_t layer, index_t seq, queue_type q) {
+        const index_t kept = rows_.kept_decode(layer, row(seq, 0)), decoded = rows_.decoded(layer, row(seq, 0));
+        const std::span<refresh_row> rows = choose_prompts(layer, seq, kept);
+        for (index_t head = 0; head < shape_.kv_heads; ++head) {
+            const index_t prompt = static_cast<index_t>(rows[head].positions.size()) - kept;
+            index_t* decode = positions_.data() + head * position_stride() + prompt;
+            for (index_t j = 0; j < kept; ++j) decode[j] = prompt_tokens_[seq] + rows_.decode_number(j, decoded);
+            rows_.resize_prompt(layer, rows[head].row, prompt);
         }
-        indptr[rows_per_layer()] = n;
-        dirty_[layer] = false;
+        storage_.refill(layer, {layer, rows}, q);
     }
 
-    void check_stream(index_t layer, index_t seq) const {
+    //! The drift monitor's view of one decode step of (layer, seq); refreshes go to `refreshes_`.
+    void observe(index_t layer, index_t seq, const float* query, index_t head_stride, score_source scores) {
+        const index_t t = prompt_tokens_[seq];
+        const auto prompt_scores = [&](index_t head) -> std::span<const float> {
+            const index_t r = row(seq, head);
+            if (scores == score_source::captured)
+                if (const auto written = captures_.read(layer, r, step_[layer], t)) return *written;
+            group_scores(query, head_stride, storage_.cold_keys(layer, r), head, shape_.group_size(), shape_.head_dim,
+                         attention_scale(shape_.head_dim), t, group_scores_.data());
+            return {group_scores_.data(), static_cast<std::size_t>(shape_.group_size() * t)};
+        };
+        const auto prompt_key = [&](index_t head, index_t position, float* key) {
+            to_floats(storage_.cold_keys(layer, row(seq, head)).at(position), key, shape_.head_dim);
+        };
+        const auto refresh = [&](index_t head, std::span<const float> ranking) {
+            detail::require(head >= 0 && head < shape_.kv_heads && !keeps_full_kv(profile_->at(layer, head).role), "head",
+                            head, "a compressed head (anchor or satellite) of the layer");
+            detail::require<shape_error>(static_cast<index_t>(ranking.size()) == t, "ranking.size()", ranking.size(),
+                                         "the prompt length");
+            const index_t r = row(seq, head);
+            refreshes_.add(layer, r, rows_.pages(layer, r), rows_.prompt_count(layer, r), ranking, index_scratch_);
+        };
+        const monitor_context context{layer, seq, t, budgets_.base_length(seq), &*profile_, query, head_stride,
+                                      prompt_scores, prompt_key};
+        monitor_.observe(context, refresh);
+    }
+    //! Throws unless the kernel stamped every capture `begin_layer(layer)` asked for.
+    void check_captured(index_t layer) const {
+        for (index_t r = 0; r < rows_per_layer(); ++r)
+            if (captures_.requested(layer, r) && !captures_.read(layer, r, step_[layer], 0))
+                throw invalid_argument_error("scores", "captured",
+                                             "recompute, unless the attention kernel of this step wrote and stamped "
+                                             "selection.captures (row " + std::to_string(r) + " has not)");
+    }
+
+    void check_layer(index_t layer) const {
         detail::require<shape_error>(layer >= 0 && layer < shape_.layers, "layer", layer, "[0, layers)");
+    }
+    void check_slot(index_t seq) const {
         detail::require<shape_error>(seq >= 0 && seq < options_.sequences, "seq", seq, "[0, sequences)");
     }
-    void check_prefilled(index_t layer, index_t seq) const {
-        check_stream(layer, seq);
-        detail::require<shape_error>(prefilled_[stream_index(layer, seq)], "seq", seq,
-                                     "a sequence whose prompt was prefilled for this layer");
+    void check_live(index_t seq) const {
+        check_slot(seq);
+        detail::require<shape_error>(prompt_tokens_[seq] > 0, "seq", seq, "a slot with a sequence (begin_sequence first)");
     }
-    void check_layout(const Layout& kv) const {
-        detail::require<shape_error>(kv.kv_heads() == shape_.kv_heads, "layout.kv_heads()", kv.kv_heads(),
-                                     "the model's kv_heads");
-        detail::require<shape_error>(kv.head_dim() == shape_.head_dim, "layout.head_dim()", kv.head_dim(),
-                                     "the model's head_dim");
+    void check_tensor(const Tensor& kv) const {
+        detail::require<shape_error>(kv.keys != nullptr && kv.values != nullptr, "kv.keys", "null",
+                                     "the engine's key and value memory");
+        detail::require<shape_error>(kv.kv_heads() == shape_.kv_heads, "kv.kv_heads()", kv.kv_heads(), "the model's kv_heads");
+        detail::require<shape_error>(kv.head_dim() == shape_.head_dim, "kv.head_dim()", kv.head_dim(), "the model's head_dim");
     }
 
     model_shape shape_;
@@ -509,34 +522,29 @@ private:
     Budget budget_;
     Storage storage_;
     Monitor monitor_;
-    Retriever retriever_;
+    RetrieverPolicy retriever_;
     std::optional<head_profile> profile_;
-    profiling_record record_;
+    row_table rows_;
+    sequence_budgets<Budget> budgets_;
+    online_profiler profiler_;
+    score_captures captures_;
+    refresh_plan refreshes_;
 
-    bool online_ = false;
-    index_t decode_capacity_ = 0;
-    std::vector<index_t> prompt_tokens_, base_length_, profiled_steps_;
-    std::vector<std::vector<index_t>> caps_;
-    std::vector<bool> prefilled_;
-    std::vector<index_t> prompt_capacity_, prompt_count_, decoded_;  // per (layer, seq, head)
-    std::vector<float> scores_, scratch_, ranking_;
+    std::vector<index_t> prompt_tokens_, prefilled_layers_;  // per slot; 0 tokens: idle
+    std::vector<bool> prefilled_, stepping_;                 // per (layer, slot)
+    std::vector<std::uint64_t> step_;                        // per layer: begin_layer calls
+    std::vector<bool> awaiting_end_;                         // per layer
+    std::vector<append_entry> entries_;
+    std::vector<float> layer_scores_, scratch_, group_scores_;
     std::vector<std::span<const float>> head_scores_;
-    std::vector<index_t> index_scratch_, top_k_;
-    std::vector<refresh_row> refresh_rows_;
-    std::vector<index_t> refresh_offset_, refresh_positions_, refreshing_;
-    std::vector<std::vector<index_t>> indptr_, indices_;
-    std::vector<bool> dirty_;
-    //! Marks a capture buffer as not written since the monitor last read it.
-    static constexpr float unwritten_score = std::numeric_limits<float>::quiet_NaN();
-    std::vector<index_t> capture_offset_;  // per (layer, seq, head): into capture_scores_, or -1
-    std::vector<float> capture_scores_;
-    std::vector<score_capture> captures_;  // per (layer, seq, head), refreshed by layer_captures
+    std::vector<index_t> index_scratch_, reference_, positions_;
+    std::vector<refresh_row> prompt_rows_;
 };
 
 //! The full cache: every head keeps every token (the ceiling every policy is measured against). Construct it
-//! with `uniform_profile(shape, head_role::volatile_)` so that it never profiles.
-template <KvLayout Layout = strided_kv_layout, StorageTier Storage = host_storage>
-using full_kv_cache = kv_cache<Layout, fixed_role_classifier, uniform_budget, Storage, static_monitor, sync_retriever>;
+//! with `make_full_cache`, or with `uniform_profile(shape, head_role::volatile_)` and `budget_ratio = 1`.
+template <KvTensor Tensor = strided_kv_tensor<float>, class Storage = default_storage<Tensor>>
+using full_kv_cache = kv_cache<Tensor, fixed_role_classifier, uniform_budget, Storage, static_monitor, sync_retriever>;
 
 }  // namespace v1
 }  // namespace heterocache

@@ -4,12 +4,14 @@
 
 #include <algorithm>
 #include <bit>
+#include <concepts>
 #include <cmath>
 #include <cstdint>
 #include <limits>
 #include <span>
 
 #include "heterocache/detail/vector_math.hpp"
+#include "heterocache/tensor/kv_tensor.hpp"
 #include "heterocache/types.hpp"
 
 namespace heterocache {
@@ -17,13 +19,6 @@ inline namespace v1 {
 
 //! Width of the 1-D average pool that smooths attention rows (zero padded, divided by the full width).
 inline constexpr index_t attention_pool_width = 5;
-
-//! Where the keys of one KV head live: `key(position)` points at `head_dim` contiguous floats.
-struct key_rows {
-    const float* base = nullptr;  //!< key of position 0
-    index_t stride = 0;           //!< elements between consecutive positions
-    [[nodiscard]] const float* key(index_t position) const noexcept { return base + position * stride; }
-};
 
 //! Queries of one sequence for an attention-row computation: `query(i, q_head)` points at `head_dim`
 //! floats; query `i` sits at absolute position `first_position + i` (for the causal mask).
@@ -37,6 +32,9 @@ struct query_rows {
         return base + i * token_stride + q_head * head_stride;
     }
 };
+
+//! Largest head dimension the scoring functions take (a 16-bit key is widened on the stack).
+inline constexpr index_t max_scored_head_dim = 256;
 
 namespace detail {
 
@@ -70,11 +68,31 @@ HETEROCACHE_ALWAYS_INLINE float max_nonnegative(float a, float b) noexcept {
     return std::bit_cast<std::int32_t>(a) > std::bit_cast<std::int32_t>(b) ? a : b;
 }
 
+//! A key as `head_dim` floats: fp32 keys in place, 16-bit keys widened into `buffer`.
+template <KvElement E>
+HETEROCACHE_ALWAYS_INLINE const float* widened(const E* k, index_t head_dim, float* buffer) noexcept {
+    if constexpr (std::same_as<E, float>) {
+        return k;
+    } else {
+        to_floats(k, buffer, head_dim);
+        return buffer;
+    }
+}
+
+//! `q . k` over `head_dim` elements, a 16-bit key widened to fp32 first (into `buffer`, `head_dim` floats):
+//! the same sum, in the same order, as over the widened key.
+template <KvElement E>
+HETEROCACHE_ALWAYS_INLINE float dot_widened(const float* q, const E* k, index_t head_dim, float* buffer) noexcept {
+    return dot(q, widened(k, head_dim, buffer), head_dim);
+}
+
 //! Writes `exp(q.k_t * scale - max)` for positions `[0, visible)` into `out` and returns their sum (in
 //! double): the softmax of one query over a head's keys is `out[t] / sum`.
-inline double softmax_numerators(const float* q, const key_rows& keys, index_t visible, index_t head_dim, float scale,
-                                 float* out) noexcept {
-    for (index_t t = 0; t < visible; ++t) out[t] = dot(q, keys.key(t), head_dim) * scale;
+template <KvElement E>
+double softmax_numerators(const float* q, const token_rows<E>& keys, index_t visible, index_t head_dim, float scale,
+                          float* out) noexcept {
+    alignas(64) float buffer[max_scored_head_dim];
+    for (index_t t = 0; t < visible; ++t) out[t] = dot_widened(q, keys.at(t), head_dim, buffer) * scale;
     return exponentiate_scores(out, out, visible);
 }
 
@@ -129,13 +147,15 @@ HETEROCACHE_TARGET_AVX2 inline void pool_group_scores_avx2(const float* scores, 
 //! for each query head of the GQA group, the softmax rows of the `queries` (causally masked) averaged over
 //! the queries; then the maximum over the group; then an average pool of width 5.
 //! `scratch` must hold `2 * row.size()` floats. Allocates nothing. O(w * G * T * d).
-inline void pooled_attention_row(const query_rows& queries, const key_rows& keys, index_t kv_head,
+template <KvElement E>
+void pooled_attention_row(const query_rows& queries, const token_rows<E>& keys, index_t kv_head,
                                  index_t group_size, index_t head_dim, std::span<float> row,
                                  std::span<float> scratch) {
     const auto length = static_cast<index_t>(row.size());
     detail::require(queries.count > 0, "queries.count", queries.count, "[1, inf)");
     detail::require(static_cast<index_t>(scratch.size()) >= 2 * length, "scratch.size()", scratch.size(),
                     "[2 * row.size(), inf)");
+    detail::require<shape_error>(head_dim >= 1 && head_dim <= max_scored_head_dim, "head_dim", head_dim, "[1, 256]");
     const float scale = attention_scale(head_dim);
     float* probabilities = scratch.data();
     float* group_max = scratch.data() + length;
@@ -160,11 +180,14 @@ inline void pooled_attention_row(const query_rows& queries, const key_rows& keys
 //! `query(q_head)` is at `query + q_head * query_head_stride`. Each key is read once for the whole group.
 //! These are the scores an attention kernel computes for the same tokens (`csr_selection::captures`).
 //! O(G * T * d).
-inline void group_scores(const float* query, index_t query_head_stride, const key_rows& keys, index_t kv_head,
-                         index_t group_size, index_t head_dim, float scale, index_t tokens, float* out) noexcept {
+//! `head_dim` is at most `max_scored_head_dim`.
+template <KvElement E>
+void group_scores(const float* query, index_t query_head_stride, const token_rows<E>& keys, index_t kv_head,
+                  index_t group_size, index_t head_dim, float scale, index_t tokens, float* out) noexcept {
     const float* first = query + kv_head * group_size * query_head_stride;
+    alignas(64) float buffer[max_scored_head_dim];
     for (index_t t = 0; t < tokens; ++t) {
-        const float* k = keys.key(t);
+        const float* k = detail::widened(keys.at(t), head_dim, buffer);
         for (index_t g = 0; g < group_size; ++g)
             out[g * tokens + t] = detail::dot(first + g * query_head_stride, k, head_dim) * scale;
     }

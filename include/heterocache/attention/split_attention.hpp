@@ -8,8 +8,7 @@
 #include <vector>
 
 #include "heterocache/attention/decode_attention.hpp"
-#include "heterocache/attention/half_precision.hpp"
-#include "heterocache/storage/kv_element.hpp"
+#include "heterocache/tensor/element.hpp"
 
 namespace heterocache {
 inline namespace v1 {
@@ -103,7 +102,7 @@ namespace detail {
 template <class Source>
 attention_row<Source> chunk_of(attention_row<Source> row, index_t begin, index_t chunk_tokens, float* output,
                                float* lse) noexcept {
-    row.slots += begin;
+    row.first_token += begin;
     row.tokens = std::min(chunk_tokens, row.tokens - begin);
     row.output = output;
     row.lse = lse;
@@ -128,6 +127,7 @@ void split_decode_attention(const Selection& selection, const Source& source, co
         const attention_row<Source> whole = selection_row(selection, source, row, queries, output, lse, scale);
         if (end - begin == 1) {  // a whole row: written in place
             attend_row(whole);
+            mark_written(capture_of(selection, row));
             return;
         }
         const index_t c = workspace.chunk_tokens();
@@ -146,6 +146,7 @@ void split_decode_attention(const Selection& selection, const Source& source, co
                                        workspace.lses()[next * group + g], d, out, merged);
             lse[head] = merged;
         }
+        mark_written(capture_of(selection, row));
     });
 }
 
@@ -160,8 +161,8 @@ void split_decode_attention(const Selection& selection, const Source& source, co
 //! size; a row of at most `chunk_tokens` tokens is bit-identical to `decode_attention`'s, a split row
 //! agrees with it to float rounding. Allocates only when `workspace` grows (never after a `reserve` that
 //! covers the step). O(total_tokens * G * d).
-template <StorageElement E>
-void decode_attention(const basic_csr_selection<E>& selection, const float* queries, float* output, float* lse,
+template <KvElement E>
+void decode_attention(const basic_paged_selection<E>& selection, const float* queries, float* output, float* lse,
                       float scale, host_thread_pool& pool, split_attention_workspace& workspace) {
     detail::split_decode_attention(selection, detail::slots_of(selection), queries, output, lse, scale, pool, workspace);
 }

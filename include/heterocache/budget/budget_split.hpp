@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "heterocache/profile/head_profile.hpp"
@@ -18,40 +19,51 @@ inline void validate_budget_arguments(double ratio, index_t prompt_tokens) {
     detail::require(prompt_tokens >= 1, "prompt_tokens", prompt_tokens, "[1, inf)");
 }
 
-//! Prompt tokens the compressed heads share: `r*N*T - Nfull*T` (DESIGN.md section 2, "Budget").
-//! Throws `budget_error` when `r*N <= Nfull` while some head is compressed, naming r, N, Nfull and the
-//! smallest r that would leave each compressed head at least one token.
-inline double compressed_token_total(const head_profile& profile, double ratio, index_t prompt_tokens) {
-    validate_budget_arguments(ratio, prompt_tokens);
+//! Whether kept fraction `ratio` can be met with the full heads of `profile` (DESIGN.md section 2, "Budget"):
+//! `r*N > Nfull` when some head is compressed (they share `(r*N - Nfull) * T` tokens), `r = 1` when every head
+//! is full. It does not depend on the prompt length: a prompt too short to give every compressed head a token
+//! still gives each one (`split_prompt_budget`), which exceeds the budget by at most `Nc` tokens.
+inline bool budget_feasible(const head_profile& profile, double ratio) {
+    detail::require(ratio > 0.0 && ratio <= 1.0, "r", ratio, "(0, 1]");
     const auto n = static_cast<double>(profile.heads.size());
     const auto n_full = static_cast<double>(profile.full_heads());
-    const double compressed = n - n_full;
-    if (compressed == 0.0) return 0.0;
-    const double total = (ratio * n - n_full) * static_cast<double>(prompt_tokens);
-    if (total < compressed) {
-        const double smallest = (n_full + compressed / static_cast<double>(prompt_tokens)) / n;
-        throw budget_error("r", detail::to_display(ratio),
-                           "r*N > Nfull with N = " + detail::to_display(n) + ", Nfull = " + detail::to_display(n_full) +
-                               " (pivots + volatiles); the smallest r that works for T = " +
-                               detail::to_display(prompt_tokens) + " is " + detail::to_display(smallest));
-    }
-    return total;
+    return n == n_full ? ratio == 1.0 : ratio * n > n_full;
 }
 
-//! True when the prompt budget can give every compressed head at least one token: `(r*N - Nfull) * T >= Nc`.
-inline bool budget_feasible(const head_profile& profile, double ratio, index_t prompt_tokens) {
-    validate_budget_arguments(ratio, prompt_tokens);
+//! Throws `budget_error` unless `budget_feasible(profile, ratio)`, stating the condition with the profile's
+//! numbers and the smallest r that meets it.
+inline void require_feasible_budget(const head_profile& profile, double ratio) {
+    if (budget_feasible(profile, ratio)) return;
     const auto n = static_cast<double>(profile.heads.size());
     const auto n_full = static_cast<double>(profile.full_heads());
-    return n == n_full ? ratio == 1.0 || n_full == 0.0 : (ratio * n - n_full) * static_cast<double>(prompt_tokens) >= n - n_full;
+    const std::string numbers = "N = " + detail::to_display(n) + " KV heads, of which Nfull = " +
+                                detail::to_display(n_full) + " keep their full KV (pivots + volatiles)";
+    if (n == n_full)
+        throw budget_error("r", detail::to_display(ratio),
+                           "1: every head of the profile keeps its full KV (" + numbers + "), so nothing can be dropped");
+    throw budget_error("r", detail::to_display(ratio),
+                       "r*N > Nfull, so that the compressed heads get a share of the prompt (" + numbers +
+                           "; r*N = " + detail::to_display(ratio * n) + "): any r above " +
+                           detail::to_display(n_full / n) + ", or a profile with fewer full heads");
+}
+
+//! Prompt tokens the compressed heads share: `r*N*T - Nfull*T` (DESIGN.md section 2, "Budget"), 0 when no
+//! head is compressed. Throws `budget_error` unless `budget_feasible(profile, ratio)`.
+inline double compressed_token_total(const head_profile& profile, double ratio, index_t prompt_tokens) {
+    validate_budget_arguments(ratio, prompt_tokens);
+    require_feasible_budget(profile, ratio);
+    const auto n = static_cast<double>(profile.heads.size());
+    const auto n_full = static_cast<double>(profile.full_heads());
+    if (n == n_full) return 0.0;
+    return (ratio * n - n_full) * static_cast<double>(prompt_tokens);
 }
 
 //! Graceful degradation for a budget too small for the full heads (DESIGN.md section 2, "Budget"): demotes
 //! full heads to anchors, most stable first (a volatile head alone; a pivot together with its satellites),
-//! until every compressed head can keep a token. Returns the number of heads demoted.
-inline index_t demote_until_feasible(head_profile& profile, double ratio, index_t prompt_tokens) {
+//! until `budget_feasible(profile, ratio)`. Returns the number of heads demoted.
+inline index_t demote_until_feasible(head_profile& profile, double ratio) {
     index_t demoted = 0;
-    while (!budget_feasible(profile, ratio, prompt_tokens)) {
+    while (!budget_feasible(profile, ratio)) {
         head_info* best = nullptr;
         for (auto& h : profile.heads)
             if (keeps_full_kv(h.role) && (best == nullptr || h.stability > best->stability)) best = &h;

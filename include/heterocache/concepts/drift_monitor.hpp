@@ -5,8 +5,6 @@
 #include <concepts>
 #include <span>
 
-#include "heterocache/algorithm/pooled_attention.hpp"
-#include "heterocache/attention/csr_selection.hpp"
 #include "heterocache/detail/function_ref.hpp"
 #include "heterocache/profile/head_profile.hpp"
 
@@ -16,7 +14,7 @@ inline namespace v1 {
 //! Sizes a monitor plans its state for.
 struct monitor_plan {
     model_shape shape;
-    index_t sequences = 0;
+    index_t sequences = 0;  //!< sequence slots
     index_t max_prompt_tokens = 0;
 };
 
@@ -29,44 +27,66 @@ struct monitor_context {
     const head_profile* profile = nullptr;
     const float* query = nullptr;     //!< this step's decode query, `[query_head][head_dim]`
     index_t query_head_stride = 0;    //!< floats between query heads
-    //! Cold-tier keys of a KV head of this (layer, sequence): prompt positions `[0, prompt_tokens)`.
-    detail::function_ref<key_rows(index_t)> prompt_keys;
-    //! Empty, or one entry per KV head of this (layer, sequence): where the attention kernel wrote this
-    //! step's scaled scores of the head's G query heads over prompt positions `[0, prompt_tokens)`
-    //! (`scores[g * prompt_tokens + t]`, the `group_scores` layout; `scores` null where none were asked
-    //! for). A monitor reads them instead of recomputing them from `prompt_keys`.
-    std::span<const score_capture> captured_scores;
+    //! This step's scaled scores `q_g . k_t / sqrt(d)` of the G query heads of a KV head over the prompt
+    //! positions `[0, prompt_tokens)`, `scores[g * prompt_tokens + t]`: what the attention kernel captured
+    //! (a head whose scores the monitor reads, `monitor_traits::reads_scores`), or computed from the cold
+    //! keys on the spot (a second pass over the keys). Valid until the next call.
+    detail::function_ref<std::span<const float>(index_t head)> prompt_scores;
+    //! Copies the key of a KV head at a prompt position into `head_dim` floats (from the cold tier, widened).
+    detail::function_ref<void(index_t head, index_t position, float* key)> prompt_key;
 };
-
-//! Whether monitor `M` reads the attention scores of heads with `role` (it says so with a member
-//! `bool wants_scores(head_role) const`; a monitor without one reads none). `kv_cache` asks the attention
-//! kernel to capture them (`csr_selection::captures`).
-template <class M>
-[[nodiscard]] constexpr bool monitor_wants_scores(const M& monitor, head_role role) {
-    if constexpr (requires { { monitor.wants_scores(role) } -> std::convertible_to<bool>; })
-        return monitor.wants_scores(role);
-    else
-        return false;
-}
 
 //! Called by a monitor to refresh the compressed head `head` (an anchor or a satellite) of the observed
 //! (layer, sequence): its hot prompt tokens become the top-cap positions of `ranking` (one score per prompt
 //! position, `ranking.size() == prompt_tokens`), fetched from the cold tier, effective from the next step.
 using drift_handler = detail::function_ref<void(index_t head, std::span<const float> ranking)>;
 
-//! A monitor decides which prompt tokens compressed heads hold over time: it may rewrite the prefill
-//! scores a head's initial selection is taken from (`score_prompt`), keeps per-head reference sets (set at
-//! prefill for pivots), sees every decode query, and asks for refreshes. Fits the baselines: never
-//! (SnapKV, PyramidKV, Ada-KV: static), positional scores (StreamingLLM: sink + recent), every step on
-//! the head's own query (H2O accumulated scores, Quest page digests), pivot drift (HeteroCache).
+//! What a monitor needs of the cache, declared by specializing this template (the way stdexec's `enable_*`
+//! variables declare an opt-in): a type is a monitor only once it does. Derive the specialization from
+//! `monitor_traits_base` and set what differs:
+//! - `reads_scores`: it reads `prompt_scores` of the heads for which `reads_scores_of(role)` (a member) is
+//!   true, so the cache asks the attention kernel to capture them;
+//! - `needs_reference`: pivots get their reference top-B set at prefill (`set_reference(layer, seq, head,
+//!   set)`);
+//! - `scores_prompt`: it sees, and may rewrite, the prefill scores a compressed head's first selection is
+//!   taken from (`score_prompt(layer, seq, head, scores)`); it also marks where its per-(layer, sequence)
+//!   state starts over.
 template <class M>
-concept DriftMonitor = requires(M& monitor, const monitor_plan& plan, const monitor_context& context, index_t i,
-                                std::span<const index_t> set, std::span<float> scores, drift_handler on_drift) {
-    { monitor.plan(plan) } -> std::same_as<void>;
-    { monitor.score_prompt(i, i, i, scores) } -> std::same_as<void>;
-    { monitor.set_reference(i, i, i, set) } -> std::same_as<void>;
-    { monitor.observe(context, on_drift) } -> std::same_as<void>;
+struct monitor_traits {
+    static constexpr bool declared = false;
 };
+
+//! Base of a `monitor_traits` specialization: declared, needing nothing.
+struct monitor_traits_base {
+    static constexpr bool declared = true;
+    static constexpr bool reads_scores = false;
+    static constexpr bool needs_reference = false;
+    static constexpr bool scores_prompt = false;
+};
+
+//! A monitor decides which prompt tokens compressed heads hold over time: it plans its state (`plan`) and
+//! sees every decode step of every (layer, sequence) (`observe`), asking for refreshes through the handler;
+//! the hooks its `monitor_traits` declare are called at prefill. Fits the baselines: never (SnapKV,
+//! PyramidKV, Ada-KV: static), positional scores (StreamingLLM: sink + recent), every step on the head's own
+//! scores (H2O accumulated scores, Quest page digests), pivot drift (HeteroCache).
+template <class M>
+concept DriftMonitor =
+    monitor_traits<M>::declared &&
+    requires(M& monitor, const M& const_monitor, const monitor_plan& plan, const monitor_context& context,
+             drift_handler on_drift, index_t i, std::span<const index_t> set, std::span<float> scores, head_role role) {
+        { monitor.plan(plan) } -> std::same_as<void>;
+        { monitor.observe(context, on_drift) } -> std::same_as<void>;
+        requires !monitor_traits<M>::reads_scores || requires { { const_monitor.reads_scores_of(role) } -> std::convertible_to<bool>; };
+        requires !monitor_traits<M>::needs_reference || requires { monitor.set_reference(i, i, i, set); };
+        requires !monitor_traits<M>::scores_prompt || requires { monitor.score_prompt(i, i, i, scores); };
+    };
+
+//! Whether monitor `M` reads the scores of heads with `role` (the cache then asks the kernel to capture them).
+template <class M>
+[[nodiscard]] constexpr bool monitor_reads_scores(const M& monitor, head_role role) {
+    if constexpr (monitor_traits<M>::reads_scores) return monitor.reads_scores_of(role);
+    else return false;
+}
 
 }  // namespace v1
 }  // namespace heterocache

@@ -14,6 +14,7 @@
 #include <cstddef>
 #include <limits>
 
+#include "heterocache/attention/paged_selection.hpp"
 #include "heterocache/detail/vector_math.hpp"
 #include "heterocache/types.hpp"
 
@@ -41,16 +42,19 @@ HETEROCACHE_ALWAYS_INLINE void prefetch(const void* address, std::size_t bytes) 
 #endif
 }
 
-//! A CSR row in the kernel's terms. `Source` gives a token's key and value as `head_dim` floats:
-//! `const float* key(index_t slot, float* buffer)` returns either the stored floats or `buffer`, filled;
-//! `prefetch(index_t slot, bool value)` hints that a slot's key (or value) is read soon. Mark `prefetch`
-//! `HETEROCACHE_ALWAYS_INLINE`: GCC finds a function that only prefetches to be pure, and unless it was
-//! inlined first it drops the calls as dead code (the fp32 kernel ran without its hints, 25 % slower from
-//! memory, until this was found).
+//! A row of a paged selection in the kernel's terms: tokens `[first_token, first_token + tokens)` of the row,
+//! token `k` in slot `pages[k / page_size] * page_size + k % page_size`. `Source` gives a token's key and value
+//! as `head_dim` floats: `const float* key(index_t slot, float* buffer)` returns either the stored floats or
+//! `buffer`, filled; `prefetch(index_t slot, bool value)` hints that a slot's key (or value) is read soon.
+//! Mark `prefetch` `HETEROCACHE_ALWAYS_INLINE`: GCC finds a function that only prefetches to be pure, and
+//! unless it was inlined first it drops the calls as dead code (the fp32 kernel ran without its hints, 25 %
+//! slower from memory, until this was found).
 template <class Source>
 struct attention_row {
     const Source& source;
-    const index_t* slots;  //!< the row's hot slots
+    const page_index_t* pages;  //!< the row's pages
+    index_t page_size;
+    index_t first_token;  //!< first token of the row this call attends (a chunk of a split row starts later)
     index_t tokens;
     index_t group_size, head_dim;
     const float* queries;  //!< `group_size * head_dim`
@@ -61,6 +65,18 @@ struct attention_row {
     index_t score_tokens = 0;
     index_t score_stride = 0;  //!< floats between two heads' scores (`score_tokens` for a whole row's capture)
 };
+
+//! The slots of `count` consecutive tokens from token `first` of a row on `pages`: one division, then a walk
+//! through the pages.
+HETEROCACHE_ALWAYS_INLINE void page_slots(const page_index_t* pages, index_t page_size, index_t first, index_t count,
+                                          index_t* slots) noexcept {
+    if (count <= 0) return;
+    index_t page = first / page_size, offset = first % page_size;
+    for (index_t j = 0; j < count; ++j) {
+        slots[j] = static_cast<index_t>(pages[page]) * page_size + offset;
+        if (++offset == page_size) offset = 0, ++page;
+    }
+}
 
 //! `sum += x` with the running compensation `carry` (Kahan).
 HETEROCACHE_ALWAYS_INLINE void compensated_add(float& sum, float& carry, float x) noexcept {
@@ -89,19 +105,25 @@ HETEROCACHE_ALWAYS_INLINE void attend_heads_body(const attention_row<Source>& ro
     const index_t d = HeadDim > 0 ? HeadDim : row.head_dim;
     const float* q = row.queries + first_head * d;
     alignas(64) float buffers[token_tile][max_head_dim];  // tokens converted by a 16-bit source
+    index_t block_slots[2][attention_block_tokens];          // this block's slots and the next one's
     for (index_t g = 0; g < heads; ++g) {
         st.maximum[g] = -std::numeric_limits<float>::infinity();
         st.denominator[g] = st.denominator_carry[g] = 0.0f;
         std::fill(st.total[g], st.total[g] + d, 0.0f);
         std::fill(st.carry[g], st.carry[g] + d, 0.0f);
     }
-    for (index_t begin = 0; begin < row.tokens; begin += attention_block_tokens) {
+    page_slots(row.pages, row.page_size, row.first_token, std::min(attention_block_tokens, row.tokens), block_slots[0]);
+    for (index_t begin = 0, block = 0; begin < row.tokens; begin += attention_block_tokens, block ^= 1) {
         const index_t n = std::min(attention_block_tokens, row.tokens - begin);
         const index_t next = begin + attention_block_tokens;  // the next block's keys, this block's values
+        const index_t next_n = std::max<index_t>(0, std::min(attention_block_tokens, row.tokens - next));
+        const index_t* slots = block_slots[block];
+        const index_t* next_slots = block_slots[block ^ 1];
+        page_slots(row.pages, row.page_size, row.first_token + next, next_n, block_slots[block ^ 1]);
         for (index_t j = 0; j < n; ++j) {
-            if (next + j < row.tokens) row.source.prefetch(row.slots[next + j], false);
-            row.source.prefetch(row.slots[begin + j], true);
-            const float* k = row.source.key(row.slots[begin + j], buffers[0]);
+            if (j < next_n) row.source.prefetch(next_slots[j], false);
+            row.source.prefetch(slots[j], true);
+            const float* k = row.source.key(slots[j], buffers[0]);
             for (index_t g = 0; g < heads; ++g) st.weights[g][j] = dot(q + g * d, k, d) * row.scale;
         }
         if (row.scores != nullptr && begin < row.score_tokens) {  // a capture: the scores before the softmax
@@ -127,7 +149,7 @@ HETEROCACHE_ALWAYS_INLINE void attend_heads_body(const attention_row<Source>& ro
         index_t j = 0;
         for (; j + token_tile <= n; j += token_tile) {
             const float* v[token_tile];
-            for (index_t t = 0; t < token_tile; ++t) v[t] = row.source.value(row.slots[begin + j + t], buffers[t]);
+            for (index_t t = 0; t < token_tile; ++t) v[t] = row.source.value(slots[j + t], buffers[t]);
             for (index_t g = 0; g < heads; ++g) {
                 const float w[token_tile] = {st.weights[g][j], st.weights[g][j + 1], st.weights[g][j + 2],
                                              st.weights[g][j + 3]};
@@ -135,7 +157,7 @@ HETEROCACHE_ALWAYS_INLINE void attend_heads_body(const attention_row<Source>& ro
             }
         }
         for (; j < n; ++j) {
-            const float* v = row.source.value(row.slots[begin + j], buffers[0]);
+            const float* v = row.source.value(slots[j], buffers[0]);
             for (index_t g = 0; g < heads; ++g) axpy(st.weights[g][j], v, st.partial[g], d);
         }
         for (index_t g = 0; g < heads; ++g)

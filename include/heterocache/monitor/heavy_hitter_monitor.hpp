@@ -72,19 +72,15 @@ public:
         }
         protect_recent(scores, recent_);
     }
-    void set_reference(index_t, index_t, index_t, std::span<const index_t>) {}
 
     void observe(const monitor_context& context, drift_handler on_drift) {
         const index_t t = context.prompt_tokens;
         const bool refresh = ++steps_[stream(context.layer, context.sequence)] % interval_ == 0;
-        const query_rows query{context.query, 1, shape_.query_heads * context.query_head_stride,
-                               context.query_head_stride, t};
         const std::span<float> ranking(ranking_.data(), static_cast<std::size_t>(t));
         for (index_t head = 0; head < shape_.kv_heads; ++head) {
             if (keeps_full_kv(context.profile->at(context.layer, head).role)) continue;
             const std::span<float> mass = accumulated(context.layer, context.sequence, head).first(static_cast<std::size_t>(t));
-            accumulate_group_attention(query, context.prompt_keys(head), head, shape_.group_size(), shape_.head_dim,
-                                       mass, scratch_);
+            accumulate_group_attention_from_scores(context.prompt_scores(head), shape_.group_size(), mass, scratch_);
             if (!refresh) continue;
             std::copy(mass.begin(), mass.end(), ranking.begin());
             protect_recent(ranking, recent_);
@@ -116,6 +112,10 @@ private:
     index_t sequences_ = 0, max_prompt_ = 0;
     std::vector<float> accumulated_, ranking_, scratch_;
     std::vector<index_t> steps_;
+};
+template <>
+struct monitor_traits<heavy_hitter_monitor> : monitor_traits_base {
+    static constexpr bool scores_prompt = true;  // starts the accumulation, protects the recent window
 };
 static_assert(DriftMonitor<heavy_hitter_monitor>);
 

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "heterocache/algorithm/median.hpp"
+#include "heterocache/algorithm/pooled_attention.hpp"
 #include "heterocache/algorithm/overlap.hpp"
 #include "heterocache/concepts/drift_monitor.hpp"
 
@@ -22,9 +23,9 @@ inline namespace v1 {
 //! once its check is decided: after `interval / 2 + 1` overlaps on one side of `tau_stable` the median is
 //! on that side too. Over an interval of 5, a pivot that stays stable ranks at 3 steps and one that drifts
 //! at 4 (the last step's ranking feeds the refresh); mixed overlaps take all 5.
-//! The scores come from the attention kernel when it captured them (`monitor_context::captured_scores`);
-//! then a step costs O(G * T) per pivot (a softmax, the pool and a radix top-k). Otherwise the monitor
-//! computes them from the pivot's cold keys, O(G * T * d). The state is planned once.
+//! The scores come from the attention kernel when it captured them (`monitor_context::prompt_scores`); then a
+//! step costs O(G * T) per pivot (a softmax, the pool and a radix top-k). Otherwise the cache computes them
+//! from the pivot's cold keys, O(G * T * d). The state is planned once.
 class pivot_overlap_monitor {
 public:
     pivot_overlap_monitor() = default;
@@ -43,7 +44,6 @@ public:
         reference_.assign(heads * static_cast<std::size_t>(max_prompt_), 0);
         reference_size_.assign(heads, 0);
         overlaps_.assign(heads * static_cast<std::size_t>(interval_), 0.0);
-        scores_.assign(static_cast<std::size_t>(shape_.group_size() * max_prompt_), 0.0f);
         ranking_.assign(static_cast<std::size_t>(max_prompt_), 0.0f);
         scratch_.assign(static_cast<std::size_t>(2 * max_prompt_), 0.0f);
         index_scratch_.assign(static_cast<std::size_t>(max_prompt_), 0);
@@ -51,10 +51,7 @@ public:
     }
 
     //! Pivots read their attention scores over the prompt at every step.
-    [[nodiscard]] bool wants_scores(head_role role) const noexcept { return role == head_role::pivot; }
-
-    //! Keeps the pooled attention scores of the observation window (DESIGN.md section 2, "Prefill").
-    void score_prompt(index_t, index_t, index_t, std::span<float>) {}
+    [[nodiscard]] bool reads_scores_of(head_role role) const noexcept { return role == head_role::pivot; }
 
     //! Sets a pivot's reference set (at prefill) and restarts the interval count of its (layer, sequence).
     void set_reference(index_t layer, index_t seq, index_t head, std::span<const index_t> set) {
@@ -81,7 +78,7 @@ public:
             const check_outcome known = outcome_so_far(overlaps.first(static_cast<std::size_t>(phase)), tau);
             // Rank only while this step can change the check, or at a drifting check (for its latest ranking).
             if (known == check_outcome::stable || (known == check_outcome::drifted && !last)) continue;
-            pooled_attention_row_from_scores(scores_of(context, head), group, ranking, scratch_);
+            pooled_attention_row_from_scores(context.prompt_scores(head), group, ranking, scratch_);
             top_k_positions(ranking, latest, index_scratch_);
             ++rankings_;
             overlaps[static_cast<std::size_t>(phase)] = overlap_coefficient(latest, reference(h));
@@ -116,15 +113,6 @@ private:
         return check_outcome::undecided;
     }
 
-    //! This step's scores of a pivot's group over its prompt: the kernel's capture, or computed here.
-    [[nodiscard]] std::span<const float> scores_of(const monitor_context& context, index_t head) {
-        const auto count = static_cast<std::size_t>(shape_.group_size() * context.prompt_tokens);
-        if (!context.captured_scores.empty() && context.captured_scores[static_cast<std::size_t>(head)].scores != nullptr)
-            return {context.captured_scores[static_cast<std::size_t>(head)].scores, count};
-        group_scores(context.query, context.query_head_stride, context.prompt_keys(head), head, shape_.group_size(),
-                     shape_.head_dim, attention_scale(shape_.head_dim), context.prompt_tokens, scores_.data());
-        return {scores_.data(), count};
-    }
     [[nodiscard]] std::span<const index_t> reference(std::size_t h) const noexcept {
         return {reference_.data() + h * static_cast<std::size_t>(max_prompt_), static_cast<std::size_t>(reference_size_[h])};
     }
@@ -145,9 +133,14 @@ private:
     std::vector<index_t> steps_;
     std::vector<index_t> reference_, reference_size_;
     std::vector<double> overlaps_;
-    std::vector<float> scores_, ranking_, scratch_;
+    std::vector<float> ranking_, scratch_;
     std::vector<index_t> index_scratch_, latest_;
     std::uint64_t rankings_ = 0;
+};
+template <>
+struct monitor_traits<pivot_overlap_monitor> : monitor_traits_base {
+    static constexpr bool reads_scores = true;     // each pivot's scores over its prompt, every step
+    static constexpr bool needs_reference = true;  // each pivot's top-B set at prefill
 };
 static_assert(DriftMonitor<pivot_overlap_monitor>);
 

@@ -48,6 +48,7 @@ public:
         digests_.assign(heads * static_cast<std::size_t>(2 * max_pages_ * shape_.head_dim), 0.0f);
         digest_ready_.assign(heads, false);
         ranking_.assign(static_cast<std::size_t>(plan.max_prompt_tokens), 0.0f);
+        key_.assign(static_cast<std::size_t>(shape_.head_dim), 0.0f);
     }
 
     //! Keeps the observation window's scores for the first step; the head's page digests are rebuilt for the
@@ -55,7 +56,6 @@ public:
     void score_prompt(index_t layer, index_t seq, index_t head, std::span<float>) {
         if (!digest_ready_.empty()) digest_ready_[slot(layer, seq, head)] = false;  // planned
     }
-    void set_reference(index_t, index_t, index_t, std::span<const index_t>) {}
 
     void observe(const monitor_context& context, drift_handler on_drift) {
         const index_t t = context.prompt_tokens, g = shape_.group_size();
@@ -64,7 +64,7 @@ public:
         for (index_t head = 0; head < shape_.kv_heads; ++head) {
             if (keeps_full_kv(context.profile->at(context.layer, head).role)) continue;
             const std::size_t s = slot(context.layer, context.sequence, head);
-            if (!digest_ready_[s]) build_digests(s, context.prompt_keys(head), t);
+            if (!digest_ready_[s]) build_digests(s, context, head);
             for (index_t page = 0; page < pages; ++page) {
                 float best = -std::numeric_limits<float>::infinity();
                 for (index_t member = 0; member < g; ++member)
@@ -88,18 +88,22 @@ private:
     }
     [[nodiscard]] float* page_max(std::size_t s, index_t page) noexcept { return page_min(s, page) + shape_.head_dim; }
 
-    void build_digests(std::size_t s, const key_rows& keys, index_t prompt_tokens) {
-        const index_t d = shape_.head_dim;
+    void build_digests(std::size_t s, const monitor_context& context, index_t head) {
+        const index_t d = shape_.head_dim, prompt_tokens = context.prompt_tokens;
+        float* key = key_.data();
         for (index_t first = 0, page = 0; first < prompt_tokens; first += page_tokens_, ++page) {
             float* low = page_min(s, page);
             float* high = page_max(s, page);
-            std::copy(keys.key(first), keys.key(first) + d, low);
-            std::copy(keys.key(first), keys.key(first) + d, high);
-            for (index_t p = first + 1; p < std::min(prompt_tokens, first + page_tokens_); ++p)
+            context.prompt_key(head, first, key);
+            std::copy(key, key + d, low);
+            std::copy(key, key + d, high);
+            for (index_t p = first + 1; p < std::min(prompt_tokens, first + page_tokens_); ++p) {
+                context.prompt_key(head, p, key);
                 for (index_t c = 0; c < d; ++c) {
-                    low[c] = std::min(low[c], keys.key(p)[c]);
-                    high[c] = std::max(high[c], keys.key(p)[c]);
+                    low[c] = std::min(low[c], key[c]);
+                    high[c] = std::max(high[c], key[c]);
                 }
+            }
         }
         digest_ready_[s] = true;
     }
@@ -107,8 +111,12 @@ private:
     index_t page_tokens_ = 16;
     model_shape shape_;
     index_t sequences_ = 0, max_pages_ = 0;
-    std::vector<float> digests_, ranking_;
+    std::vector<float> digests_, ranking_, key_;
     std::vector<bool> digest_ready_;
+};
+template <>
+struct monitor_traits<quest_monitor> : monitor_traits_base {
+    static constexpr bool scores_prompt = true;  // a new prompt makes the head's digests stale
 };
 static_assert(DriftMonitor<quest_monitor>);
 

@@ -8,13 +8,13 @@ namespace heterocache {
 inline namespace v1 {
 
 //! `DriftMonitor` for static compression (SnapKV-like): satellites keep their prefill selection.
+//! It needs nothing of the cache: compressed heads keep the top positions of the pooled window scores.
 struct static_monitor {
     void plan(const monitor_plan&) {}
-    //! Keeps the pooled attention scores (SnapKV-style selection).
-    void score_prompt(index_t, index_t, index_t, std::span<float>) {}
-    void set_reference(index_t, index_t, index_t, std::span<const index_t>) {}
     void observe(const monitor_context&, drift_handler) {}
 };
+template <>
+struct monitor_traits<static_monitor> : monitor_traits_base {};
 static_assert(DriftMonitor<static_monitor>);
 
 }  // namespace v1

@@ -27,9 +27,13 @@ struct streaming_monitor {
     index_t sink = 4;  //!< attention-sink tokens at the start of the prompt (StreamingLLM uses 4)
 
     void plan(const monitor_plan&) {}
+    //! Rewrites the prefill scores positionally (`rank_sink_and_recent`).
     void score_prompt(index_t, index_t, index_t, std::span<float> scores) const { rank_sink_and_recent(scores, sink); }
-    void set_reference(index_t, index_t, index_t, std::span<const index_t>) {}
     void observe(const monitor_context&, drift_handler) {}
+};
+template <>
+struct monitor_traits<streaming_monitor> : monitor_traits_base {
+    static constexpr bool scores_prompt = true;
 };
 static_assert(DriftMonitor<streaming_monitor>);
 

@@ -1,149 +1,324 @@
 #pragma once
 //! \file
-//! The host storage tier: hot and cold tiers in host memory, planned once; the hot tier in fp32, fp16 or bf16.
+//! The host storage tier: hot and cold tiers in host memory, bound once; the hot tier in fp32, fp16 or bf16.
 
 #include <algorithm>
 #include <atomic>
 #include <cstring>
+#include <optional>
 #include <vector>
 
 #include "heterocache/concepts/storage_tier.hpp"
-#include "heterocache/storage/kv_element.hpp"
+#include "heterocache/queue/host_queue.hpp"
+#include "heterocache/tensor/element.hpp"
+#include "heterocache/tensor/kv_tensor.hpp"
 
 namespace heterocache {
 inline namespace v1 {
 
-//! The host `StorageTier`. Hot tier: per layer, one slot array `[slot][head_dim]` of `HotElement` for keys and
-//! one for values, each row owning the contiguous range `[hot_row_base, hot_row_base + capacity)`; tokens
-//! written to it are converted from float (rounded to nearest even). Cold tier: fp32 whatever `HotElement`
-//! (it is the source every refresh and every score reads, so no KV data is ever lost), per layer
-//! `[row][position][head_dim]`, so a row's keys are contiguous for scoring. Byte counters count the bytes
-//! stored (2 per element of a 16-bit hot tier) and are atomic, so a retriever thread may move data while the
-//! engine thread reads the counters.
-template <StorageElement HotElement>
+//! The host `StorageTier`. Hot tier: per layer a pool of `plan.hot_pages[layer]` pages of `page_size` slots,
+//! one array for keys and one for values (`[page][page_size][head_dim]` of `HotElement`), plus the token
+//! position each slot holds; tokens are converted to `HotElement` as they land (rounded to nearest even).
+//! Cold tier, by position: either its own copy (`[layer][row][position][head_dim]` of the engine's element
+//! type, copied exactly, so no KV data is ever lost) or, with `plan.cold_aliased`, the engine's own tensor
+//! `ColdTensor`, read in place: the engine then holds the full KV once, and its tensor must index tokens by
+//! position (the token of every `append` is its position). Every operation runs on the caller's thread or
+//! over the queue's pool; none allocates after `bind`. Byte counters are atomic (`StorageStats`), so a
+//! retriever thread may move data while the engine thread reads them.
+template <KvElement HotElement, KvTensor ColdTensor = strided_kv_tensor<float>>
 class basic_host_storage {
+    static_assert(host_accessible_v<typename ColdTensor::memory_space>,
+                  "basic_host_storage: the engine's tensor must be in host-accessible memory");
+
 public:
     using element_type = HotElement;
+    using memory_space = host_memory;
+    using queue_type = host_queue;
+    using cold_tensor = ColdTensor;
+    using cold_element = typename ColdTensor::element_type;
 
     basic_host_storage() = default;
     basic_host_storage(const basic_host_storage&) = delete;
     basic_host_storage& operator=(const basic_host_storage&) = delete;
 
-    void plan(const storage_plan& plan) {
-        plan.shape.validate();
-        detail::require<shape_error>(plan.sequences >= 1, "sequences", plan.sequences, "[1, inf)");
-        detail::require<shape_error>(plan.max_tokens >= 1, "max_tokens", plan.max_tokens, "[1, inf)");
-        const index_t rows = plan.rows_per_layer();
-        detail::require<shape_error>(static_cast<index_t>(plan.hot_capacity.size()) == plan.shape.layers * rows,
-                                     "hot_capacity.size()", plan.hot_capacity.size(), "layers * sequences * kv_heads");
-        head_dim_ = plan.shape.head_dim;
-        rows_ = rows;
-        max_tokens_ = plan.max_tokens;
-        const auto layers = static_cast<std::size_t>(plan.shape.layers);
-        row_base_.assign(layers * static_cast<std::size_t>(rows + 1), 0);
-        hot_keys_.resize(layers), hot_values_.resize(layers), hot_positions_.resize(layers);
-        cold_keys_.resize(layers), cold_values_.resize(layers);
-        for (index_t layer = 0; layer < plan.shape.layers; ++layer) {
-            index_t* base = row_base_.data() + layer * (rows + 1);
-            for (index_t row = 0; row < rows; ++row) {
-                const index_t capacity = plan.capacity(layer, row);
-                detail::require<shape_error>(capacity >= 0, "hot_capacity", capacity, "[0, inf)");
-                base[row + 1] = base[row] + capacity;
+    //! Bytes of the hot pools (with their slot positions) and of the cold copy (0 when aliased).
+    [[nodiscard]] storage_bytes bytes_required(const storage_plan& plan) const {
+        check_plan(plan);
+        storage_bytes bytes;
+        for (const index_t pages : plan.hot_pages) bytes.hot += hot_layer_bytes(plan, pages);
+        if (!plan.cold_aliased) bytes.cold = static_cast<std::size_t>(plan.shape.layers) * cold_layer_bytes(plan);
+        return bytes;
+    }
+
+    //! Binds the tier to `memory` (the tier allocates its own where a span is empty) and, with
+    //! `plan.cold_aliased`, to the engine tensor `*alias`. Throws `shape_error` on a bad plan, a span smaller
+    //! than `bytes_required` or misaligned, or a missing alias.
+    void bind(const storage_plan& plan, storage_memory memory, const ColdTensor* alias = nullptr) {
+        const storage_bytes bytes = bytes_required(plan);
+        detail::require<shape_error>(!plan.cold_aliased || alias != nullptr, "alias", "null",
+                                     "the engine tensor the cold tier reads (plan.cold_aliased is set)");
+        if (plan.cold_aliased) {
+            detail::require<shape_error>(alias->keys != nullptr && alias->values != nullptr, "alias.keys", "null",
+                                         "the engine's key and value memory");
+            detail::require<shape_error>(alias->kv_heads() == plan.shape.kv_heads && alias->head_dim() == plan.shape.head_dim,
+                                         "alias.kv_heads()", alias->kv_heads(), "the model's kv_heads and head_dim");
+        }
+        if (memory.hot.empty() || (memory.cold.empty() && bytes.cold > 0)) {
+            owned_ = storage_buffers({memory.hot.empty() ? bytes.hot : 0, memory.cold.empty() ? bytes.cold : 0});
+            const storage_memory own = owned_.memory();
+            if (memory.hot.empty()) memory.hot = own.hot;
+            if (memory.cold.empty()) memory.cold = own.cold;
+        }
+        check_span(memory.hot, bytes.hot, "memory.hot");
+        check_span(memory.cold, bytes.cold, "memory.cold");
+        shape_ = plan.shape;
+        rows_ = plan.rows_per_layer();
+        max_positions_ = plan.max_positions;
+        page_size_ = plan.page_size;
+        alias_ = plan.cold_aliased ? std::optional<ColdTensor>(*alias) : std::nullopt;
+        layers_.assign(static_cast<std::size_t>(shape_.layers), {});
+        std::byte* hot = memory.hot.data();
+        std::byte* cold = memory.cold.data();
+        const std::size_t d = static_cast<std::size_t>(shape_.head_dim);
+        for (index_t layer = 0; layer < shape_.layers; ++layer) {
+            layer_memory& l = layers_[static_cast<std::size_t>(layer)];
+            const index_t pages = plan.hot_pages[static_cast<std::size_t>(layer)];
+            const std::size_t slots = static_cast<std::size_t>(pages * page_size_);
+            l.slots = static_cast<index_t>(slots);
+            l.hot_keys = carve<HotElement>(hot, slots * d);
+            l.hot_values = carve<HotElement>(hot, slots * d);
+            l.positions = carve<index_t>(hot, slots);
+            std::fill(l.positions, l.positions + slots, index_t{-1});
+            if (!alias_) {
+                const std::size_t cold_elements = static_cast<std::size_t>(rows_ * max_positions_) * d;
+                l.cold_keys = carve<cold_element>(cold, cold_elements);
+                l.cold_values = carve<cold_element>(cold, cold_elements);
             }
-            const auto slots = static_cast<std::size_t>(base[rows]);
-            hot_keys_[layer].assign(slots * static_cast<std::size_t>(head_dim_), HotElement{});
-            hot_values_[layer].assign(slots * static_cast<std::size_t>(head_dim_), HotElement{});
-            hot_positions_[layer].assign(slots, -1);
-            const auto cold = static_cast<std::size_t>(rows * max_tokens_ * head_dim_);
-            cold_keys_[layer].assign(cold, 0.0f);
-            cold_values_[layer].assign(cold, 0.0f);
         }
         written_to_hot_ = written_to_cold_ = retrieved_ = 0;
     }
 
-    //! First hot slot of `row` in `layer`.
-    [[nodiscard]] index_t hot_row_base(index_t layer, index_t row) const noexcept { return row_base_[layer * (rows_ + 1) + row]; }
-    //! Hot slots planned for `row` in `layer`.
-    [[nodiscard]] index_t hot_row_capacity(index_t layer, index_t row) const noexcept {
-        return hot_row_base(layer, row + 1) - hot_row_base(layer, row);
+    //! Copies the prompt `[0, prompt_tokens)` of every head of (`layer`, `seq`) from `kv` into the cold tier
+    //! (with an aliased cold tier `kv` must be the tensor it reads, and nothing is copied), then fills the hot
+    //! tokens of every row of `hot_rows` (rows of this sequence) from `kv` at the positions they name.
+    void store_prompt(index_t layer, index_t seq, const ColdTensor& kv, index_t prompt_tokens,
+                      std::span<const refresh_row> hot_rows, host_queue q) {
+        if (alias_) {
+            detail::require<shape_error>(kv.keys == alias_->keys && kv.values == alias_->values, "kv", "another tensor",
+                                         "the engine tensor the cold tier aliases");
+        } else {
+            q.for_each(shape_.kv_heads, [&](index_t head) {
+                const index_t row = seq * shape_.kv_heads + head;
+                copy_tokens(kv.key_rows(layer, seq, head), prompt_tokens, cold_key(layer, row, 0));
+                copy_tokens(kv.value_rows(layer, seq, head), prompt_tokens, cold_value(layer, row, 0));
+            });
+            written_to_cold_.fetch_add(static_cast<std::uint64_t>(prompt_tokens * shape_.kv_heads) *
+                                           token_bytes<cold_element>(),
+                                       std::memory_order_relaxed);
+        }
+        index_t tokens = 0;
+        for (const refresh_row& r : hot_rows) tokens += static_cast<index_t>(r.positions.size());
+        q.for_each(static_cast<index_t>(hot_rows.size()), [&](index_t i) {
+            const refresh_row& r = hot_rows[static_cast<std::size_t>(i)];
+            const index_t head = r.row % shape_.kv_heads;
+            fill_row(layer, r, kv.key_rows(layer, seq, head), kv.value_rows(layer, seq, head));
+        });
+        written_to_hot_.fetch_add(static_cast<std::uint64_t>(tokens) * token_bytes<HotElement>(), std::memory_order_relaxed);
     }
-    //! Hot slots of a layer in all (the length of `hot_keys(layer)` in `head_dim` units).
-    [[nodiscard]] index_t hot_slots(index_t layer) const noexcept { return hot_row_base(layer, rows_); }
-    [[nodiscard]] const HotElement* hot_keys(index_t layer) const noexcept { return hot_keys_[layer].data(); }
-    [[nodiscard]] const HotElement* hot_values(index_t layer) const noexcept { return hot_values_[layer].data(); }
-    //! Token position held by a hot slot (-1 if never written).
-    [[nodiscard]] index_t hot_position(index_t layer, index_t slot) const noexcept { return hot_positions_[layer][slot]; }
 
-    //! Writes one token's key and value from the engine into a hot slot.
-    void write_hot(index_t layer, index_t slot, const float* key, const float* value, index_t position) noexcept {
-        store_hot(layer, slot, key, value, position);
-        written_to_hot_.fetch_add(token_bytes<HotElement>(), std::memory_order_relaxed);
-    }
-    //! Writes one token into a hot slot as retrieval from the cold tier (counted as bytes retrieved).
-    void retrieve_to_hot(index_t layer, index_t slot, const float* key, const float* value, index_t position) noexcept {
-        store_hot(layer, slot, key, value, position);
-        retrieved_.fetch_add(token_bytes<HotElement>(), std::memory_order_relaxed);
+    //! Stores the new token of every row of `entries`: into the cold tier at its position (unless aliased;
+    //! then `token` must equal `position`) and into its hot slot. Throws `shape_error` for an aliased cold
+    //! tier whose entry's token is not its position.
+    void append(index_t layer, const ColdTensor& kv, std::span<const append_entry> entries, host_queue q) {
+        if (alias_)
+            for (const append_entry& e : entries)
+                detail::require<shape_error>(e.token == e.position, "token", e.token,
+                                             "the token's position (the cold tier reads the engine's tensor by position)");
+        q.for_each(static_cast<index_t>(entries.size()), [&](index_t i) {
+            const append_entry& e = entries[static_cast<std::size_t>(i)];
+            const index_t seq = e.row / shape_.kv_heads, head = e.row % shape_.kv_heads;
+            const cold_element* key = kv.key(layer, seq, head, e.token);
+            const cold_element* value = kv.value(layer, seq, head, e.token);
+            if (!alias_) {
+                std::copy_n(key, shape_.head_dim, cold_key(layer, e.row, e.position));
+                std::copy_n(value, shape_.head_dim, cold_value(layer, e.row, e.position));
+            }
+            store_hot(layer, e.slot, key, value, e.position, 1);
+        });
+        const auto n = static_cast<std::uint64_t>(entries.size());
+        written_to_hot_.fetch_add(n * token_bytes<HotElement>(), std::memory_order_relaxed);
+        if (!alias_) written_to_cold_.fetch_add(n * token_bytes<cold_element>(), std::memory_order_relaxed);
     }
 
-    //! Writes one token's key and value into the cold tier of `row` at `position`.
-    void write_cold(index_t layer, index_t row, index_t position, const float* key, const float* value) noexcept {
-        const std::size_t at = cold_offset(row, position);
-        std::memcpy(cold_keys_[layer].data() + at, key, cold_vector_bytes());
-        std::memcpy(cold_values_[layer].data() + at, value, cold_vector_bytes());
-        written_to_cold_.fetch_add(token_bytes<float>(), std::memory_order_relaxed);
+    //! Copies the cold tokens every row of `request` names into its hot slots: each run of consecutive
+    //! positions landing in consecutive slots of one page in one conversion. Rows go over the queue's pool.
+    void refill(index_t layer, const refresh_request& request, host_queue q) {
+        q.for_each(static_cast<index_t>(request.rows.size()), [&](index_t i) {
+            const refresh_row& r = request.rows[static_cast<std::size_t>(i)];
+            fill_row(layer, r, cold_keys(layer, r.row), cold_values(layer, r.row));
+        });
+        retrieved_.fetch_add(static_cast<std::uint64_t>(request.tokens()) * token_bytes<HotElement>(),
+                             std::memory_order_relaxed);
     }
-    //! Keys of `row` in the cold tier, `[position][head_dim]`, contiguous.
-    [[nodiscard]] const float* cold_keys(index_t layer, index_t row) const noexcept {
-        return cold_keys_[layer].data() + cold_offset(row, 0);
+
+    //! The selection of `layer`: `table` (host memory) over this layer's pools. O(1).
+    [[nodiscard]] basic_paged_selection<HotElement> selection(index_t layer, const selection_table& table, host_queue) const {
+        const layer_memory& l = layers_[static_cast<std::size_t>(layer)];
+        return {table.rows,    table.kv_heads, table.group_size,    table.head_dim, table.page_size,
+                table.indptr,  table.indices,  table.last_page_len, l.hot_keys,     l.hot_values,
+                table.captures};
     }
-    [[nodiscard]] const float* cold_values(index_t layer, index_t row) const noexcept {
-        return cold_values_[layer].data() + cold_offset(row, 0);
+
+    //! Keys of `row` of `layer` in the cold tier, by position.
+    [[nodiscard]] token_rows<cold_element> cold_keys(index_t layer, index_t row) const noexcept {
+        if (alias_) return alias_->key_rows(layer, row / shape_.kv_heads, row % shape_.kv_heads);
+        return {layers_[static_cast<std::size_t>(layer)].cold_keys, {cold_offset(row, 0), shape_.head_dim, nullptr, 0, 0}};
     }
-    //! Copies one cold token out (a gather step of retrieval).
-    void read_cold(index_t layer, index_t row, index_t position, float* key, float* value) const noexcept {
-        const std::size_t at = cold_offset(row, position);
-        std::memcpy(key, cold_keys_[layer].data() + at, cold_vector_bytes());
-        std::memcpy(value, cold_values_[layer].data() + at, cold_vector_bytes());
+    //! Values of `row` of `layer` in the cold tier, by position.
+    [[nodiscard]] token_rows<cold_element> cold_values(index_t layer, index_t row) const noexcept {
+        if (alias_) return alias_->value_rows(layer, row / shape_.kv_heads, row % shape_.kv_heads);
+        return {layers_[static_cast<std::size_t>(layer)].cold_values, {cold_offset(row, 0), shape_.head_dim, nullptr, 0, 0}};
     }
+    //! Whether the cold tier reads the engine's tensor rather than a copy.
+    [[nodiscard]] bool cold_aliased() const noexcept { return alias_.has_value(); }
+
+    //! Inspection: the key and value in hot slot `slot` of `layer`, and the position it holds (-1 if never
+    //! written).
+    [[nodiscard]] const HotElement* hot_key(index_t layer, index_t slot) const noexcept {
+        return layers_[static_cast<std::size_t>(layer)].hot_keys + slot * shape_.head_dim;
+    }
+    [[nodiscard]] const HotElement* hot_value(index_t layer, index_t slot) const noexcept {
+        return layers_[static_cast<std::size_t>(layer)].hot_values + slot * shape_.head_dim;
+    }
+    [[nodiscard]] index_t hot_position(index_t layer, index_t slot) const noexcept {
+        return layers_[static_cast<std::size_t>(layer)].positions[slot];
+    }
+    //! Slots of `layer`'s hot pool.
+    [[nodiscard]] index_t hot_slots(index_t layer) const noexcept { return layers_[static_cast<std::size_t>(layer)].slots; }
 
     [[nodiscard]] transfer_counters counters() const noexcept {
         return {written_to_hot_.load(std::memory_order_relaxed), written_to_cold_.load(std::memory_order_relaxed),
                 retrieved_.load(std::memory_order_relaxed)};
     }
-    [[nodiscard]] index_t head_dim() const noexcept { return head_dim_; }
 
 private:
-    [[nodiscard]] std::size_t cold_vector_bytes() const noexcept { return static_cast<std::size_t>(head_dim_) * sizeof(float); }
+    struct layer_memory {
+        index_t slots = 0;
+        HotElement* hot_keys = nullptr;
+        HotElement* hot_values = nullptr;
+        index_t* positions = nullptr;
+        cold_element* cold_keys = nullptr;
+        cold_element* cold_values = nullptr;
+    };
+
+    static void check_plan(const storage_plan& plan) {
+        plan.shape.validate();
+        detail::require<shape_error>(plan.sequences >= 1, "sequences", plan.sequences, "[1, inf)");
+        detail::require<shape_error>(plan.max_positions >= 1, "max_positions", plan.max_positions, "[1, inf)");
+        detail::require<shape_error>(plan.page_size >= 1, "page_size", plan.page_size, "[1, inf)");
+        detail::require<shape_error>(static_cast<index_t>(plan.hot_pages.size()) == plan.shape.layers, "hot_pages.size()",
+                                     plan.hot_pages.size(), "layers");
+        for (const index_t pages : plan.hot_pages)
+            detail::require<shape_error>(pages >= 0, "hot_pages", pages, "[0, inf)");
+    }
+    static std::size_t round_up(std::size_t bytes) noexcept {
+        return (bytes + storage_bytes::alignment - 1) / storage_bytes::alignment * storage_bytes::alignment;
+    }
+    static std::size_t hot_layer_bytes(const storage_plan& plan, index_t pages) noexcept {
+        const auto slots = static_cast<std::size_t>(pages * plan.page_size);
+        const auto d = static_cast<std::size_t>(plan.shape.head_dim);
+        return 2 * round_up(slots * d * sizeof(HotElement)) + round_up(slots * sizeof(index_t));
+    }
+    static std::size_t cold_layer_bytes(const storage_plan& plan) noexcept {
+        const auto elements = static_cast<std::size_t>(plan.rows_per_layer() * plan.max_positions * plan.shape.head_dim);
+        return 2 * round_up(elements * sizeof(cold_element));
+    }
+    static void check_span(std::span<std::byte> span, std::size_t bytes, const char* name) {
+        detail::require<shape_error>(span.size() >= bytes, name, span.size(), "[bytes_required(plan), inf) bytes");
+        detail::require<shape_error>(bytes == 0 || reinterpret_cast<std::uintptr_t>(span.data()) % storage_bytes::alignment == 0,
+                                     name, "a misaligned span", "a span aligned to storage_bytes::alignment");
+    }
+    //! The next `count` elements of `T` at `cursor`, which moves on by their bytes rounded up.
+    template <class T>
+    static T* carve(std::byte*& cursor, std::size_t count) noexcept {
+        T* region = reinterpret_cast<T*>(cursor);
+        cursor += round_up(count * sizeof(T));
+        return region;
+    }
+
     //! Bytes of one token's key and value stored as `E`.
     template <class E>
     [[nodiscard]] std::uint64_t token_bytes() const noexcept {
-        return 2 * static_cast<std::uint64_t>(head_dim_) * sizeof(E);
+        return 2 * static_cast<std::uint64_t>(shape_.head_dim) * sizeof(E);
     }
-    [[nodiscard]] std::size_t cold_offset(index_t row, index_t position) const noexcept {
-        return static_cast<std::size_t>((row * max_tokens_ + position) * head_dim_);
+    [[nodiscard]] index_t cold_offset(index_t row, index_t position) const noexcept {
+        return (row * max_positions_ + position) * shape_.head_dim;
     }
-    void store_hot(index_t layer, index_t slot, const float* key, const float* value, index_t position) noexcept {
-        const auto at = static_cast<std::size_t>(slot * head_dim_);
-        from_floats(key, hot_keys_[layer].data() + at, head_dim_);
-        from_floats(value, hot_values_[layer].data() + at, head_dim_);
-        hot_positions_[layer][slot] = position;
+    [[nodiscard]] cold_element* cold_key(index_t layer, index_t row, index_t position) noexcept {
+        return layers_[static_cast<std::size_t>(layer)].cold_keys + cold_offset(row, position);
+    }
+    [[nodiscard]] cold_element* cold_value(index_t layer, index_t row, index_t position) noexcept {
+        return layers_[static_cast<std::size_t>(layer)].cold_values + cold_offset(row, position);
+    }
+    //! Whether tokens `[position, position + count)` of `rows` lie back to back.
+    [[nodiscard]] bool contiguous(const token_rows<cold_element>& rows, index_t position, index_t count) const noexcept {
+        return count == 1 || rows.at(position + count - 1) == rows.at(position) + (count - 1) * shape_.head_dim;
+    }
+    //! Copies `count` tokens of `rows` into `out` (`[token][head_dim]`), exactly.
+    void copy_tokens(const token_rows<cold_element>& rows, index_t count, cold_element* out) const noexcept {
+        if (contiguous(rows, 0, count)) {
+            std::copy_n(rows.at(0), count * shape_.head_dim, out);
+            return;
+        }
+        for (index_t t = 0; t < count; ++t) std::copy_n(rows.at(t), shape_.head_dim, out + t * shape_.head_dim);
+    }
+    //! Fills the hot tokens of `r` from `keys`/`values` (by position), a run of consecutive positions that
+    //! lands in consecutive slots of one page at a time.
+    void fill_row(index_t layer, const refresh_row& r, const token_rows<cold_element>& keys,
+                  const token_rows<cold_element>& values) noexcept {
+        const auto count = static_cast<index_t>(r.positions.size());
+        for (index_t k = 0; k < count;) {
+            const index_t token = r.first_token + k;
+            const index_t slot = static_cast<index_t>(r.pages[token / page_size_]) * page_size_ + token % page_size_;
+            const index_t position = r.positions[static_cast<std::size_t>(k)];
+            const index_t room = std::min(page_size_ - token % page_size_, count - k);
+            index_t run = 1;
+            while (run < room && r.positions[static_cast<std::size_t>(k + run)] == position + run) ++run;
+            if (contiguous(keys, position, run) && contiguous(values, position, run)) {
+                store_hot(layer, slot, keys.at(position), values.at(position), position, run);
+            } else {
+                for (index_t j = 0; j < run; ++j)
+                    store_hot(layer, slot + j, keys.at(position + j), values.at(position + j), position + j, 1);
+            }
+            k += run;
+        }
+    }
+    //! Converts `count` back-to-back tokens into the hot slots from `slot` on.
+    void store_hot(index_t layer, index_t slot, const cold_element* key, const cold_element* value, index_t position,
+                   index_t count) noexcept {
+        layer_memory& l = layers_[static_cast<std::size_t>(layer)];
+        const index_t at = slot * shape_.head_dim, n = count * shape_.head_dim;
+        convert_elements(key, l.hot_keys + at, n);
+        convert_elements(value, l.hot_values + at, n);
+        for (index_t j = 0; j < count; ++j) l.positions[slot + j] = position + j;
     }
 
-    index_t head_dim_ = 0, rows_ = 0, max_tokens_ = 0;
-    std::vector<index_t> row_base_;
-    std::vector<std::vector<HotElement>> hot_keys_, hot_values_;
-    std::vector<std::vector<float>> cold_keys_, cold_values_;
-    std::vector<std::vector<index_t>> hot_positions_;
+    model_shape shape_;
+    index_t rows_ = 0, max_positions_ = 0, page_size_ = 16;
+    std::optional<ColdTensor> alias_;
+    std::vector<layer_memory> layers_;
+    storage_buffers owned_;
     std::atomic<std::uint64_t> written_to_hot_{0}, written_to_cold_{0}, retrieved_{0};
 };
 
-//! The default storage: fp32 hot and cold tiers.
+//! fp32 hot tier over an fp32 engine tensor with strides.
 using host_storage = basic_host_storage<float>;
-//! An fp16 hot tier over the fp32 cold tier: half the hot bytes, 10 mantissa bits (range up to 65504).
+//! An fp16 hot tier over an fp32 engine tensor: half the hot bytes, 10 mantissa bits (range up to 65504).
 using host_storage_fp16 = basic_host_storage<fp16_t>;
-//! A bf16 hot tier over the fp32 cold tier: half the hot bytes, fp32's range with 7 mantissa bits.
+//! A bf16 hot tier over an fp32 engine tensor: half the hot bytes, fp32's range with 7 mantissa bits.
 using host_storage_bf16 = basic_host_storage<bf16_t>;
-static_assert(StorageTier<host_storage> && StorageTier<host_storage_fp16> && StorageTier<host_storage_bf16>);
+static_assert(StorageTier<host_storage> && StorageTier<host_storage_fp16> && StorageTier<host_storage_bf16> &&
+              StorageStats<host_storage>);
 
 }  // namespace v1
 }  // namespace heterocache

@@ -1,8 +1,9 @@
 #pragma once
 //! \file
-//! K/V element types of the host tiers and kernels: fp32, IEEE binary16 (`fp16_t`) and bfloat16 (`bf16_t`),
-//! with their conversions to and from float. 16-bit elements halve the bytes a hot tier holds and a decode
-//! step reads; every kernel widens them to fp32 as it reads and accumulates in fp32.
+//! K/V element types: fp32, IEEE binary16 (`fp16_t`) and bfloat16 (`bf16_t`), one vocabulary for the engine's
+//! tensors, the storage tiers and the host and CUDA kernels (cuda/element_traits.cuh maps them to `__half` and
+//! `__nv_bfloat16`), with their conversions to and from float. 16-bit elements halve the bytes a tier holds and
+//! a decode step reads; every kernel widens them to fp32 as it reads and accumulates in fp32.
 
 #include <bit>
 #include <concepts>
@@ -33,7 +34,7 @@ static_assert(sizeof(bf16_t) == 2 && alignof(bf16_t) == 2);
 
 //! The element types keys and values can be stored in.
 template <class E>
-concept StorageElement = std::same_as<E, float> || std::same_as<E, fp16_t> || std::same_as<E, bf16_t>;
+concept KvElement = std::same_as<E, float> || std::same_as<E, fp16_t> || std::same_as<E, bf16_t>;
 
 //! binary16 -> float, exact (subnormals, infinities and NaN included). Branch-free, so loops vectorize.
 inline float fp16_to_float(std::uint16_t h) noexcept {
@@ -81,7 +82,7 @@ inline std::uint16_t float_to_bf16(float f) noexcept {
 [[nodiscard]] inline float to_float(bf16_t e) noexcept { return bf16_to_float(e.bits); }
 
 //! `x` as an element of type `E`, rounded to nearest even (exact for `float`).
-template <StorageElement E>
+template <KvElement E>
 [[nodiscard]] E from_float(float x) noexcept {
     if constexpr (std::same_as<E, fp16_t>) return {float_to_fp16(x)};
     else if constexpr (std::same_as<E, bf16_t>) return {float_to_bf16(x)};
@@ -89,15 +90,32 @@ template <StorageElement E>
 }
 
 //! Converts `n` floats to elements of type `E`, each rounded to nearest even.
-template <StorageElement E>
+template <KvElement E>
 void from_floats(const float* in, E* out, index_t n) noexcept {
     for (index_t i = 0; i < n; ++i) out[i] = from_float<E>(in[i]);
 }
 
 //! Widens `n` elements to floats, exactly.
-template <StorageElement E>
+template <KvElement E>
 void to_floats(const E* in, float* out, index_t n) noexcept {
     for (index_t i = 0; i < n; ++i) out[i] = to_float(in[i]);
+}
+
+//! Whether every `From` value is exactly a `To` value (the same type, or widening to float).
+template <KvElement From, KvElement To>
+inline constexpr bool converts_exactly = std::same_as<From, To> || std::same_as<To, float>;
+
+//! Copies `n` elements of type `From` into elements of type `To`: bit for bit when the types are the same,
+//! exactly when `To` is float, rounded to nearest even (through float) otherwise.
+template <KvElement To, KvElement From>
+void convert_elements(const From* in, To* out, index_t n) noexcept {
+    if constexpr (std::same_as<From, To>) {
+        for (index_t i = 0; i < n; ++i) out[i] = in[i];
+    } else if constexpr (std::same_as<From, float>) {
+        from_floats(in, out, n);
+    } else {
+        for (index_t i = 0; i < n; ++i) out[i] = from_float<To>(to_float(in[i]));
+    }
 }
 
 }  // namespace v1
