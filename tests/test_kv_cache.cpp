@@ -20,36 +20,66 @@ using testing_support::small_scenario;
 
 namespace {
 
-
 template <class Cache>
 testing_support::attention_trace full_trace(const planted::model& m, const hc::cache_options& o) {
-    Cache full(m.spec().shape, o, hc::uniform_profile(m.spec().shape, hc::head_role::volatile_));
+    auto full = hc::make_full_cache(m.spec().shape, o);
     return record_attention(full, m);
+}
+
+//! The positions the tokens of a row hold now, in row order (read through the row table and the hot tier).
+template <class Cache>
+std::vector<index_t> row_positions(const Cache& cache, index_t layer, index_t row) {
+    std::vector<index_t> positions;
+    for (index_t k = 0; k < cache.rows().length(layer, row); ++k)
+        positions.push_back(cache.storage().hot_position(layer, cache.rows().slot(layer, row, k)));
+    return positions;
 }
 
 }  // namespace
 
 using sync_cache = hc::kv_cache<>;
-using async_cache = hc::kv_cache<hc::strided_kv_layout, hc::overlap_star_classifier, hc::drift_weighted_budget,
+using async_cache = hc::kv_cache<hc::strided_kv_tensor<float>, hc::overlap_star_classifier, hc::drift_weighted_budget,
                                  hc::host_storage, hc::pivot_overlap_monitor, hc::async_retriever>;
-using uniform_static_cache = hc::kv_cache<hc::strided_kv_layout, hc::overlap_star_classifier, hc::uniform_budget,
+using uniform_static_cache = hc::kv_cache<hc::strided_kv_tensor<float>, hc::overlap_star_classifier, hc::uniform_budget,
                                           hc::host_storage, hc::static_monitor, hc::sync_retriever>;
-using every_step_cache = hc::kv_cache<hc::strided_kv_layout, hc::fixed_role_classifier, hc::uniform_budget,
+using every_step_cache = hc::kv_cache<hc::strided_kv_tensor<float>, hc::fixed_role_classifier, hc::uniform_budget,
                                       hc::host_storage, hc::pivot_overlap_monitor, hc::async_retriever>;
 
 TEST_CASE_TEMPLATE("a budget of the whole context reproduces the full cache bit for bit", Cache, sync_cache, async_cache,
                    uniform_static_cache, every_step_cache) {
     const planted::model m(small_scenario());
-    const auto o = options_for(m.spec(), 1.0);
-    const auto full = full_trace<hc::full_kv_cache<>>(m, o);
-    SUBCASE("profiled online") {
-        Cache cache(m.spec().shape, o);
-        CHECK(testing_support::identical(record_attention(cache, m), full));
-        REQUIRE(cache.profile().has_value());
+    for (const index_t page_size : {16, 1, 7}) {
+        CAPTURE(page_size);
+        auto o = options_for(m.spec(), 1.0);
+        o.page_size = page_size;
+        const auto full = full_trace<hc::full_kv_cache<>>(m, o);
+        SUBCASE("profiled online") {
+            Cache cache(m.spec().shape, o);
+            CHECK(testing_support::identical(record_attention(cache, m), full));
+            REQUIRE(cache.profile().has_value());
+        }
+        SUBCASE("with a loaded profile") {
+            Cache cache(m.spec().shape, o, testing_support::planted_profile(m));
+            CHECK(testing_support::identical(record_attention(cache, m), full));
+        }
     }
-    SUBCASE("with a loaded profile") {
-        Cache cache(m.spec().shape, o, testing_support::planted_profile(m));
-        CHECK(testing_support::identical(record_attention(cache, m), full));
+}
+
+TEST_CASE("the asynchronous retriever gives the synchronous one's outputs bit for bit while satellites refresh") {
+    auto s = small_scenario();
+    s.sequences = 2;
+    const planted::model m(s);
+    for (const bool online : {false, true}) {
+        CAPTURE(online);
+        const auto o = options_for(s, 0.45);
+        const auto profile = online ? std::nullopt : std::optional(testing_support::planted_profile(m));
+        sync_cache sync(s.shape, o, profile);
+        async_cache async(s.shape, o, profile);
+        const auto expected = record_attention(sync, m, [](index_t, index_t) {}, hc::score_source::captured);
+        CHECK(testing_support::identical(record_attention(async, m, [](index_t, index_t) {}, hc::score_source::captured),
+                                         expected));
+        CHECK(sync.storage().counters().retrieved > 0);
+        CHECK(async.storage().counters().retrieved == sync.storage().counters().retrieved);
     }
 }
 
@@ -60,7 +90,7 @@ TEST_CASE("the full cache path is within 1e-5 of a float64 attention reference")
     const auto o = options_for(s, 1.0);
     hc::kv_cache<> cache(sh, o);
     const auto trace = record_attention(cache, m);
-    const auto layout = m.layout();
+    const auto kv = m.tensor();
     double worst = 0.0;
     for (index_t step = 0; step < s.steps; step += 7)
         for (index_t layer = 0; layer < sh.layers; ++layer) {
@@ -71,7 +101,7 @@ TEST_CASE("the full cache path is within 1e-5 of a float64 attention reference")
                 std::vector<double> scores;
                 for (index_t t = 0; t <= s.prompt_tokens + step; ++t) {
                     double dot = 0.0;
-                    for (index_t c = 0; c < sh.head_dim; ++c) dot += static_cast<double>(q[c]) * layout.key(layer, 0, head, t)[c];
+                    for (index_t c = 0; c < sh.head_dim; ++c) dot += static_cast<double>(q[c]) * kv.key(layer, 0, head, t)[c];
                     scores.push_back(dot / std::sqrt(static_cast<double>(sh.head_dim)));
                 }
                 const double top = *std::max_element(scores.begin(), scores.end());
@@ -80,7 +110,7 @@ TEST_CASE("the full cache path is within 1e-5 of a float64 attention reference")
                 std::vector<double> ref(static_cast<std::size_t>(sh.head_dim), 0.0);
                 for (std::size_t t = 0; t < scores.size(); ++t)
                     for (index_t c = 0; c < sh.head_dim; ++c)
-                        ref[static_cast<std::size_t>(c)] += std::exp(scores[t] - top) / sum * layout.value(layer, 0, head, static_cast<index_t>(t))[c];
+                        ref[static_cast<std::size_t>(c)] += std::exp(scores[t] - top) / sum * kv.value(layer, 0, head, static_cast<index_t>(t))[c];
                 double err = 0.0, norm = 0.0;
                 for (index_t c = 0; c < sh.head_dim; ++c) {
                     err = std::max(err, std::abs(out[static_cast<std::size_t>(qh * sh.head_dim + c)] - ref[static_cast<std::size_t>(c)]));
@@ -100,47 +130,92 @@ TEST_CASE_TEMPLATE("nothing is lost: every token ever written is byte-exact in t
     auto o = options_for(s, 0.45);
     o.decode_window = 12;  // evicts decode tokens from the hot tier
     o.decode_sink = 3;
-    hc::kv_cache<hc::strided_kv_layout, hc::overlap_star_classifier, hc::drift_weighted_budget, hc::basic_host_storage<E>,
-                 hc::pivot_overlap_monitor, hc::async_retriever>
-        cache(s.shape, o);
-    const auto layout = m.layout();
-    const std::size_t bytes = static_cast<std::size_t>(s.shape.head_dim) * sizeof(float);
-    // A hot slot against the token it holds, element by element and bit for bit.
-    const auto holds = [&](const E* slot, const float* token) {
-        for (index_t c = 0; c < s.shape.head_dim; ++c) {
-            const E rounded = hc::from_float<E>(token[c]);
-            if (std::memcmp(slot + c, &rounded, sizeof(E)) != 0) return false;
-        }
-        return true;
-    };
-    index_t mismatches = 0, checked_slots = 0;
-    record_attention(cache, m, [&](index_t step, index_t layer) {
-        const auto& storage = cache.storage();
-        for (index_t seq = 0; seq < s.sequences; ++seq)
-            for (index_t head = 0; head < s.shape.kv_heads; ++head) {
-                const index_t row = seq * s.shape.kv_heads + head;
-                for (index_t t = 0; t <= s.prompt_tokens + step; ++t) {
-                    mismatches += std::memcmp(storage.cold_keys(layer, row) + t * s.shape.head_dim, layout.key(layer, seq, head, t), bytes) != 0;
-                    mismatches += std::memcmp(storage.cold_values(layer, row) + t * s.shape.head_dim, layout.value(layer, seq, head, t), bytes) != 0;
+    using storage = hc::basic_host_storage<E>;
+    using cache_type = hc::kv_cache<hc::strided_kv_tensor<float>, hc::overlap_star_classifier, hc::drift_weighted_budget,
+                                    storage, hc::pivot_overlap_monitor, hc::async_retriever>;
+    const auto kv = m.tensor();
+    for (const bool aliased : {false, true}) {
+        CAPTURE(aliased);
+        hc::storage_binding<hc::strided_kv_tensor<float>> binding;
+        if (aliased) binding.cold_alias = kv;  // the cold tier reads the engine's own K/V
+        cache_type cache(s.shape, o, std::nullopt, {}, {}, {}, binding);
+        const std::size_t bytes = static_cast<std::size_t>(s.shape.head_dim) * sizeof(float);
+        // A hot slot against the token it holds, element by element and bit for bit.
+        const auto holds = [&](const E* slot, const float* token) {
+            for (index_t c = 0; c < s.shape.head_dim; ++c) {
+                const E rounded = hc::from_float<E>(token[c]);
+                if (std::memcmp(slot + c, &rounded, sizeof(E)) != 0) return false;
+            }
+            return true;
+        };
+        index_t mismatches = 0, checked_slots = 0;
+        record_attention(cache, m, [&](index_t step, index_t layer) {
+            const auto& st = cache.storage();
+            for (index_t seq = 0; seq < s.sequences; ++seq)
+                for (index_t head = 0; head < s.shape.kv_heads; ++head) {
+                    const index_t row = seq * s.shape.kv_heads + head;
+                    const auto cold_keys = st.cold_keys(layer, row), cold_values = st.cold_values(layer, row);
+                    for (index_t t = 0; t <= s.prompt_tokens + step; ++t) {
+                        mismatches += std::memcmp(cold_keys.at(t), kv.key(layer, seq, head, t), bytes) != 0;
+                        mismatches += std::memcmp(cold_values.at(t), kv.value(layer, seq, head, t), bytes) != 0;
+                    }
+                    const std::vector<index_t> positions = row_positions(cache, layer, row);
+                    for (index_t k = 0; k < static_cast<index_t>(positions.size()); ++k) {
+                        const index_t slot = cache.rows().slot(layer, row, k), p = positions[static_cast<std::size_t>(k)];
+                        mismatches += !holds(st.hot_key(layer, slot), kv.key(layer, seq, head, p));
+                        mismatches += !holds(st.hot_value(layer, slot), kv.value(layer, seq, head, p));
+                        ++checked_slots;
+                    }
+                    CHECK(std::set<index_t>(positions.begin(), positions.end()).size() == positions.size());  // no token twice
+                    // prompt tokens first, in position order
+                    const auto prompt = static_cast<std::ptrdiff_t>(cache.rows().prompt_count(layer, row));
+                    CHECK(std::is_sorted(positions.begin(), positions.begin() + prompt));
                 }
-            }
-        const auto sel = cache.selection(layer);
-        for (index_t row = 0; row < sel.rows; ++row) {
-            const index_t seq = row / s.shape.kv_heads, head = row % s.shape.kv_heads;
-            std::set<index_t> positions;
-            for (index_t i = sel.indptr[row]; i < sel.indptr[row + 1]; ++i) {
-                const index_t slot = sel.indices[i];
-                const index_t p = storage.hot_position(layer, slot);
-                positions.insert(p);
-                mismatches += !holds(sel.keys + slot * s.shape.head_dim, layout.key(layer, seq, head, p));
-                mismatches += !holds(sel.values + slot * s.shape.head_dim, layout.value(layer, seq, head, p));
-                ++checked_slots;
-            }
-            CHECK(static_cast<index_t>(positions.size()) == sel.row_length(row));  // no token twice
-        }
-    });
-    CHECK(mismatches == 0);
-    CHECK(checked_slots > 0);
+        });
+        CHECK(mismatches == 0);
+        CHECK(checked_slots > 0);
+        CHECK(cache.storage().cold_aliased() == aliased);
+        CHECK((cache.storage().counters().written_to_cold == 0) == aliased);
+    }
+}
+
+TEST_CASE("a cold tier that aliases the engine's K/V gives the outputs of one that copies it") {
+    auto s = small_scenario();
+    s.sequences = 2;
+    const planted::model m(s);
+    const auto o = options_for(s, 0.4);
+    for (const bool online : {false, true}) {
+        CAPTURE(online);
+        const auto profile = online ? std::nullopt : std::optional(testing_support::planted_profile(m));
+        hc::kv_cache<> copying(s.shape, o, profile);
+        hc::kv_cache<> aliasing(s.shape, o, profile, {}, {}, {}, {{}, m.tensor()});
+        CHECK(testing_support::identical(record_attention(aliasing, m), record_attention(copying, m)));
+        CHECK(aliasing.storage().counters().written_to_cold == 0);
+        CHECK(copying.storage().counters().written_to_cold > 0);
+    }
+}
+
+TEST_CASE("memory the engine hands in is the memory the cache uses, and holds what the cache's own would") {
+    const auto s = small_scenario();
+    const planted::model m(s);
+    const auto o = options_for(s, 0.5);
+    const auto profile = testing_support::planted_profile(m);
+    const hc::storage_bytes bytes = hc::kv_cache<>::bytes_required(s.shape, o, profile);
+    CHECK(bytes.hot > 0);
+    CHECK(bytes.cold > 0);
+    CHECK(hc::kv_cache<>::bytes_required(s.shape, o, profile, {}, true).cold == 0);  // an aliased cold tier needs none
+    hc::storage_buffers engine_memory(bytes);
+    hc::kv_cache<> handed(s.shape, o, profile, {}, {}, {}, {engine_memory.memory(), {}});
+    hc::kv_cache<> own(s.shape, o, profile);
+    CHECK(testing_support::identical(record_attention(handed, m), record_attention(own, m)));
+    const auto hot = engine_memory.memory().hot;
+    const auto* first_key = reinterpret_cast<const std::byte*>(handed.storage().hot_key(0, 0));
+    CHECK(first_key >= hot.data());
+    CHECK(first_key < hot.data() + hot.size());
+    SUBCASE("too little memory is an error naming the span") {
+        hc::storage_buffers small({bytes.hot / 2, bytes.cold});
+        CHECK_THROWS_AS(hc::kv_cache<>(s.shape, o, profile, {}, {}, {}, {small.memory(), {}}), hc::shape_error);
+    }
 }
 
 TEST_CASE("a decode window keeps the sink and the most recent tokens") {
@@ -150,13 +225,13 @@ TEST_CASE("a decode window keeps the sink and the most recent tokens") {
     auto o = options_for(s, 1.0);
     o.decode_window = 8;
     o.decode_sink = 2;
-    hc::full_kv_cache<> cache(s.shape, o, hc::uniform_profile(s.shape, hc::head_role::volatile_));
+    auto cache = hc::make_full_cache(s.shape, o);
     record_attention(cache, m);
-    const auto sel = cache.selection(1);
-    std::vector<index_t> decode_positions;
-    for (index_t i = sel.indptr[0] + s.prompt_tokens; i < sel.indptr[1]; ++i)
-        decode_positions.push_back(cache.storage().hot_position(1, sel.indices[i]) - s.prompt_tokens);
-    CHECK(decode_positions == std::vector<index_t>{0, 1, 24, 25, 26, 27, 28, 29});
+    std::vector<index_t> positions = row_positions(cache, 1, 0);
+    std::vector<index_t> decode(positions.begin() + s.prompt_tokens, positions.end());
+    for (index_t& p : decode) p -= s.prompt_tokens;
+    std::sort(decode.begin(), decode.end());
+    CHECK(decode == std::vector<index_t>{0, 1, 24, 25, 26, 27, 28, 29});
     CHECK(cache.resident_tokens() == s.shape.total_kv_heads() * (s.prompt_tokens + 8));
 }
 
@@ -175,17 +250,18 @@ TEST_CASE("batched sequences give the same answers as one cache per sequence") {
         auto single_options = o;
         single_options.sequences = 1;
         hc::kv_cache<> single(sh, single_options, profile);
-        auto layout = m.layout();
-        layout.keys += seq * layout.strides.sequence;
-        layout.values += seq * layout.strides.sequence;
-        for (index_t layer = 0; layer < sh.layers; ++layer) single.prefill(layer, 0, layout, s.prompt_tokens, m.window(layer, seq));
+        auto kv = m.tensor();
+        kv.keys += seq * kv.map.sequence_stride;
+        kv.values += seq * kv.map.sequence_stride;
+        single.begin_sequence(0, s.prompt_tokens);
+        for (index_t layer = 0; layer < sh.layers; ++layer) single.prefill(layer, 0, kv, m.window(layer, seq));
         std::vector<float> out(static_cast<std::size_t>(per_query)), lse(static_cast<std::size_t>(sh.query_heads));
         for (index_t step = 0; step < s.steps; ++step)
             for (index_t layer = 0; layer < sh.layers; ++layer) {
-                single.append(layer, 0, layout, s.prompt_tokens + step);
-                hc::decode_attention(single.selection(layer), m.decode_query(step, layer, seq, 0), out.data(), lse.data(),
-                                     1.0f / std::sqrt(static_cast<float>(sh.head_dim)));
-                single.observe(layer, 0, m.decode_query(step, layer, seq, 0), sh.head_dim);
+                const index_t token[] = {s.prompt_tokens + step};
+                hc::decode_attention(single.begin_layer(layer, kv, token), m.decode_query(step, layer, seq, 0), out.data(),
+                                     lse.data(), 1.0f / std::sqrt(static_cast<float>(sh.head_dim)));
+                single.end_layer(layer, {m.decode_query(step, layer, seq, 0), per_query, sh.head_dim});
                 const auto& expected = both.outputs[static_cast<std::size_t>(step * sh.layers + layer)];
                 CHECK(std::memcmp(out.data(), expected.data() + seq * per_query, sizeof(float) * out.size()) == 0);
             }
@@ -225,9 +301,8 @@ TEST_CASE("satellites follow their pivot's drift with the tokens it now attends"
     record_attention(cache, m);
     CHECK(cache.storage().counters().retrieved > 0);
     // Layer 0: head 0 pivots, head 1 is its satellite; at the end both attend the targets of epoch 1 + 59/20 = 3.
-    const auto sel = cache.selection(0);
-    std::set<index_t> kept;
-    for (index_t i = sel.indptr[1]; i < sel.indptr[2]; ++i) kept.insert(cache.storage().hot_position(0, sel.indices[i]));
+    const std::vector<index_t> held = row_positions(cache, 0, 1);
+    const std::set<index_t> kept(held.begin(), held.end());
     const index_t* now = m.targets(0, 0, 1, 3);
     index_t found = 0;
     for (index_t i = 0; i < s.targets; ++i) found += kept.count(now[i]) ? 1 : 0;
@@ -254,18 +329,19 @@ TEST_CASE("online profiling under a budget too small for its full heads demotes 
     CHECK_THROWS_AS(hc::kv_cache<>(s.shape, o, testing_support::planted_profile(m)), hc::budget_error);
 }
 
-TEST_CASE("a paged layout gives the same cache as the contiguous one") {
+TEST_CASE("a paged engine tensor gives the same cache as the contiguous one") {
     const auto s = small_scenario();
     const planted::model m(s);
     const auto& sh = s.shape;
     const index_t tokens = s.prompt_tokens + s.steps, page = 16, pages = (tokens + page - 1) / page;
     // Pool [layer][page][token][head][dim], pages handed out in reverse order to make the table matter.
     std::vector<float> keys(static_cast<std::size_t>(sh.layers * pages * page * sh.kv_heads * sh.head_dim)), values(keys.size());
-    std::vector<index_t> table(static_cast<std::size_t>(pages));
-    for (index_t p = 0; p < pages; ++p) table[static_cast<std::size_t>(p)] = pages - 1 - p;
-    const hc::paged_kv_layout paged{keys.data(), values.data(), table.data(), pages, page, pages * page * sh.kv_heads * sh.head_dim,
-                                    sh.kv_heads, sh.head_dim};
-    const auto flat = m.layout();
+    std::vector<std::int32_t> table(static_cast<std::size_t>(pages));
+    for (index_t p = 0; p < pages; ++p) table[static_cast<std::size_t>(p)] = static_cast<std::int32_t>(pages - 1 - p);
+    const hc::paged_kv_tensor<float> paged{keys.data(), values.data(),
+                                           {table.data(), pages, page, pages * page * sh.kv_heads * sh.head_dim, sh.kv_heads, sh.head_dim},
+                                           sh.kv_heads, sh.head_dim};
+    const auto flat = m.tensor();
     for (index_t l = 0; l < sh.layers; ++l)
         for (index_t h = 0; h < sh.kv_heads; ++h)
             for (index_t t = 0; t < tokens; ++t) {
@@ -275,84 +351,21 @@ TEST_CASE("a paged layout gives the same cache as the contiguous one") {
     const auto o = options_for(s, 0.5);
     hc::kv_cache<> contiguous(sh, o);
     const auto expected = record_attention(contiguous, m);
-    hc::kv_cache<hc::paged_kv_layout> cache(sh, o);
-    std::vector<float> out(static_cast<std::size_t>(sh.query_heads * sh.head_dim)), lse(static_cast<std::size_t>(sh.query_heads));
-    for (index_t l = 0; l < sh.layers; ++l) cache.prefill(l, 0, paged, s.prompt_tokens, m.window(l, 0));
-    for (index_t step = 0; step < s.steps; ++step)
-        for (index_t l = 0; l < sh.layers; ++l) {
-            cache.append(l, 0, paged, s.prompt_tokens + step);
-            hc::decode_attention(cache.selection(l), m.decode_query(step, l, 0, 0), out.data(), lse.data(),
-                                 1.0f / std::sqrt(static_cast<float>(sh.head_dim)));
-            cache.observe(l, 0, m.decode_query(step, l, 0, 0), sh.head_dim);
-            CHECK(out == expected.outputs[static_cast<std::size_t>(step * sh.layers + l)]);
-        }
-}
-
-TEST_CASE("bad shapes, budgets and calls are typed errors naming the argument and its range") {
-    const hc::model_shape shape{2, 3, 6, 32};
-    hc::cache_options o;
-    o.max_prompt_tokens = 64;
-    o.max_new_tokens = 4;
-    o.profiling_steps = 4;
-    const auto throws_naming = [](auto&& make, const char* argument) {
-        try {
-            make();
-        } catch (const hc::invalid_argument_error& e) {
-            CHECK(e.argument() == argument);
-            CHECK(std::string(e.what()).find("valid range") != std::string::npos);
-            return;
-        }
-        FAIL("expected an invalid_argument_error naming " << argument);
-    };
-    throws_naming([&] { hc::kv_cache<> c({2, 0, 6, 32}, o); }, "kv_heads");
-    throws_naming([&] { hc::kv_cache<> c({0, 3, 6, 32}, o); }, "layers");
-    throws_naming([&] { hc::kv_cache<> c({2, 3, 7, 32}, o); }, "query_heads");
-    throws_naming([&] { hc::kv_cache<> c({2, 3, 6, 512}, o); }, "head_dim");
-    for (double r : {0.0, 1.01, std::numeric_limits<double>::quiet_NaN()}) {
-        auto bad = o;
-        bad.budget_ratio = r;
-        throws_naming([&] { hc::kv_cache<> c(shape, bad); }, "r");
+    for (const bool aliased : {false, true}) {
+        CAPTURE(aliased);
+        hc::storage_binding<hc::paged_kv_tensor<float>> binding;
+        if (aliased) binding.cold_alias = paged;
+        hc::kv_cache<hc::paged_kv_tensor<float>> cache(sh, o, std::nullopt, {}, {}, {}, binding);
+        std::vector<float> out(static_cast<std::size_t>(sh.query_heads * sh.head_dim)), lse(static_cast<std::size_t>(sh.query_heads));
+        cache.begin_sequence(0, s.prompt_tokens);
+        for (index_t l = 0; l < sh.layers; ++l) cache.prefill(l, 0, paged, m.window(l, 0));
+        for (index_t step = 0; step < s.steps; ++step)
+            for (index_t l = 0; l < sh.layers; ++l) {
+                const index_t token[] = {s.prompt_tokens + step};
+                hc::decode_attention(cache.begin_layer(l, paged, token), m.decode_query(step, l, 0, 0), out.data(), lse.data(),
+                                     1.0f / std::sqrt(static_cast<float>(sh.head_dim)));
+                cache.end_layer(l, m.queries(step, l));
+                CHECK(out == expected.outputs[static_cast<std::size_t>(step * sh.layers + l)]);
+            }
     }
-    {
-        auto bad = o;
-        bad.max_prompt_tokens = 0;
-        throws_naming([&] { hc::kv_cache<> c(shape, bad); }, "max_prompt_tokens");
-    }
-    // A profile for another model, and a budget that cannot hold the full heads.
-    throws_naming([&] { hc::kv_cache<> c(shape, o, hc::uniform_profile({3, 3, 6, 32}, hc::head_role::anchor)); }, "profile.layers");
-    {
-        auto all_full = hc::uniform_profile(shape, hc::head_role::volatile_);
-        all_full.heads[0].role = hc::head_role::anchor;
-        try {
-            hc::kv_cache<> c(shape, o, all_full);
-            FAIL("expected a budget_error");
-        } catch (const hc::budget_error& e) {
-            CHECK(std::string(e.what()).find("Nfull = 5") != std::string::npos);
-        }
-    }
-
-    planted::scenario s;
-    s.shape = shape;
-    s.prompt_tokens = 64;
-    s.steps = 4;
-    const planted::model m(s);
-    {
-        auto too_few_steps = o;
-        too_few_steps.profiling_steps = 5;  // more than max_new_tokens: online profiling could never finish
-        throws_naming([&] { hc::kv_cache<> c(shape, too_few_steps); }, "profiling_steps");
-    }
-    hc::kv_cache<> cache(shape, o);
-    const std::vector<float> query(static_cast<std::size_t>(shape.query_heads * shape.head_dim), 0.0f);
-    throws_naming([&] { cache.append(0, 0, m.layout(), 64); }, "seq");  // before prefill
-    throws_naming([&] { cache.prefill(0, 0, m.layout(), 65, m.window(0, 0)); }, "prompt_tokens");
-    throws_naming([&] { cache.prefill(2, 0, m.layout(), 64, m.window(0, 0)); }, "layer");
-    throws_naming([&] { cache.prefill(0, 1, m.layout(), 64, m.window(0, 0)); }, "seq");
-    auto wrong_dim = m.layout();
-    wrong_dim.dim = 16;
-    throws_naming([&] { cache.prefill(0, 0, wrong_dim, 64, m.window(0, 0)); }, "layout.head_dim()");
-    cache.prefill(0, 0, m.layout(), 64, m.window(0, 0));
-    throws_naming([&] { cache.prefill(1, 0, m.layout(), 32, m.window(1, 0)); }, "prompt_tokens");  // layer 0 said 64
-    throws_naming([&] { cache.observe(0, 0, query.data(), 8); }, "query_head_stride");
-    for (index_t t = 0; t < 4; ++t) cache.append(0, 0, m.layout(), 64 + t);
-    throws_naming([&] { cache.append(0, 0, m.layout(), 64); }, "decode tokens");  // past max_new_tokens
 }

@@ -6,6 +6,7 @@
 #include <concepts>
 #include <cstdint>
 #include <new>
+#include <stdexcept>
 #include <numeric>
 #include <optional>
 #include <span>
@@ -16,10 +17,13 @@
 #include "heterocache/algorithm/pooled_attention.hpp"
 #include "heterocache/budget/drift_weighted_budget.hpp"
 #include "heterocache/budget/uniform_budget.hpp"
+#include "heterocache/cache/cache_plan.hpp"
 #include "heterocache/cache/online_profiler.hpp"
+#include "heterocache/cache/prompt_selector.hpp"
 #include "heterocache/cache/refresh_plan.hpp"
 #include "heterocache/cache/row_table.hpp"
 #include "heterocache/cache/score_captures.hpp"
+#include "heterocache/cache/sequence_slots.hpp"
 #include "heterocache/cache/sequence_budgets.hpp"
 #include "heterocache/cache_options.hpp"
 #include "heterocache/classifier/overlap_star_classifier.hpp"
@@ -56,6 +60,10 @@ struct decode_queries {
     index_t head_stride = 0;
 };
 
+//! The storage a cache over `Tensor` gets by default: host tiers, the hot tier of the tensor's element type.
+template <KvTensor Tensor>
+using default_storage = basic_host_storage<typename Tensor::element_type, Tensor>;
+
 //! A head-wise compressed KV cache over the engine's K/V tensors `Tensor` (DESIGN.md section 3.1, "Step API").
 //!
 //! A sequence slot's life: `begin_sequence(seq, prompt_tokens)`, `prefill(layer, seq, kv, window)` for every
@@ -76,10 +84,6 @@ struct decode_queries {
 //! Every call checks its arguments before it changes anything, so a call that throws leaves the cache as it
 //! was. Nothing allocates after construction but the end of online profiling. Thread rules: one engine
 //! thread calls the cache; the retriever may use its own threads, the queue its pool.
-//! The storage a cache over `Tensor` gets by default: host tiers, the hot tier of the tensor's element type.
-template <KvTensor Tensor>
-using default_storage = basic_host_storage<typename Tensor::element_type, Tensor>;
-
 template <KvTensor Tensor = strided_kv_tensor<float>, class Classifier = overlap_star_classifier,
           class Budget = drift_weighted_budget, class Storage = default_storage<Tensor>,
           class Monitor = pivot_overlap_monitor, class RetrieverPolicy = sync_retriever>
@@ -108,14 +112,14 @@ public:
              Classifier classifier = {}, Budget budget = {}, Monitor monitor = {}, storage_binding<Tensor> binding = {})
         : shape_(shape), options_(options), classifier_(std::move(classifier)), budget_(std::move(budget)),
           monitor_(std::move(monitor)), profile_(std::move(profile)) {
-        const storage_plan plan = plan_storage(shape_, options_, profile_, budget_, binding.cold_alias.has_value());
+        const auto plan = cache_plan<Budget>::make(shape_, options_, profile_, budget_, binding.cold_alias.has_value());
         try {
-            plan_cache();
-            storage_.bind(plan, binding.memory, binding.cold_alias ? &*binding.cold_alias : nullptr);
+            plan_cache(plan);
+            storage_.bind(plan.storage, binding.memory, binding.cold_alias ? &*binding.cold_alias : nullptr);
         } catch (const std::bad_alloc&) {
-            throw allocation_error("a kv_cache (its storage needs " + std::to_string(storage_.bytes_required(plan).hot) +
-                                       " hot and " + std::to_string(storage_.bytes_required(plan).cold) + " cold bytes)",
-                                   storage_.bytes_required(plan).hot + storage_.bytes_required(plan).cold);
+            throw_allocation_error(plan);
+        } catch (const std::length_error&) {
+            throw_allocation_error(plan);
         }
     }
     kv_cache(const kv_cache&) = delete;
@@ -125,52 +129,46 @@ public:
     [[nodiscard]] static storage_bytes bytes_required(const model_shape& shape, const cache_options& options,
                                                       const std::optional<head_profile>& profile = std::nullopt,
                                                       const Budget& budget = {}, bool cold_aliased = false) {
-        return Storage{}.bytes_required(plan_storage(shape, options, profile, budget, cold_aliased));
+        return Storage{}.bytes_required(cache_plan<Budget>::make(shape, options, profile, budget, cold_aliased).storage);
     }
 
     //! Starts a sequence of `prompt_tokens` tokens in the idle slot `seq`: sets its budgets and gives its rows
     //! their hot pages. Throws `shape_error` for a bad slot, a slot in use or a bad length.
     void begin_sequence(index_t seq, index_t prompt_tokens) {
-        check_slot(seq);
-        detail::require<shape_error>(prompt_tokens_[seq] == 0, "seq", seq, "an idle slot (end_sequence(seq) first)");
+        slots_.require_idle(seq);
         detail::require<shape_error>(prompt_tokens >= 1 && prompt_tokens <= options_.max_prompt_tokens, "prompt_tokens",
                                      prompt_tokens, "[1, max_prompt_tokens]");
-        std::vector<index_t> capacity(static_cast<std::size_t>(shape_.total_kv_heads()), prompt_tokens);
-        if (profile_) sequence_budgets<Budget>::capacity(budget_, *profile_, options_.budget_ratio, prompt_tokens, capacity);
+        auto sizes = options_;
+        sizes.max_prompt_tokens = prompt_tokens;
+        const std::vector<index_t> capacity = cache_plan<Budget>::prompt_capacity(shape_, sizes, profile_, budget_);
         rows_.allocate(seq, [&](index_t layer, index_t head) {
             return capacity[static_cast<std::size_t>(layer * shape_.kv_heads + head)] + options_.decode_capacity();
         });
         if (profile_) budgets_.set(budget_, *profile_, options_.budget_ratio, seq, prompt_tokens);
-        if (!profile_) profiler_.begin(seq);
-        prompt_tokens_[seq] = prompt_tokens;
-        prefilled_layers_[seq] = 0;
-        for (index_t layer = 0; layer < shape_.layers; ++layer) prefilled_[stream(layer, seq)] = stepping_[stream(layer, seq)] = false;
+        else profiler_.begin(seq);
+        slots_.begin(seq, prompt_tokens);
     }
 
     //! Ends the sequence in slot `seq` (waiting for its refreshes) and frees its pages. Throws `shape_error`
     //! for an idle slot.
     void end_sequence(index_t seq) {
-        check_live(seq);
-        for (index_t layer = 0; layer < shape_.layers; ++layer) {
-            retriever_.wait(layer);
-            stepping_[stream(layer, seq)] = false;
-        }
+        slots_.require_live(seq);
+        for (index_t layer = 0; layer < shape_.layers; ++layer) retriever_.wait(layer);
         rows_.release(seq);
         budgets_.clear(seq);
-        prompt_tokens_[seq] = 0;
-        prefilled_layers_[seq] = 0;
+        slots_.end(seq);
     }
 
     //! Stores the prompt of `seq` for `layer` (tokens `[0, prompt_tokens)` of `kv`) and chooses each head's hot
     //! tokens by its role, scored by the observation window `window` (the last `window.count` prompt queries;
     //! `window.first_position` is set here). Each layer once per sequence, in any order.
     void prefill(index_t layer, index_t seq, const Tensor& kv, query_rows window, queue_type q = {}) {
-        check_layer(layer);
-        check_live(seq);
-        detail::require<shape_error>(!prefilled_[stream(layer, seq)], "layer", layer,
+        slots_.require_layer(layer);
+        slots_.require_live(seq);
+        detail::require<shape_error>(!slots_.prefilled(layer, seq), "layer", layer,
                                      "a layer not prefilled yet for this sequence (begin_sequence starts a new one)");
         check_tensor(kv);
-        const index_t t = prompt_tokens_[seq];
+        const index_t t = slots_.prompt_tokens(seq);
         detail::require<shape_error>(window.count >= 1 && window.count <= t, "window.count", window.count, "[1, prompt_tokens]");
         detail::require<shape_error>(window.base != nullptr, "window.base", "null", "a pointer to the window queries");
         detail::require<shape_error>(window.head_stride >= shape_.head_dim, "window.head_stride", window.head_stride,
@@ -187,8 +185,7 @@ public:
         const std::span<refresh_row> rows = choose_prompts(layer, seq, 0);
         storage_.store_prompt(layer, seq, kv, t, rows, q);
         for (const refresh_row& r : rows) rows_.set_prompt(layer, r.row, static_cast<index_t>(r.positions.size()));
-        prefilled_[stream(layer, seq)] = true;
-        ++prefilled_layers_[seq];
+        slots_.mark_prefilled(layer, seq);
     }
 
     //! Appends the new token of every slot with `new_tokens[seq] >= 0` (where the engine wrote its K/V in `kv`)
@@ -197,42 +194,33 @@ public:
     //! `begin_layer(layer, ...)`. O(rows) host work (plus the page ids of rows that enter a new page).
     [[nodiscard]] selection_type begin_layer(index_t layer, const Tensor& kv, std::span<const index_t> new_tokens,
                                              queue_type q = {}) {
-        check_layer(layer);
-        detail::require<shape_error>(!awaiting_end_[layer], "layer", layer, "a layer whose last begin_layer was ended (end_layer)");
+        slots_.require_step(layer, false);
         detail::require<shape_error>(static_cast<index_t>(new_tokens.size()) == options_.sequences, "new_tokens.size()",
                                      new_tokens.size(), "sequences (one entry per slot, -1 for a slot that does not step)");
         check_tensor(kv);
         for (index_t seq = 0; seq < options_.sequences; ++seq) {
             if (new_tokens[seq] == -1) continue;
             detail::require<shape_error>(new_tokens[seq] >= 0, "new_tokens[seq]", new_tokens[seq], "-1 or a token of kv");
-            check_live(seq);
-            detail::require<shape_error>(prefilled_layers_[seq] == shape_.layers, "seq", seq,
-                                         "a sequence prefilled on every layer");
+            slots_.require_decoding(seq);
             detail::require<shape_error>(rows_.decoded(layer, row(seq, 0)) < options_.max_new_tokens, "decode tokens",
                                          rows_.decoded(layer, row(seq, 0)) + 1, "[1, max_new_tokens]");
         }
         retriever_.wait(layer);
-        ++step_[layer];
+        const std::uint64_t step = slots_.begin_step(layer, [&](index_t seq) { return new_tokens[seq] >= 0; });
         std::size_t n = 0;
-        for (index_t seq = 0; seq < options_.sequences; ++seq) {
-            stepping_[stream(layer, seq)] = new_tokens[seq] >= 0;
-            if (new_tokens[seq] < 0) continue;
-            for (index_t head = 0; head < shape_.kv_heads; ++head) {
-                const index_t r = row(seq, head);
-                entries_[n++] = {r, new_tokens[seq], prompt_tokens_[seq] + rows_.decoded(layer, r),
-                                 rows_.slot(layer, r, rows_.next_decode_token(layer, r))};
+        for (index_t seq = 0; seq < options_.sequences; ++seq)
+            if (slots_.stepping(layer, seq)) {
+                rows_.append_entries(layer, seq, new_tokens[seq], slots_.prompt_tokens(seq), entries_.data() + n);
+                n += static_cast<std::size_t>(shape_.kv_heads);
             }
-        }
         storage_.append(layer, kv, std::span<const append_entry>(entries_.data(), n), q);
         for (std::size_t i = 0; i < n; ++i) rows_.advance(layer, entries_[i].row);
-        awaiting_end_[layer] = true;
-        const std::span<const score_capture> captures = captures_.requests(layer, step_[layer], [&](index_t r) {
-            const index_t seq = r / shape_.kv_heads;
-            return stepping_[stream(layer, seq)] && rows_.prompt_count(layer, r) == prompt_tokens_[seq] ? prompt_tokens_[seq] : 0;
+        const auto stepping = [&](index_t seq) { return slots_.stepping(layer, seq); };
+        const std::span<const score_capture> captures = captures_.requests(layer, step, [&](index_t r) {
+            const index_t seq = r / shape_.kv_heads, t = slots_.prompt_tokens(seq);
+            return stepping(seq) && rows_.prompt_count(layer, r) == t ? t : 0;  // a whole prompt, in position order
         });
-        const selection_table table = rows_.selection(layer, shape_.group_size(), shape_.head_dim,
-                                                      [&](index_t seq) { return bool(stepping_[stream(layer, seq)]); }, captures);
-        return storage_.selection(layer, table, q);
+        return storage_.selection(layer, rows_.selection(layer, shape_.group_size(), shape_.head_dim, stepping, captures), q);
     }
 
     //! Sees this step's decode queries of `layer` (every stepping slot's): online profiling, then the drift
@@ -241,23 +229,25 @@ public:
     //! does): then the monitor reads them instead of recomputing them from the cold keys. Saying `captured`
     //! when the kernel did not stamp them is an `invalid_argument_error`.
     void end_layer(index_t layer, decode_queries queries, score_source scores = score_source::recompute, queue_type q = {}) {
-        check_layer(layer);
-        detail::require<shape_error>(awaiting_end_[layer], "layer", layer, "a layer begun with begin_layer");
+        slots_.require_step(layer, true);
         detail::require<shape_error>(queries.base != nullptr, "queries.base", "null", "a pointer to the decode queries");
         detail::require<shape_error>(queries.head_stride >= shape_.head_dim, "queries.head_stride", queries.head_stride,
                                      "[head_dim, inf)");
         if (scores == score_source::captured) check_captured(layer);
-        awaiting_end_[layer] = false;
+        slots_.end_step(layer);
         refreshes_.start(layer);
         index_t completed = -1;
         for (index_t seq = 0; seq < options_.sequences; ++seq) {
-            if (!stepping_[stream(layer, seq)]) continue;
+            if (!slots_.stepping(layer, seq)) continue;
             const float* query = queries.base + seq * queries.sequence_stride;
-            if (!profile_) {
-                if (profile_step(layer, seq, query, queries.head_stride) && completed < 0) completed = seq;
+            if (profile_) {
+                observe(layer, seq, query, queries.head_stride, scores);
                 continue;
             }
-            observe(layer, seq, query, queries.head_stride, scores);
+            const index_t t = slots_.prompt_tokens(seq);
+            const bool done = profiler_.observe_step(layer, seq, t, options_.profiling_top_k(t), shape_, query, queries.head_stride,
+                                                     [&](index_t head) { return storage_.cold_keys(layer, row(seq, head)); });
+            if (done && completed < 0) completed = seq;
         }
         if (const refresh_request request = refreshes_.request(layer); !request.rows.empty()) retriever_.submit(request);
         if (completed >= 0) finish_profiling(completed, q);
@@ -268,13 +258,13 @@ public:
     //! Hot prompt tokens of each head (`layer * kv_heads + head`) for the sequence in `seq`; empty before a
     //! profile exists. Throws `shape_error` for a bad slot.
     [[nodiscard]] std::span<const index_t> prompt_caps(index_t seq) const {
-        check_slot(seq);
-        return profile_ && prompt_tokens_[seq] > 0 ? budgets_.caps(seq) : std::span<const index_t>{};
+        slots_.require_slot(seq);
+        return profile_ && slots_.live(seq) ? budgets_.caps(seq) : std::span<const index_t>{};
     }
     //! Prompt length of the sequence in `seq` (0 for an idle slot). Throws `shape_error` for a bad slot.
     [[nodiscard]] index_t prompt_tokens(index_t seq) const {
-        check_slot(seq);
-        return prompt_tokens_[seq];
+        slots_.require_slot(seq);
+        return slots_.prompt_tokens(seq);
     }
     //! Tokens resident in the hot tier now, over every layer, slot and head.
     [[nodiscard]] index_t resident_tokens() const noexcept {
@@ -298,84 +288,31 @@ public:
 private:
     [[nodiscard]] index_t rows_per_layer() const noexcept { return options_.sequences * shape_.kv_heads; }
     [[nodiscard]] index_t row(index_t seq, index_t head) const noexcept { return seq * shape_.kv_heads + head; }
-    //! Entries of `positions_` per head: a prompt selection and the decode tokens moved behind it.
-    [[nodiscard]] index_t position_stride() const noexcept { return options_.max_prompt_tokens + options_.decode_capacity(); }
-    [[nodiscard]] std::size_t stream(index_t layer, index_t seq) const noexcept {
-        return static_cast<std::size_t>(layer * options_.sequences + seq);
-    }
 
-    //! Most tokens a row of (layer, head) holds: its largest prompt selection, plus its decode slots.
-    static std::vector<index_t> row_capacity(const model_shape& shape, const cache_options& options,
-                                             const std::optional<head_profile>& profile, const Budget& budget) {
-        std::vector<index_t> capacity(static_cast<std::size_t>(shape.total_kv_heads()), options.max_prompt_tokens);
-        if (profile)
-            sequence_budgets<Budget>::capacity(budget, *profile, options.budget_ratio, options.max_prompt_tokens, capacity);
-        for (index_t& tokens : capacity) tokens += options.decode_capacity();
-        return capacity;
-    }
-    static row_table::layout row_layout(const model_shape& shape, const cache_options& options) {
-        return {shape.layers, options.sequences, shape.kv_heads, options.page_size, options.decode_capacity(),
-                options.decode_sink, options.decode_window > 0};
-    }
-    //! Checks the arguments and plans the storage tier.
-    static storage_plan plan_storage(const model_shape& shape, const cache_options& options,
-                                     const std::optional<head_profile>& profile, const Budget& budget, bool cold_aliased) {
-        shape.validate();
-        options.validate();
-        if (profile) {
-            profile->validate(shape);
-            require_feasible_budget(*profile, options.budget_ratio);
-        } else {
-            detail::require(options.profiling_steps <= options.max_new_tokens, "profiling_steps", options.profiling_steps,
-                            "[1, max_new_tokens] (online profiling observes that many decode steps)");
-        }
-        const std::vector<index_t> capacity = row_capacity(shape, options, profile, budget);
-        const row_table::layout sizes = row_layout(shape, options);
-        return {shape,
-                options.sequences,
-                options.max_prompt_tokens + options.max_new_tokens,
-                options.page_size,
-                row_table::pool_pages(sizes, [&](index_t layer, index_t head) {
-                    return capacity[static_cast<std::size_t>(layer * shape.kv_heads + head)];
-                }),
-                cold_aliased};
-    }
-
-    void plan_cache() {
+    void plan_cache(const cache_plan<Budget>& plan) {
         const index_t t = options_.max_prompt_tokens, slots = options_.sequences;
-        const std::vector<index_t> capacity = row_capacity(shape_, options_, profile_, budget_);
-        rows_.plan(row_layout(shape_, options_), [&](index_t layer, index_t head) {
-            return capacity[static_cast<std::size_t>(layer * shape_.kv_heads + head)];
-        });
+        rows_.plan(plan.rows, plan.row_capacity());
+        selector_.plan(shape_.kv_heads, t, options_.decode_capacity());
         budgets_.plan(slots, shape_.total_kv_heads());
         if (!profile_)
             profiler_ = online_profiler(shape_.layers, shape_.kv_heads, slots, options_.profiling_steps, t,
                                         options_.profiling_top_k(t));
-        prompt_tokens_.assign(static_cast<std::size_t>(slots), 0);
-        prefilled_layers_.assign(static_cast<std::size_t>(slots), 0);
-        prefilled_.assign(static_cast<std::size_t>(shape_.layers * slots), false);
-        stepping_.assign(static_cast<std::size_t>(shape_.layers * slots), false);
-        step_.assign(static_cast<std::size_t>(shape_.layers), 0);
-        awaiting_end_.assign(static_cast<std::size_t>(shape_.layers), false);
+        slots_.plan(shape_.layers, slots);
         entries_.assign(static_cast<std::size_t>(rows_per_layer()), append_entry{});
         layer_scores_.assign(static_cast<std::size_t>(shape_.kv_heads * t), 0.0f);
         head_scores_.assign(static_cast<std::size_t>(shape_.kv_heads), {});
         scratch_.assign(static_cast<std::size_t>(2 * t), 0.0f);
         group_scores_.assign(static_cast<std::size_t>(shape_.group_size() * t), 0.0f);
         index_scratch_.assign(static_cast<std::size_t>(t), 0);
-        reference_.assign(static_cast<std::size_t>(t), 0);
-        positions_.assign(static_cast<std::size_t>(shape_.kv_heads * position_stride()), 0);
-        prompt_rows_.assign(static_cast<std::size_t>(shape_.kv_heads), refresh_row{});
         monitor_.plan({shape_, slots, t});  // sees every prefill
         if (profile_) plan_for_profile();
     }
     //! Plans what depends on the roles: refresh buffers, the retriever and the score captures.
     void plan_for_profile() {
-        const std::vector<index_t> capacity = row_capacity(shape_, options_, profile_, budget_);
+        const std::vector<index_t> capacity = cache_plan<Budget>::prompt_capacity(shape_, options_, profile_, budget_);
         refreshes_.plan(shape_.layers, rows_per_layer(), [&](index_t layer, index_t r) -> index_t {
             const index_t head = r % shape_.kv_heads;
-            if (keeps_full_kv(profile_->at(layer, head).role)) return 0;
-            return capacity[static_cast<std::size_t>(layer * shape_.kv_heads + head)] - options_.decode_capacity();
+            return keeps_full_kv(profile_->at(layer, head).role) ? 0 : capacity[static_cast<std::size_t>(layer * shape_.kv_heads + head)];
         });
         retriever_.bind(storage_, {shape_.layers, refreshes_.max_request_tokens(), shape_.layers});
         captures_.plan(shape_.layers, rows_per_layer(), shape_.group_size(), options_.max_prompt_tokens,
@@ -390,52 +327,23 @@ private:
         return {layer_scores_.data() + head * options_.max_prompt_tokens, static_cast<std::size_t>(prompt_tokens)};
     }
 
-    //! Chooses the hot prompt tokens of every head of (layer, seq) from their prefill scores (DESIGN.md
-    //! section 2, "Prefill"): the whole prompt for a full head or before a profile exists (a pivot's reference
-    //! set is its top-B), the top-cap positions for a compressed head (after an adaptive budget has moved
-    //! tokens between the heads). Returns one row per head; each row's positions leave `room` more entries
-    //! free behind them.
+    //! The hot prompt tokens of every head of (layer, seq) (`prompt_selector`), after an adaptive budget has
+    //! moved tokens between the heads; `room` more positions follow each row's selection.
     std::span<refresh_row> choose_prompts(index_t layer, index_t seq, index_t room) {
-        const index_t t = prompt_tokens_[seq];
+        const index_t t = slots_.prompt_tokens(seq);
+        const auto scores = [&](index_t head) { return prefill_scores(layer, seq, head, t); };
         if constexpr (AdaptiveBudgetPolicy<Budget>)
             if (profile_) {
-                for (index_t head = 0; head < shape_.kv_heads; ++head) head_scores_[head] = prefill_scores(layer, seq, head, t);
+                for (index_t head = 0; head < shape_.kv_heads; ++head) head_scores_[head] = scores(head);
                 budget_.share_layer(*profile_, options_.budget_ratio, layer, head_scores_,
                                     budgets_.layer_caps(seq, layer, shape_.kv_heads));
             }
-        for (index_t head = 0; head < shape_.kv_heads; ++head) {
-            const head_role role = profile_ ? profile_->at(layer, head).role : head_role::volatile_;
-            const bool whole = keeps_full_kv(role);
-            const index_t count = whole ? t : budgets_.cap(seq, layer * shape_.kv_heads + head);
-            const std::span<index_t> chosen(positions_.data() + head * position_stride(), static_cast<std::size_t>(count));
-            const std::span<const float> scores = prefill_scores(layer, seq, head, t);
-            if (whole) std::iota(chosen.begin(), chosen.end(), index_t{0});
-            else top_k_positions(scores, chosen, index_scratch_);
-            if constexpr (traits::needs_reference)
-                if (role == head_role::pivot) {
-                    const std::span<index_t> reference(reference_.data(), static_cast<std::size_t>(budgets_.base_length(seq)));
-                    top_k_positions(scores, reference, index_scratch_);
-                    monitor_.set_reference(layer, seq, head, reference);
-                }
-            prompt_rows_[head] = {row(seq, head), rows_.pages(layer, row(seq, head)), 0,
-                                  std::span<const index_t>(chosen.data(), chosen.size() + static_cast<std::size_t>(room))};
-        }
-        return prompt_rows_;
-    }
-
-    //! Online profiling: records each head's top-k set for this decode query. True when `seq` completed.
-    bool profile_step(index_t layer, index_t seq, const float* query, index_t head_stride) {
-        if (!profiler_.observing(layer, seq)) return false;
-        const index_t t = prompt_tokens_[seq];
-        const query_rows rows{query, 1, shape_.query_heads * head_stride, head_stride, t};
-        const std::span<float> ranking(group_scores_.data(), static_cast<std::size_t>(t));
-        for (index_t head = 0; head < shape_.kv_heads; ++head) {
-            pooled_attention_row(rows, storage_.cold_keys(layer, row(seq, head)), head, shape_.group_size(),
-                                 shape_.head_dim, ranking, scratch_);
-            profiler_.record(layer, seq, head, profiler_.observed(layer, seq) + 1, options_.profiling_top_k(t), ranking);
-        }
-        profiler_.step_done(layer, seq);
-        return profiler_.complete(seq);
+        return selector_.choose(
+            layer, seq, t, profile_ ? &*profile_ : nullptr, rows_, scores,
+            [&](index_t head) { return budgets_.cap(seq, layer * shape_.kv_heads + head); }, budgets_.base_length(seq), room,
+            [&](index_t head, std::span<const index_t> reference) {
+                if constexpr (traits::needs_reference) monitor_.set_reference(layer, seq, head, reference);
+            });
     }
 
     //! Classifies the heads from `seq`, plans for the roles and compacts every live sequence to its selection.
@@ -444,10 +352,10 @@ private:
         profile_->validate(shape_);
         plan_for_profile();
         for (index_t s = 0; s < options_.sequences; ++s) {
-            if (prompt_tokens_[s] == 0) continue;
-            budgets_.set(budget_, *profile_, options_.budget_ratio, s, prompt_tokens_[s]);
+            if (!slots_.live(s)) continue;
+            budgets_.set(budget_, *profile_, options_.budget_ratio, s, slots_.prompt_tokens(s));
             for (index_t layer = 0; layer < shape_.layers; ++layer)
-                if (prefilled_[stream(layer, s)]) compact(layer, s, q);
+                if (slots_.prefilled(layer, s)) compact(layer, s, q);
         }
     }
     //! Moves the rows of a prefilled (layer, seq) to their selection: prompt tokens chosen from the prefill
@@ -457,8 +365,8 @@ private:
         const std::span<refresh_row> rows = choose_prompts(layer, seq, kept);
         for (index_t head = 0; head < shape_.kv_heads; ++head) {
             const index_t prompt = static_cast<index_t>(rows[head].positions.size()) - kept;
-            index_t* decode = positions_.data() + head * position_stride() + prompt;
-            for (index_t j = 0; j < kept; ++j) decode[j] = prompt_tokens_[seq] + rows_.decode_number(j, decoded);
+            index_t* decode = selector_.decode_positions(head, prompt);
+            for (index_t j = 0; j < kept; ++j) decode[j] = slots_.prompt_tokens(seq) + rows_.decode_number(j, decoded);
             rows_.resize_prompt(layer, rows[head].row, prompt);
         }
         storage_.refill(layer, {layer, rows}, q);
@@ -466,11 +374,11 @@ private:
 
     //! The drift monitor's view of one decode step of (layer, seq); refreshes go to `refreshes_`.
     void observe(index_t layer, index_t seq, const float* query, index_t head_stride, score_source scores) {
-        const index_t t = prompt_tokens_[seq];
+        const index_t t = slots_.prompt_tokens(seq);
         const auto prompt_scores = [&](index_t head) -> std::span<const float> {
             const index_t r = row(seq, head);
             if (scores == score_source::captured)
-                if (const auto written = captures_.read(layer, r, step_[layer], t)) return *written;
+                if (const auto written = captures_.read(layer, r, slots_.step(layer), t)) return *written;
             group_scores(query, head_stride, storage_.cold_keys(layer, r), head, shape_.group_size(), shape_.head_dim,
                          attention_scale(shape_.head_dim), t, group_scores_.data());
             return {group_scores_.data(), static_cast<std::size_t>(shape_.group_size() * t)};
@@ -493,21 +401,17 @@ private:
     //! Throws unless the kernel stamped every capture `begin_layer(layer)` asked for.
     void check_captured(index_t layer) const {
         for (index_t r = 0; r < rows_per_layer(); ++r)
-            if (captures_.requested(layer, r) && !captures_.read(layer, r, step_[layer], 0))
+            if (captures_.requested(layer, r) && !captures_.read(layer, r, slots_.step(layer), 0))
                 throw invalid_argument_error("scores", "captured",
                                              "recompute, unless the attention kernel of this step wrote and stamped "
                                              "selection.captures (row " + std::to_string(r) + " has not)");
     }
 
-    void check_layer(index_t layer) const {
-        detail::require<shape_error>(layer >= 0 && layer < shape_.layers, "layer", layer, "[0, layers)");
-    }
-    void check_slot(index_t seq) const {
-        detail::require<shape_error>(seq >= 0 && seq < options_.sequences, "seq", seq, "[0, sequences)");
-    }
-    void check_live(index_t seq) const {
-        check_slot(seq);
-        detail::require<shape_error>(prompt_tokens_[seq] > 0, "seq", seq, "a slot with a sequence (begin_sequence first)");
+    [[noreturn]] void throw_allocation_error(const cache_plan<Budget>& plan) const {
+        const storage_bytes bytes = storage_.bytes_required(plan.storage);
+        throw allocation_error("a kv_cache (its storage tier needs " + std::to_string(bytes.hot) + " hot and " +
+                                   std::to_string(bytes.cold) + " cold bytes)",
+                               bytes.hot + bytes.cold);
     }
     void check_tensor(const Tensor& kv) const {
         detail::require<shape_error>(kv.keys != nullptr && kv.values != nullptr, "kv.keys", "null",
@@ -529,16 +433,13 @@ private:
     online_profiler profiler_;
     score_captures captures_;
     refresh_plan refreshes_;
+    prompt_selector selector_;
 
-    std::vector<index_t> prompt_tokens_, prefilled_layers_;  // per slot; 0 tokens: idle
-    std::vector<bool> prefilled_, stepping_;                 // per (layer, slot)
-    std::vector<std::uint64_t> step_;                        // per layer: begin_layer calls
-    std::vector<bool> awaiting_end_;                         // per layer
+    sequence_slots slots_;
     std::vector<append_entry> entries_;
     std::vector<float> layer_scores_, scratch_, group_scores_;
     std::vector<std::span<const float>> head_scores_;
-    std::vector<index_t> index_scratch_, reference_, positions_;
-    std::vector<refresh_row> prompt_rows_;
+    std::vector<index_t> index_scratch_;
 };
 
 //! The full cache: every head keeps every token (the ceiling every policy is measured against). Construct it

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "heterocache/algorithm/overlap.hpp"
+#include "heterocache/algorithm/pooled_attention.hpp"
 #include "heterocache/budget/budget_split.hpp"
 #include "heterocache/concepts/head_classifier.hpp"
 #include "heterocache/profile/profiling_record.hpp"
@@ -32,6 +33,8 @@ public:
           record_(layers, kv_heads, sequences, steps, max_top_k),
           scores_(static_cast<std::size_t>(layers * sequences * kv_heads * max_prompt_tokens), 0.0f),
           observed_(static_cast<std::size_t>(layers * sequences), 0),
+          ranking_(static_cast<std::size_t>(max_prompt_tokens), 0.0f),
+          scratch_(static_cast<std::size_t>(2 * max_prompt_tokens), 0.0f),
           index_scratch_(static_cast<std::size_t>(max_prompt_tokens), 0) {}
 
     //! Starts slot `seq` over: nothing observed.
@@ -47,6 +50,22 @@ public:
     //! Records the top-`k` set of `scores` as observation `step` (0: prefill) of a head.
     void record(index_t layer, index_t seq, index_t head, index_t step, index_t k, std::span<const float> scores) {
         top_k_positions(scores, record_.record(layer, head, seq, step, k), index_scratch_);
+    }
+    //! Observes one decode step of (`layer`, `seq`), if it still observes: records the top-`k` set of each head's
+    //! pooled attention row of `query` (`[query_head]`, `head_stride` floats apart) over the prompt keys
+    //! `keys(head)` (`token_rows`). Returns whether `seq` completed with it.
+    template <class Keys>
+    bool observe_step(index_t layer, index_t seq, index_t prompt_tokens, index_t k, const model_shape& shape,
+                      const float* query, index_t head_stride, Keys&& keys) {
+        if (!observing(layer, seq)) return false;
+        const query_rows rows{query, 1, shape.query_heads * head_stride, head_stride, prompt_tokens};
+        const std::span<float> ranking(ranking_.data(), static_cast<std::size_t>(prompt_tokens));
+        for (index_t head = 0; head < kv_heads_; ++head) {
+            pooled_attention_row(rows, keys(head), head, shape.group_size(), shape.head_dim, ranking, scratch_);
+            record(layer, seq, head, observed(layer, seq) + 1, k, ranking);
+        }
+        step_done(layer, seq);
+        return complete(seq);
     }
     //! Decode steps (layer, seq) has observed.
     [[nodiscard]] index_t observed(index_t layer, index_t seq) const noexcept { return observed_[stream(layer, seq)]; }
@@ -90,6 +109,7 @@ private:
     profiling_record record_;
     std::vector<float> scores_;
     std::vector<index_t> observed_;
+    std::vector<float> ranking_, scratch_;
     std::vector<index_t> index_scratch_;
 };
 

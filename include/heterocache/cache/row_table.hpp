@@ -201,6 +201,14 @@ public:
     }
     //! Counts one more decode token of a row (after it was stored at `next_decode_token`).
     void advance(index_t layer, index_t row) noexcept { ++decoded_[state(layer, row)]; }
+    //! The append entries of the new token of every head of `seq` in `layer` (the engine's `token`, a sequence
+    //! of `prompt_tokens` prompt tokens), into `out` (`kv_heads` entries); `advance` each once it is stored.
+    void append_entries(index_t layer, index_t seq, index_t token, index_t prompt_tokens, append_entry* out) const noexcept {
+        for (index_t head = 0; head < sizes_.kv_heads; ++head) {
+            const index_t row = seq * sizes_.kv_heads + head;
+            out[head] = {row, token, prompt_tokens + decoded(layer, row), slot(layer, row, next_decode_token(layer, row))};
+        }
+    }
 
     //! The paged descriptor of `layer` with the rows of the slots `stepping(seq)` is true of, the others empty.
     //! O(rows) when no row's page count changed since the last call, else O(rows + pages from the first row
