@@ -1,7 +1,7 @@
 // Decode-step latency on synthetic Llama-3.1-8B shapes (32 layers, 32 query / 8 KV heads, d = 128, bf16 K/V)
-// against context length: full attention (the split-K kernel over every token: a fair flash-decoding
-// baseline), the sparse selection at r = 0.5 and 0.25 with monitoring and retrieval amortized over an
-// interval of 5 steps, and a naive unfused baseline (scores matrix, softmax, matmul). Then retrieval
+// against context length: full attention (the split-K kernel over every token, on pages of 16: a fair
+// flash-decoding baseline), the sparse selection at r = 0.5 and 0.25 with monitoring and retrieval amortized
+// over an interval of 5 steps, and a naive unfused baseline (scores matrix, softmax, matmul). Then retrieval
 // bandwidth (staged and zero-copy) against a plain cudaMemcpyAsync H2D measured in the same run.
 //
 //   heterocache_bench_cuda [max_context_k=256] [repeats=5]
@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "heterocache/cuda/async_retriever.cuh"
+#include "heterocache/cuda/element_traits.cuh"
 #include "heterocache/cuda/kernels/decode_attention.cuh"
 #include "heterocache/cuda/kernels/pooled_attention.cuh"
 #include "heterocache/cuda/kernels/top_k.cuh"
@@ -25,6 +26,7 @@ using kv_t = __nv_bfloat16;
 namespace {
 
 constexpr index_t layers = 32, kv_heads = 8, group = 4, head_dim = 128, interval = 5;
+constexpr index_t page_size = 16;  // the cache's default
 // Pivots per layer in the reference profile of Llama-3.1-8B: 33 of 256 heads, about 1 per layer;
 // satellites 196 of 256, about 6 per layer.
 constexpr index_t pivots_per_layer = 1, satellites_per_layer = 6;
@@ -118,18 +120,26 @@ int main(int argc, char** argv) {
         hcc::device_array<float> queries(q.size()), out(q.size()), lse(static_cast<std::size_t>(kv_heads * group));
         hcc::check(cudaMemcpy(queries.data(), q.data(), queries.bytes(), cudaMemcpyHostToDevice), "cudaMemcpy");
 
-        // Step cost of attention over `kept` tokens per head (a strided selection).
+        // Step cost of attention over `kept` tokens per head, packed on whole pages as the hot tier holds them
+        // (the first `kept` tokens of each head's run of pages).
         const auto attention_ms = [&](index_t kept) {
-            std::vector<index_t> indptr{0}, indices;
+            std::vector<hc::page_index_t> indptr{0}, indices, last_page_len;
             for (index_t h = 0; h < kv_heads; ++h) {
-                for (index_t j = 0; j < kept; ++j) indices.push_back(h * context + j * context / kept);
-                indptr.push_back(static_cast<index_t>(indices.size()));
+                for (index_t p = 0; p < kept / page_size; ++p)
+                    indices.push_back(static_cast<hc::page_index_t>(h * context / page_size + p));
+                indptr.push_back(static_cast<hc::page_index_t>(indices.size()));
+                last_page_len.push_back(static_cast<hc::page_index_t>(page_size));
             }
-            hcc::device_array<index_t> d_indptr(indptr.size()), d_indices(indices.size());
+            hcc::device_array<hc::page_index_t> d_indptr(indptr.size()), d_indices(indices.size()),
+                d_last_page_len(last_page_len.size());
             hcc::check(cudaMemcpy(d_indptr.data(), indptr.data(), d_indptr.bytes(), cudaMemcpyHostToDevice), "cudaMemcpy");
             hcc::check(cudaMemcpy(d_indices.data(), indices.data(), d_indices.bytes(), cudaMemcpyHostToDevice), "cudaMemcpy");
-            const hcc::device_selection<kv_t> selection{kv_heads, kv_heads, group, head_dim, d_indptr.data(),
-                                                        d_indices.data(), keys.data(), values.data()};
+            hcc::check(cudaMemcpy(d_last_page_len.data(), last_page_len.data(), d_last_page_len.bytes(),
+                                  cudaMemcpyHostToDevice),
+                       "cudaMemcpy");
+            const hcc::device_paged_selection<hc::bf16_t> selection{
+                kv_heads, kv_heads, group, head_dim, page_size, d_indptr.data(), d_indices.data(),
+                d_last_page_len.data(), hcc::host_elements(keys.data()), hcc::host_elements(values.data()), {}};
             const auto plan = hcc::plan_decode_attention(kv_heads, group, head_dim, kept, launch.attention, sms);
             hcc::device_array<float> workspace(plan.workspace_floats());
             return time_ms(repeats, [&] {
@@ -201,19 +211,20 @@ int main(int argc, char** argv) {
 
     // Retrieval bandwidth: 64 MiB of tokens moved cold -> hot by each path, against a plain H2D copy.
     const index_t tokens = 64 * 1024 * 1024 / (2 * head_dim * static_cast<index_t>(sizeof(kv_t)));
-    hc::model_shape shape{1, 1, group, head_dim};
-    hc::storage_plan plan{shape, 1, tokens, {tokens}};
-    hcc::device_storage<kv_t> storage;
-    storage.plan(plan);
+    const hc::model_shape shape{1, 1, group, head_dim};
+    hcc::device_storage<hc::bf16_t> storage;
+    storage.plan({shape, 1, tokens, page_size, {tokens / page_size}});
     std::vector<index_t> positions(static_cast<std::size_t>(tokens));
     std::iota(positions.begin(), positions.end(), 0);
-    const hc::refresh_row row{0, 0, positions};
+    std::vector<hc::page_index_t> pages(static_cast<std::size_t>(tokens / page_size));
+    std::iota(pages.begin(), pages.end(), 0);
+    const hc::refresh_row row{0, pages.data(), 0, positions};
     const hc::refresh_request request{0, std::span<const hc::refresh_row>(&row, 1)};
     const double bytes = static_cast<double>(tokens) * 2 * head_dim * sizeof(kv_t);
     std::printf("\n%-26s %10s\n", "transfer (64 MiB)", "GB/s");
     for (const auto path : {hcc::transfer_path::staged, hcc::transfer_path::zero_copy}) {
-        hcc::async_retriever<kv_t> retriever(nullptr, path);
-        retriever.bind(storage, {1, head_dim, tokens, 2});
+        hcc::async_retriever<hc::bf16_t> retriever(nullptr, path);
+        retriever.bind(storage, {1, tokens, 2});
         const double ms = time_ms(repeats, [&] {
             retriever.submit(request);
             retriever.wait(0);

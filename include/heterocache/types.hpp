@@ -49,12 +49,16 @@ struct model_shape {
     //! Total number of KV heads `N = L * Hkv`.
     [[nodiscard]] constexpr index_t total_kv_heads() const noexcept { return layers * kv_heads; }
 
+    //! Largest number of layers, of KV heads per layer, and of query heads per layer (far above any model;
+    //! they keep every size derived from a shape within range).
+    static constexpr index_t max_layers = index_t{1} << 16, max_kv_heads = index_t{1} << 16, max_query_heads = index_t{1} << 20;
+
     //! Throws `shape_error` naming the first field outside its range.
     void validate() const {
-        detail::require<shape_error>(layers > 0, "layers", layers, "[1, inf)");
-        detail::require<shape_error>(kv_heads > 0, "kv_heads", kv_heads, "[1, inf)");
-        detail::require<shape_error>(query_heads > 0 && query_heads % kv_heads == 0, "query_heads", query_heads,
-                                     "a positive multiple of kv_heads");
+        detail::require<shape_error>(layers > 0 && layers <= max_layers, "layers", layers, "[1, 65536]");
+        detail::require<shape_error>(kv_heads > 0 && kv_heads <= max_kv_heads, "kv_heads", kv_heads, "[1, 65536]");
+        detail::require<shape_error>(query_heads > 0 && query_heads <= max_query_heads && query_heads % kv_heads == 0,
+                                     "query_heads", query_heads, "a positive multiple of kv_heads, at most 2^20");
         detail::require<shape_error>(head_dim > 0 && head_dim <= 256, "head_dim", head_dim, "[1, 256]");
     }
 };

@@ -1,16 +1,17 @@
-// The CUDA kernels against the host backend on fresh random inputs: decode attention (fp32, fp16, bf16;
-// head dims 64 and 128; GQA), the merge of partial states, pooled attention rows, top-k and overlap.
+// The CUDA kernels against the host backend on fresh random inputs: decode attention over the same paged
+// selection (fp32, fp16, bf16; page sizes 1 and 16; head dims 64 and 128; GQA), the merge of partial states,
+// pooled attention rows, top-k, overlap and token copies.
 #include "cuda_test.cuh"
 
 #include <algorithm>
 #include <cstdint>
-#include <cstring>
 #include <numeric>
+#include <utility>
 
 #include "heterocache/algorithm/overlap.hpp"
 #include "heterocache/algorithm/pooled_attention.hpp"
 #include "heterocache/attention/decode_attention.hpp"
-#include "heterocache/attention/half_precision.hpp"
+#include "heterocache/cuda/element_traits.cuh"
 #include "heterocache/cuda/kernels/copy_tokens.cuh"
 #include "heterocache/cuda/kernels/decode_attention.cuh"
 #include "heterocache/cuda/kernels/overlap.cuh"
@@ -20,103 +21,102 @@
 namespace {
 
 using hc::index_t;
+using hc::page_index_t;
 
-//! A random CSR selection: `rows` rows of random length (an empty one included) over distinct slots.
-struct random_selection {
-    std::vector<index_t> indptr{0}, indices;
-    index_t slots = 0;
+//! The host arrays of a random paged selection: `rows` rows of random length (row 1 empty: no page), each on
+//! pages drawn without repeats from a shuffled pool of `pages` pages, so a row's pages are scattered.
+struct random_paged_selection {
+    index_t pages = 0;
+    std::vector<index_t> lengths;  //!< tokens of each row
+    std::vector<page_index_t> indptr{0}, indices, last_page_len;
 };
 
-random_selection make_selection(std::mt19937& rng, index_t rows, index_t max_length) {
-    random_selection s;
-    std::uniform_int_distribution<index_t> length(0, max_length);
+random_paged_selection make_paged_selection(std::mt19937& rng, index_t rows, index_t max_length, index_t page_size) {
+    random_paged_selection s;
+    std::uniform_int_distribution<index_t> length(1, max_length);
     for (index_t r = 0; r < rows; ++r) {
-        const index_t n = r == 1 ? 0 : length(rng);
-        std::vector<index_t> pool(static_cast<std::size_t>(n * 2));
-        std::iota(pool.begin(), pool.end(), s.slots);
-        std::shuffle(pool.begin(), pool.end(), rng);
-        pool.resize(static_cast<std::size_t>(n));
-        std::sort(pool.begin(), pool.end());
-        s.indices.insert(s.indices.end(), pool.begin(), pool.end());
-        s.indptr.push_back(static_cast<index_t>(s.indices.size()));
-        s.slots += 2 * n;
+        s.lengths.push_back(r == 1 ? 0 : length(rng));
+        s.pages += hcc::ceil_div(s.lengths.back(), page_size);
+    }
+    s.pages += 3;  // pages no row attends: the pool is larger than the selection, as a hot tier's is
+    std::vector<page_index_t> pool(static_cast<std::size_t>(s.pages));
+    std::iota(pool.begin(), pool.end(), 0);
+    std::shuffle(pool.begin(), pool.end(), rng);
+    for (const index_t n : s.lengths) {
+        const index_t row_pages = hcc::ceil_div(n, page_size);
+        s.indices.insert(s.indices.end(), pool.end() - row_pages, pool.end());
+        pool.resize(pool.size() - static_cast<std::size_t>(row_pages));
+        s.indptr.push_back(static_cast<page_index_t>(s.indices.size()));
+        s.last_page_len.push_back(static_cast<page_index_t>(n == 0 ? 0 : n - (row_pages - 1) * page_size));
     }
     return s;
 }
 
-index_t max_row(const std::vector<index_t>& indptr) {
-    index_t longest = 0;
-    for (std::size_t r = 1; r < indptr.size(); ++r) longest = std::max(longest, indptr[r] - indptr[r - 1]);
-    return longest;
-}
-
-//! The host element type with the bits of the device element type `T`.
-template <class T>
-using host_element = std::conditional_t<std::is_same_v<T, __half>, hc::fp16_t,
-                                        std::conditional_t<std::is_same_v<T, __nv_bfloat16>, hc::bf16_t, float>>;
-
-//! Device attention vs the host kernel on the same (rounded) K/V. Returns the worst relative error of the
-//! outputs and of the lse values.
-template <class T>
+//! Device attention vs the host kernel on the same paged selection of the same (rounded) K/V. Returns the
+//! worst relative error of the outputs and of the lse values.
+template <hc::KvElement E>
 std::pair<double, double> attention_error(std::mt19937& rng, index_t head_dim, index_t group, index_t max_length,
-                                          const hcc::attention_launch& launch) {
+                                          index_t page_size, const hcc::attention_launch& launch) {
     const index_t sequences = 2, kv_heads = 3, rows = sequences * kv_heads;
-    const random_selection s = make_selection(rng, rows, max_length);
-    const auto elements = static_cast<std::size_t>(s.slots * head_dim);
-    const std::vector<float> keys = random_floats(rng, elements), values = random_floats(rng, elements);
+    const random_paged_selection s = make_paged_selection(rng, rows, max_length, page_size);
+    const auto elements = static_cast<std::size_t>(s.pages * page_size * head_dim);
     const std::vector<float> queries = random_floats(rng, static_cast<std::size_t>(rows * group * head_dim), 2.0f);
     const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
     const auto heads = static_cast<std::size_t>(rows * group);
     std::vector<float> want(heads * static_cast<std::size_t>(head_dim)), want_lse(heads);
+    // Both kernels read the K/V rounded to `E`.
+    std::vector<E> keys(elements), values(elements);
+    hc::from_floats(random_floats(rng, elements).data(), keys.data(), static_cast<index_t>(elements));
+    hc::from_floats(random_floats(rng, elements).data(), values.data(), static_cast<index_t>(elements));
+    const hc::basic_paged_selection<E> host{rows, kv_heads, group, head_dim, page_size, s.indptr.data(),
+                                            s.indices.data(), s.last_page_len.data(), keys.data(), values.data(), {}};
+    hc::decode_attention(host, queries.data(), want.data(), want_lse.data(), scale);
 
-    const auto d_indptr = to_device(s.indptr);
-    const auto d_indices = to_device(s.indices);
+    const auto d_indptr = to_device(s.indptr), d_indices = to_device(s.indices);
+    const auto d_last_page_len = to_device(s.last_page_len);
+    const auto d_keys = to_device(keys), d_values = to_device(values);
     const auto d_queries = to_device(queries);
     auto d_out = poisoned<float>(want.size());
     auto d_lse = poisoned<float>(want_lse.size());
-    // The host kernel reads the K/V rounded to `T` as the device does.
-    std::vector<host_element<T>> rounded_keys(elements), rounded_values(elements);
-    hc::from_floats(keys.data(), rounded_keys.data(), static_cast<index_t>(elements));
-    hc::from_floats(values.data(), rounded_values.data(), static_cast<index_t>(elements));
-    const hc::basic_csr_selection<host_element<T>> host{rows, kv_heads, group, head_dim, s.indptr, s.indices,
-                                                        rounded_keys.data(), rounded_values.data(), {}};
-    hc::decode_attention(host, queries.data(), want.data(), want_lse.data(), scale);
-    const auto d_keys = to_device(rounded_keys), d_values = to_device(rounded_values);
-    const auto* device_keys = reinterpret_cast<const T*>(d_keys.data());
-    const auto* device_values = reinterpret_cast<const T*>(d_values.data());
-    const hcc::device_selection<T> selection{rows, kv_heads, group, head_dim, d_indptr.data(), d_indices.data(),
-                                             device_keys, device_values};
-    const hcc::decode_attention_plan plan = hcc::plan_decode_attention(
-        rows, group, head_dim, max_row(s.indptr), launch,
-        hcc::current_multiprocessors());
+    const hcc::device_paged_selection<E> device{rows, kv_heads, group, head_dim, page_size, d_indptr.data(),
+                                                d_indices.data(), d_last_page_len.data(), d_keys.data(),
+                                                d_values.data(), {}};
+    const hcc::decode_attention_plan plan =
+        hcc::plan_decode_attention(rows, group, head_dim, *std::max_element(s.lengths.begin(), s.lengths.end()),
+                                   launch, hcc::current_multiprocessors());
     auto workspace = poisoned<float>(plan.workspace_floats());
-    hcc::decode_attention(plan, selection, d_queries.data(), d_out.data(), d_lse.data(), scale, workspace.data());
+    hcc::decode_attention(plan, device, d_queries.data(), d_out.data(), d_lse.data(), scale, workspace.data());
     const std::vector<float> got = to_host(d_out), got_lse = to_host(d_lse);
     return {max_relative_error(got, want), max_relative_error(got_lse, want_lse, 1.0)};
 }
 
-template <class T>
+template <hc::KvElement E>
 void check_attention(double tolerance) {
     std::mt19937 rng = fresh_rng();
     // Short splits force many partial states per row; the device's own plan checks the tuned path.
     const hcc::attention_launch short_splits{128, 4, 64, 32};
     const hcc::attention_launch tuned = hcc::select_launch_params(hcc::current_compute_capability()).attention;
-    for (const index_t head_dim : {index_t{64}, index_t{128}})
-        for (const index_t group : {index_t{1}, index_t{4}, index_t{9}})
-            for (const auto& launch : {short_splits, tuned}) {
-                CAPTURE(head_dim);
-                CAPTURE(group);
-                const auto [output_error, lse_error] = attention_error<T>(rng, head_dim, group, 700, launch);
-                CHECK(output_error <= tolerance);
-                CHECK(lse_error <= tolerance);
-            }
+    for (const index_t page_size : {index_t{1}, index_t{16}})
+        for (const index_t head_dim : {index_t{64}, index_t{128}})
+            for (const index_t group : {index_t{1}, index_t{4}, index_t{9}})
+                for (const auto& launch : {short_splits, tuned}) {
+                    CAPTURE(page_size);
+                    CAPTURE(head_dim);
+                    CAPTURE(group);
+                    const auto [output_error, lse_error] =
+                        attention_error<E>(rng, head_dim, group, 700, page_size, launch);
+                    CHECK(output_error <= tolerance);
+                    CHECK(lse_error <= tolerance);
+                }
 }
 
 }  // namespace
 
-TEST_CASE("fp32 split-K decode attention matches the host kernel") { check_attention<float>(1e-4); }
-TEST_CASE("fp16 split-K decode attention matches the host kernel within 1e-3") { check_attention<__half>(1e-3); }
-TEST_CASE("bf16 split-K decode attention matches the host kernel within 1e-3") { check_attention<__nv_bfloat16>(1e-3); }
+TEST_CASE("fp32 split-K decode attention matches the host kernel on the same paged selection") {
+    check_attention<float>(1e-4);
+}
+TEST_CASE("fp16 split-K decode attention matches the host kernel within 1e-3") { check_attention<hc::fp16_t>(1e-3); }
+TEST_CASE("bf16 split-K decode attention matches the host kernel within 1e-3") { check_attention<hc::bf16_t>(1e-3); }
 
 TEST_CASE("merging two partial states on the device matches the host merge, empty sides included") {
     std::mt19937 rng = fresh_rng();
@@ -157,7 +157,7 @@ TEST_CASE("pooled attention rows on the device match the host pooled_attention_r
         keys.push_back(random_floats(rng, static_cast<std::size_t>(lengths[r] * head_dim), 2.0f));
         queries.push_back(random_floats(rng, static_cast<std::size_t>(window * query_heads * head_dim), 2.0f));
         const hc::query_rows q{queries.back().data(), window, query_heads * head_dim, head_dim, first_positions[r]};
-        const hc::key_rows k{keys.back().data(), head_dim};
+        const hc::token_rows<float> k{keys.back().data(), {0, head_dim, nullptr, 0, 0}};
         std::vector<float> scratch(static_cast<std::size_t>(2 * lengths[r]));
         hc::pooled_attention_row(q, k, heads_of[r], group, head_dim,
                                  std::span<float>(want.data() + offsets[r], static_cast<std::size_t>(lengths[r])), scratch);
@@ -241,19 +241,18 @@ TEST_CASE("appending tokens converts to the slot type as the host does and recor
     for (index_t i = 0; i < tokens; ++i) slot[i] = 7 * i % slots, position[i] = 1000 + i;
     const auto dk = to_device(keys), dv = to_device(values);
     const auto ds = to_device(slot), dp = to_device(position);
-    auto hot_k = poisoned<std::uint16_t>(static_cast<std::size_t>(slots * head_dim));
-    auto hot_v = poisoned<std::uint16_t>(hot_k.size());
+    auto hot_k = poisoned<hc::bf16_t>(static_cast<std::size_t>(slots * head_dim));
+    auto hot_v = poisoned<hc::bf16_t>(hot_k.size());
     auto hot_p = poisoned<index_t>(static_cast<std::size_t>(slots));
     hcc::copy_tokens(hcc::token_copy{tokens, head_dim, nullptr, ds.data(), dp.data()}, dk.data(), dv.data(),
-                     reinterpret_cast<__nv_bfloat16*>(hot_k.data()), reinterpret_cast<__nv_bfloat16*>(hot_v.data()),
-                     hot_p.data());
-    const std::vector<std::uint16_t> got_k = to_host(hot_k), got_v = to_host(hot_v);
+                     hcc::device_elements(hot_k.data()), hcc::device_elements(hot_v.data()), hot_p.data());
+    const std::vector<hc::bf16_t> got_k = to_host(hot_k), got_v = to_host(hot_v);
     const std::vector<index_t> got_p = to_host(hot_p);
     for (index_t i = 0; i < tokens; ++i) {
         CHECK(got_p[slot[i]] == position[i]);
         for (index_t c = 0; c < head_dim; ++c) {
-            CHECK(got_k[slot[i] * head_dim + c] == hc::float_to_bf16(keys[i * head_dim + c]));
-            CHECK(got_v[slot[i] * head_dim + c] == hc::float_to_bf16(values[i * head_dim + c]));
+            CHECK(got_k[slot[i] * head_dim + c] == hc::from_float<hc::bf16_t>(keys[i * head_dim + c]));
+            CHECK(got_v[slot[i] * head_dim + c] == hc::from_float<hc::bf16_t>(values[i * head_dim + c]));
         }
     }
 }

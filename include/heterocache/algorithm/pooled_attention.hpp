@@ -178,7 +178,7 @@ void pooled_attention_row(const query_rows& queries, const token_rows<E>& keys, 
 //! Writes the scaled scores `q_g . k_t * scale` of one decode query over the keys of KV head `kv_head`,
 //! positions `[0, tokens)`, for the `group_size` query heads of its group: `out[g * tokens + t]`.
 //! `query(q_head)` is at `query + q_head * query_head_stride`. Each key is read once for the whole group.
-//! These are the scores an attention kernel computes for the same tokens (`csr_selection::captures`).
+//! These are the scores an attention kernel computes for the same tokens (`basic_paged_selection::captures`).
 //! O(G * T * d).
 //! `head_dim` is at most `max_scored_head_dim`.
 template <KvElement E>

@@ -1,7 +1,9 @@
 #pragma once
 //! \file
 //! The CUDA asynchronous retriever: refreshes run on a copy stream beside the engine's compute stream, and
-//! a layer's wait point is a stream-to-stream dependency, never a host synchronisation.
+//! a layer's wait point is a stream-to-stream dependency, never a host synchronisation. It has the shape of a
+//! `Retriever` (concepts/retriever.hpp: `bind`, `submit`, `wait`) but does not model it, since its
+//! `device_storage` is not yet a `StorageTier` (see cuda/device_storage.cuh).
 
 #include <array>
 #include <cstdint>
@@ -18,11 +20,12 @@ namespace cuda {
 
 //! How a refresh moves its tokens cold -> hot.
 enum class transfer_path : std::uint8_t {
-    staged,     //!< the host gathers into pinned staging, then one `cudaMemcpyAsync` per row (DMA engine)
+    staged,     //!< the host gathers into pinned staging, then one `cudaMemcpyAsync` per run of consecutive
+                //!< hot slots (DMA engine)
     zero_copy,  //!< a kernel on the copy stream reads the pinned cold tier in place (no host copy of K/V)
 };
 
-//! `Retriever` over a `device_storage`. `submit(request)` first orders the copy stream after everything the
+//! Refreshes of a `device_storage`. `submit(request)` first orders the copy stream after everything the
 //! engine has enqueued on the compute stream so far (so slots still being read by this step's attention
 //! are not overwritten), then prepares the request in one of two pinned staging buffers and enqueues its
 //! transfer on the copy stream, and records layer `request.layer`'s event. `wait(layer)` makes the compute
@@ -30,7 +33,7 @@ enum class transfer_path : std::uint8_t {
 //! layers overlap the transfer. The host blocks only when a staging buffer is needed again while the
 //! transfer of two submits ago still reads it (double buffering).
 //! Thread rules: `submit` and `wait` from one engine thread.
-template <KvElement T = float>
+template <KvElement Element = float>
 class async_retriever {
 public:
     //! `compute` is the engine's stream, the one `wait` orders; `nullptr` is the legacy default stream.
@@ -44,14 +47,15 @@ public:
     }
 
     //! Allocates the copy stream, two staging buffers of `plan.max_request_tokens` tokens and one event per
-    //! layer. Throws `cuda_error` when an allocation fails.
-    void bind(device_storage<T>& storage, const retriever_plan& plan) {
+    //! layer (`plan.max_pending` does not change the buffers: a third submit waits for the first's transfer).
+    //! Throws `cuda_error` when an allocation fails.
+    void bind(device_storage<Element>& storage, const retriever_plan& plan) {
         if (copy_) copy_->synchronize();
         storage_ = &storage;
         copy_ = std::make_unique<stream>();
         compute_mark_ = std::make_unique<event>();
         for (slot& s : staging_) {
-            s.buffer = refresh_staging<T>(plan.max_request_tokens, plan.head_dim);
+            s.buffer = refresh_staging<Element>(plan.max_request_tokens, storage.head_dim());
             s.done = std::make_unique<event>();
             s.in_flight = false;
         }
@@ -60,8 +64,9 @@ public:
         submitted_ = 0;
     }
 
-    //! Enqueues the refresh on the copy stream. The positions the request points at are read before this
-    //! returns. Throws `shape_error` when the request exceeds the plan, `cuda_error` on a CUDA failure.
+    //! Enqueues the refresh on the copy stream. Everything the request points at (its rows, pages and
+    //! positions) is read before this returns. Throws `shape_error` when the request exceeds the plan,
+    //! `cuda_error` on a CUDA failure.
     void submit(const refresh_request& request) {
         ::heterocache::detail::require<shape_error>(request.layer >= 0 && request.layer < static_cast<index_t>(layer_ready_.size()),
                                                     "request.layer", request.layer, "[0, layers)");
@@ -97,21 +102,20 @@ public:
 
 private:
     struct slot {
-        refresh_staging<T> buffer;
+        refresh_staging<Element> buffer;
         std::unique_ptr<event> done;
         bool in_flight = false;
     };
 
     cudaStream_t compute_;
     transfer_path path_;
-    device_storage<T>* storage_ = nullptr;
+    device_storage<Element>* storage_ = nullptr;
     std::unique_ptr<stream> copy_;
     std::unique_ptr<event> compute_mark_;
     std::array<slot, 2> staging_;
     std::vector<std::unique_ptr<event>> layer_ready_;
     std::uint64_t submitted_ = 0;
 };
-static_assert(Retriever<async_retriever<float>, device_storage<float>>);
 
 }  // namespace cuda
 }  // namespace v1

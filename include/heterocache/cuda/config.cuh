@@ -72,14 +72,14 @@ inline int current_multiprocessors() {
 
 namespace detail {
 
-//! Owner of one allocation made by `Allocate`/`Free` (device or pinned host memory). Move-only.
-template <class T, class Memory>
+//! Owner of one allocation made by `Allocator` (device or pinned host memory). Move-only.
+template <class T, class Allocator>
 class owned_array {
 public:
     owned_array() = default;
     //! Allocates `count` elements (none for 0). Throws `cuda_error` when the allocation fails.
     explicit owned_array(std::size_t count) : count_(count) {
-        if (count > 0) data_ = static_cast<T*>(Memory::allocate(count * sizeof(T)));
+        if (count > 0) data_ = static_cast<T*>(Allocator::allocate(count * sizeof(T)));
     }
     owned_array(owned_array&& other) noexcept
         : data_(std::exchange(other.data_, nullptr)), count_(std::exchange(other.count_, 0)) {}
@@ -104,7 +104,7 @@ public:
 
 private:
     void release() noexcept {
-        if (data_ != nullptr) Memory::release(data_);
+        if (data_ != nullptr) Allocator::release(data_);
         data_ = nullptr;
         count_ = 0;
     }
@@ -112,7 +112,8 @@ private:
     std::size_t count_ = 0;
 };
 
-struct device_memory {
+//! Device memory (`cudaMalloc`).
+struct device_allocator {
     static void* allocate(std::size_t bytes) {
         void* p = nullptr;
         check(cudaMalloc(&p, bytes), "cudaMalloc");
@@ -123,7 +124,7 @@ struct device_memory {
 
 //! Page-locked, mapped into the device address space (so kernels may read it in place: zero-copy), and
 //! portable across devices.
-struct pinned_memory {
+struct pinned_allocator {
     static void* allocate(std::size_t bytes) {
         void* p = nullptr;
         check(cudaHostAlloc(&p, bytes, cudaHostAllocMapped | cudaHostAllocPortable), "cudaHostAlloc");
@@ -136,11 +137,11 @@ struct pinned_memory {
 
 //! `count` elements of device memory (`cudaMalloc`), freed on destruction. Not host dereferenceable.
 template <class T>
-using device_array = detail::owned_array<T, detail::device_memory>;
+using device_array = detail::owned_array<T, detail::device_allocator>;
 
 //! `count` elements of pinned, mapped host memory (`cudaHostAlloc`), freed on destruction.
 template <class T>
-using pinned_array = detail::owned_array<T, detail::pinned_memory>;
+using pinned_array = detail::owned_array<T, detail::pinned_allocator>;
 
 //! The device address of mapped pinned memory (the same address under unified addressing).
 template <class T>

@@ -2,7 +2,7 @@
 //! \file
 //! The host decode-attention row kernel shared by the fp32 and the 16-bit paths (internal).
 //!
-//! One call computes one CSR row for all the query heads of its GQA group: every key and value is read once
+//! One call computes one row of a selection for all the query heads of its GQA group: every key and value is read once
 //! and used by the whole group. Tokens go in blocks of `attention_block_tokens`: the scores of a block, one
 //! rescale of the running state per block (online softmax), then the weighted values of the block summed
 //! into a block partial that is added to the running total with Kahan compensation. fp32 throughout; the

@@ -1,7 +1,7 @@
 #pragma once
 //! \file
 //! `host_queue`: where a bulk host operation runs, inline on the caller's thread or spread over a thread pool
-//! (DESIGN.md section 3.1, "Queues"). The host counterpart of `cuda::stream_queue`.
+//! (DESIGN.md section 3.1, "Queues"); a device tier orders its operations on a CUDA stream instead.
 
 #include "heterocache/attention/host_thread_pool.hpp"
 

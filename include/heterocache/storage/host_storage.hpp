@@ -45,8 +45,12 @@ public:
     [[nodiscard]] storage_bytes bytes_required(const storage_plan& plan) const {
         check_plan(plan);
         storage_bytes bytes;
-        for (const index_t pages : plan.hot_pages) bytes.hot += hot_layer_bytes(plan, pages);
-        if (!plan.cold_aliased) bytes.cold = static_cast<std::size_t>(plan.shape.layers) * cold_layer_bytes(plan);
+        for (const index_t pages : plan.hot_pages)
+            bytes.hot = static_cast<std::size_t>(detail::checked_sum(static_cast<index_t>(bytes.hot),
+                                                                     static_cast<index_t>(hot_layer_bytes(plan, pages)), "hot bytes"));
+        if (!plan.cold_aliased)
+            bytes.cold = static_cast<std::size_t>(detail::checked_product(
+                plan.shape.layers, static_cast<index_t>(cold_layer_bytes(plan)), "cold bytes"));
         return bytes;
     }
 
@@ -224,15 +228,22 @@ private:
     static std::size_t round_up(std::size_t bytes) noexcept {
         return (bytes + storage_bytes::alignment - 1) / storage_bytes::alignment * storage_bytes::alignment;
     }
-    static std::size_t hot_layer_bytes(const storage_plan& plan, index_t pages) noexcept {
-        const auto slots = static_cast<std::size_t>(pages * plan.page_size);
-        const auto d = static_cast<std::size_t>(plan.shape.head_dim);
-        return 2 * round_up(slots * d * sizeof(HotElement)) + round_up(slots * sizeof(index_t));
+    //! Bytes of one layer's hot pools and slot positions. Throws `shape_error` when they overflow.
+    static std::size_t hot_layer_bytes(const storage_plan& plan, index_t pages) {
+        const index_t slots = detail::checked_product(pages, plan.page_size, "hot slots of a layer");
+        const index_t elements = detail::checked_product(slots, plan.shape.head_dim, "hot elements of a layer", max_elements);
+        return 2 * round_up(static_cast<std::size_t>(elements) * sizeof(HotElement)) +
+               round_up(static_cast<std::size_t>(slots) * sizeof(index_t));
     }
-    static std::size_t cold_layer_bytes(const storage_plan& plan) noexcept {
-        const auto elements = static_cast<std::size_t>(plan.rows_per_layer() * plan.max_positions * plan.shape.head_dim);
-        return 2 * round_up(elements * sizeof(cold_element));
+    //! Bytes of one layer's cold copy. Throws `shape_error` when they overflow.
+    static std::size_t cold_layer_bytes(const storage_plan& plan) {
+        const index_t rows = detail::checked_product(plan.sequences, plan.shape.kv_heads, "rows of a layer");
+        const index_t tokens = detail::checked_product(rows, plan.max_positions, "cold tokens of a layer");
+        const index_t elements = detail::checked_product(tokens, plan.shape.head_dim, "cold elements of a layer", max_elements);
+        return 2 * round_up(static_cast<std::size_t>(elements) * sizeof(cold_element));
     }
+    //! Most elements of one region: its bytes, and the sum over layers, stay far from overflow.
+    static constexpr index_t max_elements = index_t{1} << 50;
     static void check_span(std::span<std::byte> span, std::size_t bytes, const char* name) {
         detail::require<shape_error>(span.size() >= bytes, name, span.size(), "[bytes_required(plan), inf) bytes");
         detail::require<shape_error>(bytes == 0 || reinterpret_cast<std::uintptr_t>(span.data()) % storage_bytes::alignment == 0,

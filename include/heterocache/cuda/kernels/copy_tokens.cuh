@@ -46,8 +46,9 @@ __global__ void __launch_bounds__(Threads)
 
 //! Copies `copy.tokens` tokens (`[token][head_dim]` keys and values at `source_*`) into the hot slots
 //! `hot_*` (`[slot][head_dim]`), recording positions in `hot_positions` when both it and `copy.position` are
-//! given. Sources may be device or mapped pinned memory (zero-copy). Asynchronous on `stream`.
-template <int Threads = copy_launch{}.threads, KvElement Source, KvElement Destination>
+//! given. Sources may be device or mapped pinned memory (zero-copy). Elements are CUDA types (`DeviceElement`;
+//! host-typed arrays go through `device_elements`). Asynchronous on `stream`.
+template <int Threads = copy_launch{}.threads, DeviceElement Source, DeviceElement Destination>
 void copy_tokens(const token_copy& copy, const Source* source_keys, const Source* source_values, Destination* hot_keys,
                  Destination* hot_values, index_t* hot_positions, cudaStream_t stream = nullptr) {
     static_assert(valid(copy_launch{Threads}), "invalid launch parameters");

@@ -1,7 +1,8 @@
 #pragma once
 //! \file
-//! Split-K decode attention over a CSR selection on the device (flash-decoding), and the exact merge of
-//! partial `(output, log-sum-exp)` states. Same contract as the host `decode_attention` and
+//! Split-K decode attention on the device (flash-decoding) over the paged selection the host kernel reads
+//! (`basic_paged_selection`, attention/paged_selection.hpp, with every array in device memory), and the
+//! exact merge of partial `(output, log-sum-exp)` states. Same contract as the host `decode_attention` and
 //! `merge_attention_states` (attention/decode_attention.hpp): one decode query per query head, rows
 //! `seq * kv_heads + head`, GQA native (the G query heads of a row share every key and value read),
 //! fp32 accumulation over fp32, fp16 or bf16 K/V, head dims 64 and 128.
@@ -10,7 +11,9 @@
 #include <cmath>
 #include <cstddef>
 
+#include "heterocache/attention/paged_selection.hpp"
 #include "heterocache/cuda/config.cuh"
+#include "heterocache/cuda/element_traits.cuh"
 #include "heterocache/cuda/kernels/element.cuh"
 #include "heterocache/cuda/launch_policy.cuh"
 
@@ -18,18 +21,10 @@ namespace heterocache {
 inline namespace v1 {
 namespace cuda {
 
-//! A CSR selection (see attention/csr_selection.hpp) whose arrays all live in device memory.
-template <KvElement T>
-struct device_selection {
-    index_t rows = 0;
-    index_t kv_heads = 0;
-    index_t group_size = 0;  //!< query heads per KV head
-    index_t head_dim = 0;
-    const index_t* indptr = nullptr;   //!< `rows + 1` offsets into `indices`
-    const index_t* indices = nullptr;  //!< hot-tier slots, in position order per row
-    const T* keys = nullptr;           //!< `[slot][head_dim]`
-    const T* values = nullptr;         //!< `[slot][head_dim]`
-};
+//! A paged selection whose arrays (`indptr`, `indices`, `last_page_len`, the page pools) all live in device
+//! memory: what the device kernel consumes.
+template <KvElement Element>
+using device_paged_selection = basic_paged_selection<Element, device_memory>;
 
 //! Query heads of a group one pass of the kernel keeps in registers (larger groups take several passes).
 inline constexpr int attention_group_tile = 8;
@@ -108,9 +103,9 @@ __device__ inline void merge_element(index_t count, Lse lse_of, Out out_of, floa
 //! One block per (row, split): each warp runs an online softmax over its share of the split's tokens for
 //! up to `attention_group_tile` query heads (scores in base 2, the queries pre-scaled by scale * log2 e),
 //! then the warps' states are merged through shared memory into the split's partial state.
-template <int Threads, int TokensPerStep, int HeadDim, class T>
+template <int Threads, int TokensPerStep, int HeadDim, class Element>
 __global__ void __launch_bounds__(Threads)
-    split_decode_attention_kernel(device_selection<T> selection, const float* queries, float scale_log2,
+    split_decode_attention_kernel(device_paged_selection<Element> selection, const float* queries, float scale_log2,
                                   index_t splits, index_t split_tokens, float* partial_out, float* partial_lse) {
     constexpr int warps = Threads / 32;
     constexpr int vec = HeadDim / 32;  // elements of a head each lane owns
@@ -122,9 +117,12 @@ __global__ void __launch_bounds__(Threads)
     const index_t split = blockIdx.y;
     const index_t group = selection.group_size;
     const index_t query_heads = selection.rows * group;
-    const index_t row_end = selection.indptr[row + 1];
-    const index_t begin = smaller(row_end, selection.indptr[row] + split * split_tokens);
-    const index_t end = split + 1 == splits ? row_end : smaller(row_end, begin + split_tokens);
+    const auto* keys = device_elements(selection.keys);
+    const auto* values = device_elements(selection.values);
+    // Tokens `[begin, end)` of the row, numbered as in the selection (token k in slot `selection.slot(row, k)`).
+    const index_t row_length = selection.row_length(row);
+    const index_t begin = smaller(row_length, split * split_tokens);
+    const index_t end = split + 1 == splits ? row_length : smaller(row_length, begin + split_tokens);
     const int warp = static_cast<int>(threadIdx.x) / 32;
     const int lane = static_cast<int>(threadIdx.x) % 32;
 
@@ -150,10 +148,10 @@ __global__ void __launch_bounds__(Threads)
             float k[TokensPerStep][vec], v[TokensPerStep][vec];
 #pragma unroll
             for (int j = 0; j < TokensPerStep; ++j) {
-                slot[j] = j < n ? selection.indices[t0 + j] : 0;
+                slot[j] = j < n ? selection.slot(row, t0 + j) : 0;
                 if (j < n) {
-                    load_floats<vec>(selection.keys + slot[j] * HeadDim + lane * vec, k[j]);
-                    load_floats<vec>(selection.values + slot[j] * HeadDim + lane * vec, v[j]);
+                    load_floats<vec>(keys + slot[j] * HeadDim + lane * vec, k[j]);
+                    load_floats<vec>(values + slot[j] * HeadDim + lane * vec, v[j]);
                 } else {
 #pragma unroll
                     for (int e = 0; e < vec; ++e) k[j][e] = v[j][e] = 0.0f;
@@ -252,15 +250,15 @@ __global__ void merge_two_states_kernel(index_t head_dim, const Float* out_a, co
     if (c == 0) lse[head] = merged_lse;
 }
 
-template <int Threads, int TokensPerStep, int HeadDim, class T>
-void launch_decode_attention(const decode_attention_plan& plan, const device_selection<T>& selection,
+template <int Threads, int TokensPerStep, int HeadDim, class Element>
+void launch_decode_attention(const decode_attention_plan& plan, const device_paged_selection<Element>& selection,
                              const float* queries, float* output, float* lse, float scale, float* workspace,
                              cudaStream_t stream) {
     const index_t query_heads = plan.rows * plan.group_size;
     float* partial_out = workspace;
     float* partial_lse = workspace + plan.splits * query_heads * plan.head_dim;
     const dim3 grid(static_cast<unsigned>(plan.rows), static_cast<unsigned>(plan.splits));
-    split_decode_attention_kernel<Threads, TokensPerStep, HeadDim, T><<<grid, Threads, 0, stream>>>(
+    split_decode_attention_kernel<Threads, TokensPerStep, HeadDim, Element><<<grid, Threads, 0, stream>>>(
         selection, queries, scale * log2_e, plan.splits, plan.split_tokens, partial_out, partial_lse);
     check_launch("split_decode_attention_kernel");
     merge_splits_kernel<HeadDim><<<static_cast<unsigned>(query_heads), HeadDim, 0, stream>>>(
@@ -270,22 +268,30 @@ void launch_decode_attention(const decode_attention_plan& plan, const device_sel
 
 }  // namespace detail
 
-//! Exact softmax attention of one decode query per query head over `selection`, on `stream`.
-//! `queries`, `output`: device `[sequence][query_head][head_dim]` floats; `lse`: device `[sequence][query_head]`,
-//! natural log of the softmax denominator of the scaled scores. `workspace`: device floats, at least
-//! `plan.workspace_floats()`. A row with no token gives output 0 and lse -inf. Asynchronous; allocates
-//! nothing. `Threads` and `TokensPerStep` are the compile-time launch shape (`attention_launch`); the
-//! defaults are those `select_launch_params` gives every supported architecture.
-//! Throws `shape_error` when the selection does not match the plan.
-template <int Threads = attention_launch{}.threads, int TokensPerStep = attention_launch{}.tokens_per_step, KvElement T>
-void decode_attention(const decode_attention_plan& plan, const device_selection<T>& selection, const float* queries,
-                      float* output, float* lse, float scale, float* workspace, cudaStream_t stream = nullptr) {
+//! Exact softmax attention of one decode query per query head over `selection`, on `stream`: token `k` of
+//! row `r` is pool slot `selection.slot(r, k)`, as on the host. `queries`, `output`: device
+//! `[sequence][query_head][head_dim]` floats; `lse`: device `[sequence][query_head]`, natural log of the
+//! softmax denominator of the scaled scores. `workspace`: device floats, at least `plan.workspace_floats()`.
+//! A row with no page gives output 0 and lse -inf. A row longer than the plan's `max_row_tokens` is attended
+//! whole. Asynchronous; allocates nothing. `Threads` and `TokensPerStep` are the compile-time launch shape
+//! (`attention_launch`); the defaults are those `select_launch_params` gives every supported architecture.
+//! Writes no score captures: throws `shape_error` when the selection asks for any, and when its rows, group
+//! size or head dim differ from the plan's or its page size is not positive.
+template <int Threads = attention_launch{}.threads, int TokensPerStep = attention_launch{}.tokens_per_step,
+          KvElement Element>
+void decode_attention(const decode_attention_plan& plan, const device_paged_selection<Element>& selection,
+                      const float* queries, float* output, float* lse, float scale, float* workspace,
+                      cudaStream_t stream = nullptr) {
     ::heterocache::detail::require<shape_error>(selection.rows == plan.rows, "selection.rows", selection.rows,
                                                 "the plan's rows");
     ::heterocache::detail::require<shape_error>(selection.group_size == plan.group_size, "selection.group_size",
                                                 selection.group_size, "the plan's group size");
     ::heterocache::detail::require<shape_error>(selection.head_dim == plan.head_dim, "selection.head_dim",
                                                 selection.head_dim, "the plan's head dim");
+    ::heterocache::detail::require<shape_error>(selection.page_size >= 1, "selection.page_size", selection.page_size,
+                                                "[1, inf)");
+    ::heterocache::detail::require<shape_error>(selection.captures.empty(), "selection.captures.size()",
+                                                selection.captures.size(), "0 (the device kernel writes no captures)");
     static_assert(valid(attention_launch{Threads, TokensPerStep}), "invalid attention launch parameters");
     if (plan.head_dim == 64)
         detail::launch_decode_attention<Threads, TokensPerStep, 64>(plan, selection, queries, output, lse,

@@ -1,29 +1,27 @@
 #pragma once
 //! \file
-//! K/V element types of the CUDA kernels (fp32, fp16, bf16): conversions to and from float, and aligned
-//! vectors of them so a lane loads its share of a head in one instruction (internal).
+//! What the kernels do with their element types (`DeviceElement`: fp32, `__half`, `__nv_bfloat16`):
+//! conversions to and from float, and aligned vectors of them so a lane loads its share of a head in one
+//! instruction (internal).
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
 #include <concepts>
 
+#include "heterocache/cuda/element_traits.cuh"
+
 namespace heterocache {
 inline namespace v1 {
 namespace cuda {
-
-//! The element types the kernels accept for keys and values.
-template <class T>
-concept KvElement = std::same_as<T, float> || std::same_as<T, __half> || std::same_as<T, __nv_bfloat16>;
-
 namespace detail {
 
 __host__ __device__ inline float to_float(float x) { return x; }
 __host__ __device__ inline float to_float(__half x) { return __half2float(x); }
 __host__ __device__ inline float to_float(__nv_bfloat16 x) { return __bfloat162float(x); }
 
-//! float -> `T`, rounded to nearest even (as the host `float_to_fp16`/`float_to_bf16`).
-template <KvElement T>
+//! float -> `T`, rounded to nearest even (as the host `from_float`).
+template <DeviceElement T>
 __host__ __device__ inline T from_float(float x) {
     if constexpr (std::same_as<T, float>) return x;
     else if constexpr (std::same_as<T, __half>) return __float2half_rn(x);

@@ -20,8 +20,9 @@ namespace heterocache {
 inline namespace v1 {
 namespace cuda {
 
-//! One row to score: the prompt keys of one KV head and the queries of its sequence (device pointers).
-template <KvElement T>
+//! One row to score: the prompt keys of one KV head and the queries of its sequence (device pointers). `T` is
+//! a CUDA element type (host-typed keys go through `device_elements`).
+template <DeviceElement T>
 struct scoring_row {
     const T* keys = nullptr;         //!< key of position 0
     index_t key_stride = 0;          //!< elements between consecutive positions
@@ -32,7 +33,7 @@ struct scoring_row {
 //! A batch of rows scored by one call. Row `r` scores positions `[0, offsets[r+1] - offsets[r])` into
 //! `scores + offsets[r]`; query `i` of group member `g` is at `row.queries + i * query_token_stride +
 //! g * query_head_stride`.
-template <KvElement T>
+template <DeviceElement T>
 struct scoring_batch {
     index_t rows = 0;
     index_t group_size = 0;
@@ -175,7 +176,7 @@ __global__ void __launch_bounds__(Threads) scoring_pool_kernel(scoring_batch<T> 
 //! (1/sqrt(head_dim) on the host). Asynchronous; allocates nothing. Throws `shape_error` when the batch
 //! does not match the plan or the head dim exceeds 256.
 template <int Threads = scoring_launch{}.threads, int TokensPerTile = scoring_launch{}.tokens_per_tile,
-          int QueriesPerTile = scoring_launch{}.queries_per_tile, KvElement T>
+          int QueriesPerTile = scoring_launch{}.queries_per_tile, DeviceElement T>
 void pooled_attention_rows(const scoring_plan& plan, const scoring_batch<T>& batch, float scale, float* scores,
                            float* workspace, cudaStream_t stream = nullptr) {
     static_assert(valid(scoring_launch{Threads, TokensPerTile, QueriesPerTile}), "invalid scoring launch parameters");
