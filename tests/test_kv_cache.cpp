@@ -369,3 +369,37 @@ TEST_CASE("a paged engine tensor gives the same cache as the contiguous one") {
             }
     }
 }
+
+TEST_CASE("online profiling ends by compacting every live sequence to what the found profile selects at prefill") {
+    auto s = small_scenario();
+    s.sequences = 2;
+    s.steps = 6;  // exactly the profiling steps: no refresh after the compaction yet
+    const planted::model m(s);
+    for (const double r : {0.3, 0.5}) {
+        CAPTURE(r);
+        const auto o = options_for(s, r);
+        hc::kv_cache<> online(s.shape, o);
+        record_attention(online, m);
+        REQUIRE(online.profile().has_value());
+        hc::kv_cache<> loaded(s.shape, o, *online.profile());
+        const auto kv = m.tensor();
+        for (index_t seq = 0; seq < s.sequences; ++seq) {
+            loaded.begin_sequence(seq, s.prompt_tokens);
+            for (index_t layer = 0; layer < s.shape.layers; ++layer) loaded.prefill(layer, seq, kv, m.window(layer, seq));
+        }
+        index_t compressed = 0;
+        for (index_t layer = 0; layer < s.shape.layers; ++layer)
+            for (index_t row = 0; row < 2 * s.shape.kv_heads; ++row) {
+                CAPTURE(layer);
+                CAPTURE(row);
+                const index_t prompt = loaded.rows().prompt_count(layer, row);
+                REQUIRE(online.rows().prompt_count(layer, row) == prompt);
+                const auto held = row_positions(online, layer, row), chosen = row_positions(loaded, layer, row);
+                CHECK(std::equal(chosen.begin(), chosen.end(), held.begin()));  // the prompt part, in position order
+                // then the decode tokens, moved behind the new selection
+                for (index_t j = 0; j < s.steps; ++j) CHECK(held[static_cast<std::size_t>(prompt + j)] == s.prompt_tokens + j);
+                compressed += prompt < s.prompt_tokens;
+            }
+        CHECK(compressed > 0);
+    }
+}

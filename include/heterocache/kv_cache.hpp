@@ -321,9 +321,10 @@ private:
                        });
     }
 
-    //! Where the prefill scores of a head are kept: online, for the selection the profile will make.
+    //! Where the prefill scores of a head are kept: with the online profiler (when the cache profiles online,
+    //! for the compaction that ends profiling), else for the layer being prefilled.
     [[nodiscard]] std::span<float> prefill_scores(index_t layer, index_t seq, index_t head, index_t prompt_tokens) {
-        if (!profile_) return profiler_.prefill_scores(layer, seq, head, prompt_tokens);
+        if (profiler_.planned()) return profiler_.prefill_scores(layer, seq, head, prompt_tokens);
         return {layer_scores_.data() + head * options_.max_prompt_tokens, static_cast<std::size_t>(prompt_tokens)};
     }
 

@@ -36,6 +36,7 @@ struct ada_kv_budget {
     [[nodiscard]] index_t base_length(const head_profile& profile, double ratio, index_t prompt_tokens) const {
         return base.base_length(profile, ratio, prompt_tokens);
     }
+    void require_feasible(const head_profile& profile, double ratio) const { base.require_feasible(profile, ratio); }
 
     //! The most a head may ever get: its layer's compressed total at `prompt_tokens`, at most `prompt_tokens`.
     //! Assumes `Base` gives a layer no more tokens for a shorter prompt (true of every shipped budget).

@@ -22,6 +22,7 @@ struct drift_weighted_budget {
     [[nodiscard]] index_t base_length(const head_profile& profile, double ratio, index_t prompt_tokens) const {
         return mean_compressed_length(profile, ratio, prompt_tokens);
     }
+    void require_feasible(const head_profile& profile, double ratio) const { require_feasible_budget(profile, ratio); }
 };
 static_assert(BudgetPolicy<drift_weighted_budget>);
 

@@ -50,6 +50,11 @@ public:
         check_rank_profile(rank_profile);
         return budget_.base_length(full_, ratio, prompt_tokens);
     }
+    //! Feasible when the unsharded budget is: a rank may hold more full heads than its share.
+    void require_feasible(const head_profile& rank_profile, double ratio) const {
+        check_rank_profile(rank_profile);
+        budget_.require_feasible(full_, ratio);
+    }
 
     //! The unsharded profile the budgets are computed over.
     [[nodiscard]] const head_profile& full_profile() const noexcept { return full_; }

@@ -32,7 +32,7 @@ struct cache_plan {
         options.validate();
         if (profile) {
             profile->validate(shape);
-            require_feasible_budget(*profile, options.budget_ratio);
+            budget.require_feasible(*profile, options.budget_ratio);
         } else {
             detail::require(options.profiling_steps <= options.max_new_tokens, "profiling_steps", options.profiling_steps,
                             "[1, max_new_tokens] (online profiling observes that many decode steps)");

@@ -37,6 +37,8 @@ public:
           scratch_(static_cast<std::size_t>(2 * max_prompt_tokens), 0.0f),
           index_scratch_(static_cast<std::size_t>(max_prompt_tokens), 0) {}
 
+    //! Whether the cache profiles online (the profiler was planned).
+    [[nodiscard]] bool planned() const noexcept { return !observed_.empty(); }
     //! Starts slot `seq` over: nothing observed.
     void begin(index_t seq) noexcept {
         for (index_t layer = 0; layer < layers_; ++layer) observed_[stream(layer, seq)] = 0;
