@@ -24,20 +24,22 @@ int main() {
         values[i] = std::cos(0.11f * static_cast<float>(i));
     }
     for (std::size_t i = 0; i < query.size(); ++i) query[i] = std::sin(0.5f * static_cast<float>(i));
-    const auto layout = hc::make_head_major_layout(keys.data(), values.data(), 1, shape.kv_heads, tokens, shape.head_dim);
+    const auto kv = hc::make_head_major_tensor(keys.data(), values.data(), 1, shape.kv_heads, tokens, shape.head_dim);
 
     hc::kv_cache<> cache(shape, options, hc::uniform_profile(shape, hc::head_role::anchor));
-    cache.prefill(0, 0, layout, 16, {query.data(), 1, 0, shape.head_dim, 0});
-    cache.append(0, 0, layout, 16);
-    const hc::csr_selection selection = cache.selection(0);
+    cache.begin_sequence(0, 16);
+    cache.prefill(0, 0, kv, {query.data(), 1, 0, shape.head_dim, 0});
+    const hc::index_t new_tokens[] = {16};
+    const hc::paged_selection selection = cache.begin_layer(0, kv, new_tokens);
 
     std::vector<float> output(query.size()), lse(static_cast<std::size_t>(shape.query_heads));
     hc::decode_attention(selection, query.data(), output.data(), lse.data(), 1.0f / std::sqrt(8.0f));
-    cache.observe(0, 0, query.data(), shape.head_dim);
-
     const bool ok = selection.row_length(0) == 9 && selection.row_length(1) == 9 && std::isfinite(lse[0]);
+    const hc::index_t attended = selection.total_tokens();
+    cache.end_layer(0, {query.data(), 0, shape.head_dim}, hc::score_source::captured);
+    cache.end_sequence(0);
     std::printf("heterocache %d.%d.%d from Conan: %lld of 34 tokens attended: %s\n", HETEROCACHE_VERSION_MAJOR,
-                HETEROCACHE_VERSION_MINOR, HETEROCACHE_VERSION_PATCH, static_cast<long long>(selection.total_tokens()),
+                HETEROCACHE_VERSION_MINOR, HETEROCACHE_VERSION_PATCH, static_cast<long long>(attended),
                 ok ? "ok" : "FAILED");
     return ok ? 0 : 1;
 }

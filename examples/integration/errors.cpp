@@ -1,4 +1,4 @@
-// Integration guide, "Errors": typed exceptions at configuration time.
+// Integration guide, "Errors": typed exceptions at configuration time and the budget rules.
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
@@ -13,7 +13,7 @@ namespace hc = heterocache;
 
 // [snippet errors]
 // Every mistake in a shape, an option, a budget or a profile file throws a subclass of hc::error (itself a
-// std::invalid_argument) whose message names the argument, its value and the valid range.
+// std::runtime_error) whose message names the argument, its value and the valid range.
 std::unique_ptr<hc::kv_cache<>> make_cache(const hc::model_shape& shape, hc::cache_options options,
                                            const std::filesystem::path& profile_path) {
     const hc::head_profile profile = hc::load_profile(profile_path);  // profile_format_error: e.line()
@@ -56,6 +56,29 @@ int main() {
         expect(false, "a malformed profile is refused");
     } catch (const hc::profile_format_error& e) {
         expect(e.line() == 3, "a profile_format_error names the line");
+    }
+
+    // Every head full and r < 1: no budget can be met, refused when the cache is constructed.
+    try {
+        static_cast<void>(hc::kv_cache<>(shape, options, hc::uniform_profile(shape, hc::head_role::volatile_)));
+        expect(false, "an all-volatile profile with r < 1 is refused");
+    } catch (const hc::budget_error& e) {
+        expect(e.argument() == "r", "a budget_error names r");
+    }
+
+    // A prompt too short for r to give every compressed head a token gives each one token.
+    hc::kv_cache<> anchors(shape, options, hc::uniform_profile(shape, hc::head_role::anchor));
+    anchors.begin_sequence(0, 2);
+    const auto caps = anchors.prompt_caps(0);
+    expect(std::all_of(caps.begin(), caps.end(), [](hc::index_t cap) { return cap == 1; }),
+           "a short prompt keeps one token per compressed head");
+
+    // A call that throws leaves the cache as it was.
+    try {
+        anchors.begin_sequence(0, 8);
+        expect(false, "a slot in use is refused");
+    } catch (const hc::shape_error& e) {
+        expect(e.argument() == "seq" && anchors.prompt_tokens(0) == 2, "a refused call changes nothing");
     }
 
     options.budget_ratio = 1.5;

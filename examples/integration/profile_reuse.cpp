@@ -29,7 +29,7 @@ int main() {
     // Calibration: a cache without a profile profiles online, over all of its sequences, during the first
     // `options.profiling_steps` decode steps; afterwards its profile holds every head's role.
     hc::kv_cache<> profiling(shape, options);
-    planted::drive(profiling, calibration, [](index_t, index_t, const hc::csr_selection&, const float*) {});
+    planted::drive(profiling, calibration, [](index_t, index_t, const hc::paged_selection&, const float*) {});
     hc::save_profile(path, *profiling.profile());
     // [/snippet]
 
@@ -50,8 +50,11 @@ int main() {
                    profile.heads[i].stability == profiling.profile()->heads[i].stability &&
                    profile.heads[i].pivot == profiling.profile()->heads[i].pivot,
                "save_profile/load_profile round-trip every head exactly");
-    cache.prefill(0, 0, calibration.layout(), scenario.prompt_tokens, calibration.window(0, 0));
+    cache.begin_sequence(0, scenario.prompt_tokens);
     expect(cache.prompt_caps(0).size() == profile.heads.size(),
-           "a cache constructed with a profile sets budgets at its first prefill, without profiling");
+           "a cache constructed with a profile sets a sequence's budgets when it begins, without profiling");
+    cache.prefill(0, 0, calibration.tensor(), calibration.window(0, 0));
+    expect(cache.resident_tokens() < shape.kv_heads * scenario.prompt_tokens,
+           "a cache constructed with a profile compresses from the prefill on");
     return 0;
 }

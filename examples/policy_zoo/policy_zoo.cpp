@@ -61,7 +61,7 @@ std::vector<std::vector<float>> attention_outputs(Cache& cache, const planted::m
     const float scale = 1.0f / std::sqrt(static_cast<float>(sh.head_dim));
     std::vector<std::vector<float>> outputs;
     std::vector<float> lse(static_cast<std::size_t>(sh.query_heads));
-    planted::drive(cache, m, [&](index_t, index_t, const hc::csr_selection& s, const float* q) {
+    planted::drive(cache, m, [&](index_t, index_t, const hc::paged_selection& s, const float* q) {
         std::vector<float> out(static_cast<std::size_t>(sh.query_heads * sh.head_dim));
         hc::decode_attention(s, q, out.data(), lse.data(), scale);
         outputs.push_back(std::move(out));
@@ -96,7 +96,7 @@ result measure(Cache& cache, const planted::model& m, const std::vector<std::vec
 //! DuoAttention's offline step: its stability-only classifier over one calibration run at r = 1.
 hc::head_profile calibrate_duo_attention(const planted::model& m) {
     auto o = options_for(m.spec(), 1.0);
-    hc::kv_cache<hc::strided_kv_layout, hc::overlap_star_classifier, hc::uniform_budget, hc::host_storage, hc::static_monitor>
+    hc::kv_cache<hc::strided_kv_tensor<float>, hc::overlap_star_classifier, hc::uniform_budget, hc::host_storage, hc::static_monitor>
         calibration(m.spec().shape, o, std::nullopt, hc::overlap_star_classifier{0.5, 0.5, false});
     attention_outputs(calibration, m);
     return *calibration.profile();
@@ -110,7 +110,7 @@ void run_zoo(const planted::model& m, double r, const hc::head_profile& duo_prof
     const auto o = options_for(m.spec(), r);
     // DuoAttention keeps its drifting heads whole; a budget too small for them demotes the most stable first.
     auto duo = duo_profile;
-    hc::demote_until_feasible(duo, r, m.spec().prompt_tokens);
+    hc::demote_until_feasible(duo, r);
     {
         auto c = hc::make_full_cache(sh, o);
         row("full", measure(c, m, reference));

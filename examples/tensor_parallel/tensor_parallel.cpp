@@ -48,7 +48,7 @@ int main() {
     const auto profile_path = std::filesystem::temp_directory_path() / "heterocache-tensor-parallel.profile";
     {
         hc::kv_cache<> profiling(shape, options);
-        planted::drive(profiling, model, [](index_t, index_t, const hc::csr_selection&, const float*) {});
+        planted::drive(profiling, model, [](index_t, index_t, const hc::paged_selection&, const float*) {});
         hc::save_profile(profile_path, *profiling.profile());
     }
     const hc::head_profile profile = hc::load_profile(profile_path);
@@ -58,15 +58,15 @@ int main() {
     std::vector<index_t> every_head(static_cast<std::size_t>(shape.kv_heads));
     std::iota(every_head.begin(), every_head.end(), index_t{0});
     std::vector<float> reference = tensor_parallel::make_outputs(model);
-    hc::kv_cache<tensor_parallel::rank_layout> single(shape, options, profile);
+    hc::kv_cache<tensor_parallel::rank_tensor> single(shape, options, profile);
     tensor_parallel::run_rank(single, model, every_head, reference);
 
     // 3. Two ranks, one thread each, writing their query heads into one output (the all-gather).
     constexpr index_t ranks = 2;
     // [snippet rank_cache]
-    // A rank's cache: its own layout (here a view of its heads), the default classifier (unused: the
+    // A rank's cache: its own K/V tensor (here a view of its heads), the default classifier (unused: the
     // profile is given) and a budget computed over the whole model.
-    using rank_cache = hc::kv_cache<tensor_parallel::rank_layout, hc::overlap_star_classifier, hc::sharded_budget<>>;
+    using rank_cache = hc::kv_cache<tensor_parallel::rank_tensor, hc::overlap_star_classifier, hc::sharded_budget<>>;
     // [/snippet]
     std::vector<float> sharded = tensor_parallel::make_outputs(model);
     std::vector<index_t> resident(ranks, 0);
