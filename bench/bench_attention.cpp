@@ -1,7 +1,8 @@
-// Decode-step attention of one layer, batch 1: full attention (a CSR selection of every token) against
-// selections keeping r of every row, on one thread and on two; on two threads also with long rows split
-// into chunks (`attention_split`: every thread busy although a layer has only Hkv rows). And the full step
-// alternated with a plain read of the same K/V bytes (`attention_vs_read`).
+// Decode-step attention of one layer, batch 1, over paged selections (pages of 16 tokens, the rows laid
+// out as a kv_cache lays them out): full attention (every token of every row) against selections keeping r
+// of every row, on one thread and on two; on two threads also with long rows split into chunks
+// (`attention_split`: every thread busy although a layer has only Hkv rows). And the full step alternated
+// with a plain read of the same K/V bytes (`attention_vs_read`).
 #include <chrono>
 #include <memory>
 #include <string>
@@ -10,8 +11,8 @@
 #include <benchmark/benchmark.h>
 
 #include <heterocache/attention/decode_attention.hpp>
-#include <heterocache/attention/half_precision.hpp>
 #include <heterocache/attention/split_attention.hpp>
+#include <heterocache/tensor/element.hpp>
 
 #include "bench_common.hpp"
 
@@ -21,8 +22,8 @@ namespace {
 //! One layer's step as an engine runs it: on one thread, rows over the pool, or rows split over the pool.
 struct attention_step {
     const layer_data& data;
-    selection_arrays arrays;
-    heterocache::csr_selection selection;
+    paged_rows rows;
+    heterocache::paged_selection selection;
     std::vector<float> output, lse;
     heterocache::host_thread_pool pool;
     heterocache::split_attention_workspace workspace;
@@ -31,8 +32,8 @@ struct attention_step {
 
     attention_step(const layer_data& layer, double ratio, index_t threads_, bool split_)
         : data(layer),
-          arrays(layer, static_cast<index_t>(ratio * static_cast<double>(layer.context))),
-          selection(arrays.view(layer)),
+          rows(layer, uniform_rows(layer, static_cast<index_t>(ratio * static_cast<double>(layer.context)))),
+          selection(rows.selection(layer.keys.data(), layer.values.data())),
           output(layer.queries.size()),
           lse(static_cast<std::size_t>(layer.shape.query_heads)),
           pool(threads_),
@@ -55,8 +56,7 @@ struct attention_step {
 void attention(benchmark::State& state, model shape, index_t context, double ratio, index_t threads, bool split) {
     attention_step step(layer(shape, context), ratio, threads, split);
     for (auto _ : state) step.run();
-    const heterocache::csr_selection& selection = step.selection;
-    const index_t tokens = selection.total_tokens();
+    const index_t tokens = step.selection.total_tokens();
     state.SetItemsProcessed(state.iterations() * tokens);  // tokens attended (each by the G heads of its row)
     state.SetBytesProcessed(state.iterations() * tokens * 2 * shape.head_dim * static_cast<index_t>(sizeof(float)));
     state.counters["tokens"] = static_cast<double>(tokens);
@@ -98,17 +98,15 @@ void attention_vs_read(benchmark::State& state, model shape, index_t context, in
     state.SetItemsProcessed(state.iterations() * step.selection.total_tokens());
 }
 
-// The same step over 16-bit K/V (converted once here, outside the timing): half the bytes read.
+// The same step over 16-bit hot pools (converted once here, outside the timing): half the bytes read.
 template <class E>
 void attention_half(benchmark::State& state, model shape, index_t context, double ratio) {
     const layer_data& data = layer(shape, context);
-    const auto kept = static_cast<index_t>(ratio * static_cast<double>(context));
-    const selection_arrays arrays(data, kept);
+    const paged_rows rows(data, uniform_rows(data, static_cast<index_t>(ratio * static_cast<double>(context))));
     std::vector<E> keys(data.keys.size()), values(data.values.size());
-    heterocache::from_floats(data.keys.data(), keys.data(), static_cast<index_t>(keys.size()));
-    heterocache::from_floats(data.values.data(), values.data(), static_cast<index_t>(values.size()));
-    const heterocache::basic_csr_selection<E> selection{data.rows(),   shape.kv_heads, shape.group(), shape.head_dim,
-                                                        arrays.indptr, arrays.indices, keys.data(),   values.data(), {}};
+    heterocache::convert_elements(data.keys.data(), keys.data(), static_cast<index_t>(keys.size()));
+    heterocache::convert_elements(data.values.data(), values.data(), static_cast<index_t>(values.size()));
+    const heterocache::basic_paged_selection<E> selection = rows.selection(keys.data(), values.data());
     std::vector<float> output(data.queries.size()), lse(static_cast<std::size_t>(shape.query_heads));
     for (auto _ : state) {
         heterocache::decode_attention(selection, data.queries.data(), output.data(), lse.data(), 0.125f);

@@ -1,16 +1,22 @@
 #pragma once
-// Shared by the benchmarks: model shapes, context lengths, and one layer of synthetic K/V built once per
-// (shape, context) and reused by every kept ratio.
+// Shared by the benchmarks: model shapes, context lengths, one layer of synthetic K/V built once per
+// (shape, context) and reused by every kept ratio, and the paged selections over it, laid out as a kv_cache
+// lays out its rows.
 
 #include <cstdint>
 #include <initializer_list>
 #include <memory>
+#include <span>
+#include <stdexcept>
 #include <string>
 #include <string_view>
 #include <vector>
 
-#include <heterocache/attention/csr_selection.hpp>
+#include <heterocache/attention/paged_selection.hpp>
+#include <heterocache/cache/row_table.hpp>
+#include <heterocache/cache_options.hpp>
 #include <heterocache/detail/vector_math.hpp>
+#include <heterocache/tensor/kv_tensor.hpp>
 #include <heterocache/types.hpp>
 
 namespace bench {
@@ -20,16 +26,19 @@ using heterocache::index_t;
 struct model {
     const char* name;
     index_t kv_heads, query_heads, head_dim;
-    [[nodiscard]] index_t group() const { return query_heads / kv_heads; }
+    [[nodiscard]] constexpr index_t group() const { return query_heads / kv_heads; }
 };
 
 inline constexpr model smollm2{"SmolLM2-135M", 3, 9, 64};
 inline constexpr model llama8b{"Llama-3.1-8B", 8, 32, 128};
 inline constexpr model models[] = {smollm2, llama8b};
 
-// Contexts 4K..128K; the default run stops at `default_max_context` (bench_main.cpp filters the rest).
+// Contexts 4K..128K; a run without --benchmark_filter skips 32K and more (bench_main.cpp).
 inline constexpr index_t contexts[] = {4096, 8192, 16384, 32768, 65536, 131072};
 inline constexpr double kept_ratios[] = {0.5, 0.25, 0.1};
+
+// Tokens per hot page of the selections: a kv_cache's default.
+inline constexpr index_t default_page_size = heterocache::cache_options{}.page_size;
 
 // Benchmark names like "attention/SmolLM2-135M/8K/r0.25" (built by appending: GCC 12 warns wrongly on
 // some chains of operator+).
@@ -52,11 +61,14 @@ inline std::string ratio_name(double ratio) {
     text += std::to_string(ratio).substr(0, 4);
     return text;
 }
-inline std::string threads_name(index_t threads) {
-    std::string text = "threads:";
-    text += std::to_string(threads);
+// "key:value", as Google Benchmark names its own arguments ("threads:2", "batch:64").
+inline std::string argument_name(std::string_view key, index_t value) {
+    std::string text(key);
+    text += ':';
+    text += std::to_string(value);
     return text;
 }
+inline std::string threads_name(index_t threads) { return argument_name("threads", threads); }
 
 // The plain read the attention is measured against: the sum of part `part` of `parts` equal parts of
 // `count` floats (the last part takes the rest), with the same vectorized sum the kernels use.
@@ -74,15 +86,20 @@ inline void fill(std::vector<float>& data, std::uint64_t seed) {
     }
 }
 
-// One layer, batch 1: the hot tier holds `context` slots per row, row after row. A selection that keeps
-// `ratio` of every row attends the first `ratio * context` slots of each row, sorted: the layout of a
-// compressed row (its hot slots are contiguous; the cache fills them in position order).
+// One layer, batch 1: `context` tokens of every KV head, `[head][token][head_dim]`, and one decode query per
+// query head. The same arrays are the engine's tensor (`tensor()`: head-major, what a cold tier reads by
+// position) and, for the hand-built selections, the hot pools `[page][page_size][head_dim]`: a pool of
+// `kv_heads * context` slots.
 struct layer_data {
     model shape{};
     index_t context = 0;
     std::vector<float> keys, values, queries;
 
     [[nodiscard]] index_t rows() const { return shape.kv_heads; }
+    [[nodiscard]] index_t pool_slots() const { return shape.kv_heads * context; }
+    [[nodiscard]] heterocache::strided_kv_tensor<float> tensor() const {
+        return heterocache::make_head_major_tensor(keys.data(), values.data(), 1, shape.kv_heads, context, shape.head_dim);
+    }
 };
 
 inline const layer_data& layer(const model& shape, index_t context) {
@@ -103,21 +120,47 @@ inline const layer_data& layer(const model& shape, index_t context) {
     return *cached;
 }
 
-// The CSR arrays of a selection keeping `kept` tokens of every row.
-struct selection_arrays {
-    std::vector<index_t> indptr, indices;
+// The rows of one layer, batch 1, as a kv_cache lays them out (its heterocache::row_table, pages of
+// `default_page_size`): row (KV head) h holds `row_tokens[h]` tokens, packed in position order on pages taken
+// from the layer's pool in row order (row 0 from page 0), so the rows' pages follow each other through the
+// pool.
+class paged_rows {
+public:
+    paged_rows(const layer_data& data, const std::vector<index_t>& row_tokens) {
+        const model& m = data.shape;
+        if (static_cast<index_t>(row_tokens.size()) != m.kv_heads) throw std::invalid_argument("paged_rows: one count per KV head");
+        const auto tokens = [&](index_t, index_t head) { return row_tokens[static_cast<std::size_t>(head)]; };
+        table_.plan({1, 1, m.kv_heads, default_page_size, 0, 0, false}, tokens);
+        if (table_.pool_pages()[0] * default_page_size > data.pool_slots())
+            throw std::invalid_argument("paged_rows: the rows need more slots than the layer's pool holds");
+        table_.allocate(0, tokens);
+        for (index_t head = 0; head < m.kv_heads; ++head) table_.set_prompt(0, head, tokens(0, head));
+        view_ = table_.selection(0, m.group(), m.head_dim, [](index_t) { return true; }, {});
+    }
+    paged_rows(const paged_rows&) = delete;
+    paged_rows& operator=(const paged_rows&) = delete;
 
-    selection_arrays(const layer_data& data, index_t kept) {
-        indptr.push_back(0);
-        for (index_t row = 0; row < data.rows(); ++row) {
-            for (index_t i = 0; i < kept; ++i) indices.push_back(row * data.context + i);
-            indptr.push_back(static_cast<index_t>(indices.size()));
-        }
+    // The selection of every row over the pools `keys`/`values`, asking the kernel for `captures`.
+    template <heterocache::KvElement E>
+    [[nodiscard]] heterocache::basic_paged_selection<E> selection(const E* keys, const E* values,
+                                                                 std::span<const heterocache::score_capture> captures = {}) const {
+        return {view_.rows,   view_.kv_heads, view_.group_size,    view_.head_dim, view_.page_size,
+                view_.indptr, view_.indices,  view_.last_page_len, keys,           values,
+                captures};
     }
-    [[nodiscard]] heterocache::csr_selection view(const layer_data& data) const {
-        return {data.rows(), data.shape.kv_heads, data.shape.group(), data.shape.head_dim,
-                indptr,      indices,             data.keys.data(),   data.values.data(), {}};
-    }
+    // The pages of row `row`.
+    [[nodiscard]] const heterocache::page_index_t* pages(index_t row) const { return table_.pages(0, row); }
+    // Pages the rows take from the pool.
+    [[nodiscard]] index_t pool_pages() const { return table_.pool_pages()[0]; }
+
+private:
+    heterocache::row_table table_;
+    heterocache::selection_table view_;
 };
+
+// Every row keeps `kept` tokens.
+inline std::vector<index_t> uniform_rows(const layer_data& data, index_t kept) {
+    return std::vector<index_t>(static_cast<std::size_t>(data.rows()), kept);
+}
 
 }  // namespace bench

@@ -13,6 +13,7 @@ void register_attention();
 void register_monitor();
 void register_retrieval();
 void register_memory();
+void register_step_overhead();
 }  // namespace bench
 
 int main(int argc, char** argv) {
@@ -20,6 +21,7 @@ int main(int argc, char** argv) {
     bench::register_attention();
     bench::register_monitor();
     bench::register_retrieval();
+    bench::register_step_overhead();
     std::vector<char*> args(argv, argv + argc);
     bool filtered = false;
     for (std::string_view arg : args) filtered = filtered || arg.starts_with("--benchmark_filter");

@@ -1,18 +1,24 @@
-// What drift monitoring adds to a decode step. One layer, batch 1, as HeteroCache holds it: row 0 is a
-// pivot (it keeps its whole prompt of T tokens), the other rows keep r of theirs. Per step the pivot ranks
-// its prompt by this step's attention (pooled row, radix top-k, overlap with its reference) until the check
-// every `interval` = 5 steps is decided: a pivot whose reference is its current top set (`stable`) ranks at
-// 3 steps of 5, one whose reference is elsewhere (`drifting`, refreshing its satellite at every check) at 4.
-// One iteration is one step; the figures average over the interval.
+// What drift monitoring adds to a decode step. One layer, batch 1, as HeteroCache holds it (a paged
+// selection, pages of 16 tokens): row 0 is a pivot (it keeps its whole prompt of T tokens), the other rows
+// keep r of theirs. Per step the pivot ranks its prompt by this step's attention (pooled row, radix top-k,
+// overlap with its reference) until the check every `interval` = 5 steps is decided: a pivot whose reference
+// is its current top set (`stable`) ranks at 3 steps of 5, one whose reference is elsewhere (`drifting`,
+// refreshing its satellite at every check) at 4. One iteration is one step; the figures average over the
+// interval.
+#include <algorithm>
 #include <chrono>
+#include <cstdint>
+#include <span>
 #include <string>
 #include <vector>
 
 #include <benchmark/benchmark.h>
 
 #include <heterocache/algorithm/overlap.hpp>
+#include <heterocache/algorithm/pooled_attention.hpp>
 #include <heterocache/attention/decode_attention.hpp>
 #include <heterocache/monitor/pivot_overlap_monitor.hpp>
+#include <heterocache/tensor/kv_tensor.hpp>
 
 #include "bench_common.hpp"
 
@@ -40,12 +46,15 @@ enum class pivot_state {
 
 const char* pivot_state_name(pivot_state p) { return p == pivot_state::stable ? "stable" : "drifting"; }
 
-//! The layer's selection (row 0 whole, the others `kept` tokens), a planned monitor, and its profile.
+//! The layer's selection (row 0 whole, the others `kept` tokens, on pages as a kv_cache lays them out), a
+//! planned monitor, and its profile. The pivot's cold keys (what `recompute` scores) are head 0 of the
+//! layer's tensor.
 struct monitored_layer {
     const layer_data& data;
     index_t kept;
-    std::vector<index_t> indptr{0}, indices;
-    std::vector<float> captured, output, lse;
+    paged_rows rows;
+    std::vector<float> captured, recomputed, output, lse;
+    std::uint64_t stamp = 0;
     std::vector<hc::score_capture> captures;
     hc::head_profile profile;
     hc::pivot_overlap_monitor monitor;
@@ -54,18 +63,15 @@ struct monitored_layer {
     monitored_layer(const layer_data& layer, double ratio, pivot_state pivot = pivot_state::drifting)
         : data(layer),
           kept(static_cast<index_t>(ratio * static_cast<double>(layer.context))),
+          rows(layer, pivot_rows(layer, kept)),
           captured(static_cast<std::size_t>(layer.shape.group() * layer.context)),
+          recomputed(captured.size()),
           output(layer.queries.size()),
           lse(static_cast<std::size_t>(layer.shape.query_heads)),
           captures(static_cast<std::size_t>(layer.rows())),
           profile{1, layer.shape.kv_heads, 0.5, 0.5, 0, {}},
           reference(static_cast<std::size_t>(kept)) {
-        for (index_t row = 0; row < data.rows(); ++row) {
-            const index_t tokens = row == 0 ? data.context : kept;
-            for (index_t i = 0; i < tokens; ++i) indices.push_back(row * data.context + i);
-            indptr.push_back(static_cast<index_t>(indices.size()));
-        }
-        captures[0] = {captured.data(), data.context};
+        captures[0] = {captured.data(), data.context, &stamp, 1};
         for (index_t head = 0; head < data.rows(); ++head)
             profile.heads.push_back(head == 0   ? hc::head_info{hc::head_role::pivot, 0.2, 0}
                                     : head == 1 ? hc::head_info{hc::head_role::satellite, 0.2, 0}
@@ -83,10 +89,16 @@ struct monitored_layer {
         monitor.set_reference(0, 0, 0, reference);
     }
 
-    [[nodiscard]] hc::csr_selection selection(bool capture) const {
-        return {data.rows(), data.shape.kv_heads, data.shape.group(), data.shape.head_dim, indptr, indices,
-                data.keys.data(), data.values.data(),
-                capture ? std::span<const hc::score_capture>(captures) : std::span<const hc::score_capture>{}};
+    //! Row 0 (the pivot) holds the whole prompt, the others `kept` tokens.
+    static std::vector<index_t> pivot_rows(const layer_data& layer, index_t kept) {
+        std::vector<index_t> tokens = uniform_rows(layer, kept);
+        tokens[0] = layer.context;
+        return tokens;
+    }
+
+    [[nodiscard]] hc::paged_selection selection(bool capture) const {
+        return rows.selection(data.keys.data(), data.values.data(),
+                              capture ? std::span<const hc::score_capture>(captures) : std::span<const hc::score_capture>{});
     }
 
     void attend(bool capture) {
@@ -94,15 +106,22 @@ struct monitored_layer {
                              hc::attention_scale(data.shape.head_dim));
     }
 
-    //! One monitored step of the pivot: returns the number of satellite refreshes it asked for.
+    //! One monitored step of the pivot: returns the number of satellite refreshes it asked for. Its scores are
+    //! the kernel's capture, or computed from its cold keys as a kv_cache does for `score_source::recompute`.
     index_t observe(bool captured_scores) {
-        const auto prompt_keys = [&](index_t head) {
-            return hc::key_rows{data.keys.data() + head * data.context * data.shape.head_dim, data.shape.head_dim};
+        const model& m = data.shape;
+        const hc::strided_kv_tensor<float> cold = data.tensor();
+        const auto prompt_scores = [&](index_t head) -> std::span<const float> {
+            if (captured_scores) return captured;
+            hc::group_scores(data.queries.data(), m.head_dim, cold.key_rows(0, 0, head), head, m.group(), m.head_dim,
+                             hc::attention_scale(m.head_dim), data.context, recomputed.data());
+            return recomputed;
         };
-        const hc::monitor_context context{0, 0, data.context, kept, &profile, data.queries.data(), data.shape.head_dim,
-                                          prompt_keys,
-                                          captured_scores ? std::span<const hc::score_capture>(captures)
-                                                          : std::span<const hc::score_capture>{}};
+        const auto prompt_key = [&](index_t head, index_t position, float* key) {
+            std::copy_n(cold.key(0, 0, head, position), m.head_dim, key);
+        };
+        const hc::monitor_context context{0, 0, data.context, kept, &profile, data.queries.data(), m.head_dim,
+                                          prompt_scores, prompt_key};
         index_t refreshes = 0;
         monitor.observe(context, [&](index_t, std::span<const float>) { ++refreshes; });
         return refreshes;
@@ -110,7 +129,7 @@ struct monitored_layer {
 };
 
 void report_step(benchmark::State& state, const monitored_layer& step) {
-    const index_t tokens = step.indptr.back();
+    const index_t tokens = step.selection(false).total_tokens();
     state.SetItemsProcessed(state.iterations() * tokens);  // tokens attended
     state.SetBytesProcessed(state.iterations() * tokens * 2 * step.data.shape.head_dim * static_cast<index_t>(sizeof(float)));
     state.counters["tokens"] = static_cast<double>(tokens);

@@ -8,6 +8,7 @@ Run the benchmarks with repetitions and JSON output, for example
       --benchmark_repetitions=5 --benchmark_report_aggregates_only=true \\
       --benchmark_out=attention.json --benchmark_out_format=json
 and pass every file: medians of the repetitions are used (single runs when there are no aggregates).
+`step_overhead` rows (the v2 layer step against the v1 CSR rebuild) give a table of their counters.
 Ratios are only formed between rows of the same file, that is of one run.
 Only the standard library is used.
 """
@@ -134,11 +135,41 @@ def monitor_tables(rows):
                            f"{share(alternated['drifting'])} | {share(alternated['stable'])} | "
                            f"{fmt(drifting, 3)} | {fmt(rank['stable'], 3)} | "
                            f"{fmt(100 * drifting / none if drifting else None, 1)}% | {fmt(top, 3)} |")
-    gather = [(n, v) for n, v in rows.items() if n.startswith("gather/")]
-    if gather:
-        out += ["", "| gather | ms | GB/s |", "|---|---|---|"]
-        for n, (t, b, *_) in sorted(gather):
-            out.append(f"| {n.removeprefix('gather/')} | {fmt(t / 1e3, 3)} | {fmt(b / 1e9 if b else None)} |")
+    refill = [(n, v) for n, v in rows.items() if n.startswith("refill/")]
+    if refill:
+        out += ["", "| refill | ms | GB/s |", "|---|---|---|"]
+        for n, (t, b, *_) in sorted(refill):
+            out.append(f"| {n.removeprefix('refill/')} | {fmt(t / 1e3, 3)} | {fmt(b / 1e9 if b else None)} |")
+    return out
+
+
+def step_overhead_table(rows):
+    """The v2 layer step against the v1 CSR rebuild, per layer step (counters of `step_overhead`)."""
+    out = ["| context | batch | page | series | new us/step (median step) | baseline us/step (median step) | "
+           "baseline / new: means (median steps) | steps with a new page | new us, median: those steps | "
+           "other steps | page ids rewritten | tokens per layer |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    cases = []
+    for name, (_, _, _, b) in rows.items():
+        if not name.startswith("step_overhead/"):
+            continue
+        parts = name.split("/")
+        arguments = dict(p.split(":", 1) for p in parts if ":" in p)
+        series = ", ".join(["staggered" if "staggered" in parts else "equal"] + (["warm"] if "warm" in parts else []))
+        key = (int(arguments["page"]) != 16, int(arguments["batch"]), "staggered" in parts, int(parts[2][:-1]),
+               "warm" in parts)
+        cases.append((key, parts[2], arguments, series, b))
+    for _, context, arguments, series, b in sorted(cases):
+        page = b.get("new_page_step_median_us")
+        flat = b.get("new_flat_step_median_us")
+        alternated = "baseline_us" in b
+        baseline = f"{fmt(b['baseline_us'], 1)} ({fmt(b['baseline_median_us'], 1)})" if alternated else ""
+        ratio = f"{fmt(b['ratio'], 1)} ({fmt(b['baseline_median_us'] / b['new_median_us'], 1)})" if alternated else ""
+        tokens = f"{b['tokens']:.0f}" if alternated else ""
+        out.append(f"| {context} | {arguments['batch']} | {arguments['page']} | {series} | "
+                   f"{fmt(b['new_us'], 1)} ({fmt(b['new_median_us'], 1)}) | {baseline} | {ratio} | "
+                   f"{100 * b['page_steps']:.0f}% | {fmt(page, 1)} | {fmt(flat, 1)} | "
+                   f"{b['pages_rewritten']:.0f} | {tokens} |")
     return out
 
 
@@ -151,8 +182,10 @@ def main(paths):
         print(f"## {path}\n")
         if any(n.startswith("attention") for n in rows):
             print("\n".join(attention_tables(rows)) + "\n")
-        if any(n.startswith(("monitored_step", "gather")) for n in rows):
+        if any(n.startswith(("monitored_step", "refill")) for n in rows):
             print("\n".join(monitor_tables(rows)) + "\n")
+        if any(n.startswith("step_overhead/") for n in rows):
+            print("\n".join(step_overhead_table(rows)) + "\n")
     return 0
 
 
