@@ -6,7 +6,6 @@
 #include <vector>
 
 #include <heterocache/attention/decode_attention.hpp>
-#include <heterocache/attention/half_precision.hpp>
 #include <heterocache/cache_options.hpp>
 #include <heterocache/profile/head_profile.hpp>
 
@@ -43,8 +42,9 @@ struct attention_trace {
     std::vector<std::vector<float>> outputs, lses;
 };
 
-//! Drives `cache` over the planted model and records `decode_attention` over each selection.
-//! `after_layer(step, layer)` runs after each layer's observe (for invariant checks). `scores`: whether
+//! Drives `cache` over the planted model (`planted::drive`: the step API) and records `decode_attention` over
+//! each layer's selection, of any element type. `after_layer(step, layer)` runs after each layer's
+//! `end_layer` (for invariant checks). `scores`: whether
 //! the monitor reads the scores `decode_attention` captured, or recomputes them.
 template <class Cache, class AfterLayer>
 attention_trace record_attention(Cache& cache, const planted::model& m, AfterLayer&& after_layer,

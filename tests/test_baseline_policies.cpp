@@ -9,6 +9,7 @@
 #include <vector>
 
 #include <heterocache/algorithm/overlap.hpp>
+#include <heterocache/algorithm/pooled_attention.hpp>
 #include <heterocache/budget/ada_kv_budget.hpp>
 #include <heterocache/budget/drift_weighted_budget.hpp>
 #include <heterocache/budget/pyramid_budget.hpp>
@@ -36,16 +37,31 @@ hc::head_profile profile_of(index_t layers, index_t kv_heads, std::vector<head_r
 }
 
 //! Calls `monitor.observe` for one step of (layer 0, sequence 0) and returns each refreshed head's ranking.
+//! `keys` are the cold prompt keys of every KV head, `[kv_head][token][head_dim]`; the context serves their
+//! scaled scores (`group_scores`, what the cache computes when no kernel captured them) and their keys.
 template <class Monitor>
 std::vector<std::pair<index_t, std::vector<float>>> observe(Monitor& monitor, const hc::head_profile& profile,
                                                             index_t prompt_tokens, const std::vector<float>& query,
                                                             index_t head_dim, const std::vector<float>& keys) {
+    const index_t group = static_cast<index_t>(query.size()) / head_dim / profile.kv_heads;
+    const auto rows_of = [&](index_t head) {
+        return hc::token_rows<float>{keys.data(), {head * prompt_tokens * head_dim, head_dim, nullptr, 0, 0}};
+    };
+    std::vector<float> scores(static_cast<std::size_t>(group * prompt_tokens));
     std::vector<std::pair<index_t, std::vector<float>>> refreshed;
-    const auto prompt_keys = [&](index_t) { return hc::key_rows{keys.data(), head_dim}; };
+    const auto prompt_scores = [&](index_t head) -> std::span<const float> {
+        hc::group_scores(query.data(), head_dim, rows_of(head), head, group, head_dim, hc::attention_scale(head_dim),
+                         prompt_tokens, scores.data());
+        return scores;
+    };
+    const auto prompt_key = [&](index_t head, index_t position, float* key) {
+        std::copy_n(rows_of(head).at(position), head_dim, key);
+    };
     const auto on_drift = [&](index_t head, std::span<const float> ranking) {
         refreshed.emplace_back(head, std::vector<float>(ranking.begin(), ranking.end()));
     };
-    const hc::monitor_context context{0, 0, prompt_tokens, prompt_tokens, &profile, query.data(), head_dim, prompt_keys, {}};
+    const hc::monitor_context context{0, 0, prompt_tokens, prompt_tokens, &profile, query.data(), head_dim,
+                                      prompt_scores, prompt_key};
     monitor.observe(context, on_drift);
     return refreshed;
 }

@@ -82,13 +82,22 @@ struct heterocache_ada_kv_with_profile {
     }
 };
 
-//! Positions of the prompt tokens `row` of `layer` attends now, ascending.
+//! Positions of the prompt tokens `row` of `layer` holds now, in row order (ascending: a row lists its prompt
+//! tokens first, in position order): token `k < prompt_count` of the row is hot slot `rows().slot(layer, row, k)`.
 template <class Cache>
-std::vector<index_t> hot_prompt_positions(Cache& cache, index_t layer, index_t row) {
-    const auto selection = cache.selection(layer);
+std::vector<index_t> hot_prompt_positions(const Cache& cache, index_t layer, index_t row) {
     std::vector<index_t> positions;
-    for (index_t i = selection.indptr[row]; i < selection.indptr[row + 1]; ++i) {
-        const index_t p = cache.storage().hot_position(layer, selection.indices[i]);
+    for (index_t k = 0; k < cache.rows().prompt_count(layer, row); ++k)
+        positions.push_back(cache.storage().hot_position(layer, cache.rows().slot(layer, row, k)));
+    return positions;
+}
+
+//! The prompt positions row `row` of `selection` attends: its tokens that hold a prompt position.
+template <class Cache, class Selection>
+std::vector<index_t> attended_prompt_positions(const Cache& cache, index_t layer, const Selection& selection, index_t row) {
+    std::vector<index_t> positions;
+    for (index_t k = 0; k < selection.row_length(row); ++k) {
+        const index_t p = cache.storage().hot_position(layer, selection.slot(row, k));
         if (p < cache.prompt_tokens(0)) positions.push_back(p);
     }
     return positions;
@@ -101,7 +110,7 @@ std::vector<index_t> range(index_t first, index_t last) {
 }
 
 //! A one-layer model with head dim 2 whose keys and queries a test writes by hand: K/V `[kv_head][token][2]`,
-//! queries `[query_head][2]`.
+//! queries `[query_head][2]`. One sequence; the last token is the first decode token.
 struct tiny_model {
     hc::model_shape shape;
     index_t tokens;
@@ -115,16 +124,36 @@ struct tiny_model {
         keys[static_cast<std::size_t>((head * tokens + t) * 2)] = x;
         keys[static_cast<std::size_t>((head * tokens + t) * 2 + 1)] = y;
     }
-    [[nodiscard]] hc::strided_kv_layout layout() const {
-        return hc::make_head_major_layout(keys.data(), values.data(), 1, shape.kv_heads, tokens, 2);
+    [[nodiscard]] hc::strided_kv_tensor<float> tensor() const {
+        return hc::make_head_major_tensor(keys.data(), values.data(), 1, shape.kv_heads, tokens, 2);
     }
     [[nodiscard]] hc::query_rows window_rows() const { return {window.data(), 1, shape.query_heads * 2, 2, 0}; }
-    [[nodiscard]] hc::cache_options options(index_t prompt_tokens, double r) const {
+    [[nodiscard]] hc::cache_options options(index_t prompt_tokens, double r, index_t page_size = 16) const {
         hc::cache_options o;
         o.max_prompt_tokens = prompt_tokens;
         o.max_new_tokens = tokens - prompt_tokens;
         o.budget_ratio = r;
+        o.page_size = page_size;
         return o;
+    }
+    //! Begins the sequence and prefills the layer with the window queries.
+    template <class Cache>
+    void prefill(Cache& cache, index_t prompt_tokens) const {
+        cache.begin_sequence(0, prompt_tokens);
+        cache.prefill(0, 0, tensor(), window_rows());
+    }
+    //! One decode step (the token after the prompt) with the decode queries, as an engine runs it: begin_layer,
+    //! its attention kernel over the selection, end_layer. Returns the prompt positions each row attended.
+    template <class Cache>
+    std::vector<std::vector<index_t>> step(Cache& cache, index_t prompt_tokens) const {
+        const std::vector<index_t> token{prompt_tokens};
+        const auto selection = cache.begin_layer(0, tensor(), token);
+        std::vector<std::vector<index_t>> attended;
+        for (index_t row = 0; row < shape.kv_heads; ++row) attended.push_back(attended_prompt_positions(cache, 0, selection, row));
+        std::vector<float> out(decode.size()), lse(static_cast<std::size_t>(shape.query_heads));
+        hc::decode_attention(selection, decode.data(), out.data(), lse.data(), hc::attention_scale(2));
+        cache.end_layer(0, {decode.data(), shape.query_heads * 2, 2}, hc::score_source::captured);
+        return attended;
     }
 };
 
@@ -138,8 +167,14 @@ TEST_CASE_TEMPLATE("every method with a budget of the whole context reproduces t
     const auto o = options_for(m.spec(), 1.0);
     auto full = hc::make_full_cache(m.spec().shape, o);
     const auto expected = record_attention(full, m);
-    auto cache = Method::make(m, o);
-    CHECK(testing_support::identical(record_attention(cache, m), expected));
+    for (const index_t page_size : {16, 1}) {  // the hot tier's page size changes nothing the kernel computes
+        CAPTURE(page_size);
+        auto paged = o;
+        paged.page_size = page_size;
+        auto cache = Method::make(m, paged);
+        CHECK(testing_support::identical(record_attention(cache, m), expected));
+        CHECK(cache.resident_tokens() == full.resident_tokens());
+    }
 }
 
 TEST_CASE_TEMPLATE("every method at r = 0.25 keeps its budget and a finite attention", Method, streaming_llm_method,
@@ -160,6 +195,8 @@ TEST_CASE_TEMPLATE("every method at r = 0.25 keeps its budget and a finite atten
     const index_t heads = s.shape.total_kv_heads();
     const index_t prompt_resident = cache.resident_tokens() - heads * s.steps;
     CHECK(static_cast<double>(prompt_resident) <= 0.25 * static_cast<double>(heads * s.prompt_tokens) + static_cast<double>(heads));
+    REQUIRE(cache.profile().has_value());  // profiled online, the profile was demoted until the budget can be met
+    CHECK(hc::budget_feasible(*cache.profile(), 0.25));
 }
 
 TEST_CASE("SnapKV keeps the pooled neighbourhoods of the tokens the window attends, the hotter first") {
@@ -170,9 +207,13 @@ TEST_CASE("SnapKV keeps the pooled neighbourhoods of the tokens the window atten
     model.set_key(0, 2, 10.0f, 0.0f);
     model.set_key(0, 13, 9.5f, 0.0f);
     model.window = {20.0f, 0.0f};
-    auto cache = hc::make_snapkv_cache(model.shape, model.options(16, 7.0 / 16.0));
-    cache.prefill(0, 0, model.layout(), 16, model.window_rows());
-    CHECK(hot_prompt_positions(cache, 0, 0) == std::vector<index_t>{0, 1, 2, 3, 4, 11, 12});
+    for (const index_t page_size : {16, 1}) {
+        CAPTURE(page_size);
+        auto cache = hc::make_snapkv_cache(model.shape, model.options(16, 7.0 / 16.0, page_size));
+        model.prefill(cache, 16);
+        CHECK(hot_prompt_positions(cache, 0, 0) == std::vector<index_t>{0, 1, 2, 3, 4, 11, 12});
+        CHECK(model.step(cache, 16)[0] == std::vector<index_t>{0, 1, 2, 3, 4, 11, 12});  // what the kernel attends
+    }
     CHECK(hc::snapkv_window == 32);
 }
 
@@ -180,11 +221,11 @@ TEST_CASE("StreamingLLM keeps four sink tokens and the most recent ones, whateve
     tiny_model model(1, 1, 17);
     model.set_key(0, 8, 10.0f, 0.0f);
     model.window = {20.0f, 0.0f};
+    model.decode = model.window;
     auto cache = hc::make_streaming_llm_cache(model.shape, model.options(16, 0.5));
-    cache.prefill(0, 0, model.layout(), 16, model.window_rows());
+    model.prefill(cache, 16);
     CHECK(hot_prompt_positions(cache, 0, 0) == std::vector<index_t>{0, 1, 2, 3, 12, 13, 14, 15});
-    cache.append(0, 0, model.layout(), 16);
-    cache.observe(0, 0, model.window.data(), 2);
+    CHECK(model.step(cache, 16)[0] == std::vector<index_t>{0, 1, 2, 3, 12, 13, 14, 15});
     CHECK(hot_prompt_positions(cache, 0, 0) == std::vector<index_t>{0, 1, 2, 3, 12, 13, 14, 15});  // static
 }
 
@@ -198,12 +239,14 @@ TEST_CASE("H2O brings in the token the decode queries pile their attention on, b
     model.set_key(0, 5, 10.0f, 0.0f);
     model.window = {0.0f, 20.0f};
     model.decode = {20.0f, 0.0f};
-    auto cache = hc::make_h2o_cache(model.shape, model.options(16, 0.25));
-    cache.prefill(0, 0, model.layout(), 16, model.window_rows());
-    CHECK(hot_prompt_positions(cache, 0, 0) == std::vector<index_t>{7, 8, 14, 15});
-    cache.append(0, 0, model.layout(), 16);
-    cache.observe(0, 0, model.decode.data(), 2);
-    CHECK(hot_prompt_positions(cache, 0, 0) == std::vector<index_t>{5, 7, 14, 15});
+    for (const index_t page_size : {16, 1}) {
+        CAPTURE(page_size);
+        auto cache = hc::make_h2o_cache(model.shape, model.options(16, 0.25, page_size));
+        model.prefill(cache, 16);
+        CHECK(hot_prompt_positions(cache, 0, 0) == std::vector<index_t>{7, 8, 14, 15});
+        CHECK(model.step(cache, 16)[0] == std::vector<index_t>{7, 8, 14, 15});  // the refresh lands for the next step
+        CHECK(hot_prompt_positions(cache, 0, 0) == std::vector<index_t>{5, 7, 14, 15});
+    }
 }
 
 TEST_CASE("Quest fetches the page whose key digest bounds the decode query's score highest") {
@@ -218,9 +261,9 @@ TEST_CASE("Quest fetches the page whose key digest bounds the decode query's sco
     model.window = {1.0f, 0.0f, 1.0f, 0.0f};
     model.decode = {1.0f, 1.0f, -1.0f, 0.0f};
     auto cache = hc::make_quest_cache(model.shape, model.options(40, 0.4));
-    cache.prefill(0, 0, model.layout(), 40, model.window_rows());
-    cache.append(0, 0, model.layout(), 40);
-    cache.observe(0, 0, model.decode.data(), 2);
+    model.prefill(cache, 40);
+    CHECK(hot_prompt_positions(cache, 0, 0) != range(16, 32));  // the window alone does not point there
+    (void)model.step(cache, 40);
     CHECK(hot_prompt_positions(cache, 0, 0) == range(16, 32));
 }
 
@@ -230,7 +273,7 @@ TEST_CASE("DuoAttention-style: drifting heads keep everything, stable heads sink
     auto profile = hc::uniform_profile(model.shape, head_role::anchor);
     profile.heads[0] = {head_role::volatile_, 0.1, -1};
     auto cache = hc::make_duo_attention_cache(model.shape, model.options(16, 0.75), profile);
-    cache.prefill(0, 0, model.layout(), 16, model.window_rows());
+    model.prefill(cache, 16);
     CHECK(hot_prompt_positions(cache, 0, 0) == range(0, 16));
     CHECK(hot_prompt_positions(cache, 0, 1) == std::vector<index_t>{0, 1, 2, 3, 12, 13, 14, 15});
 }
@@ -269,9 +312,9 @@ TEST_CASE("online profiling measures attention, not the positions a monitor rank
     auto s = small_scenario();
     const planted::model m(s);
     const auto o = options_for(s, 0.5);
-    using stability_only = hc::kv_cache<hc::strided_kv_layout, hc::overlap_star_classifier, hc::uniform_budget,
+    using stability_only = hc::kv_cache<hc::strided_kv_tensor<float>, hc::overlap_star_classifier, hc::uniform_budget,
                                         hc::host_storage, hc::static_monitor>;
-    using positional = hc::kv_cache<hc::strided_kv_layout, hc::overlap_star_classifier, hc::uniform_budget,
+    using positional = hc::kv_cache<hc::strided_kv_tensor<float>, hc::overlap_star_classifier, hc::uniform_budget,
                                     hc::host_storage, hc::streaming_monitor>;
     hc::overlap_star_classifier classifier;
     classifier.cluster = false;
@@ -284,5 +327,56 @@ TEST_CASE("online profiling measures attention, not the positions a monitor rank
     for (std::size_t i = 0; i < reference.profile()->heads.size(); ++i) {
         CHECK(streaming.profile()->heads[i].role == reference.profile()->heads[i].role);
         CHECK(streaming.profile()->heads[i].stability == reference.profile()->heads[i].stability);
+    }
+}
+
+TEST_CASE("a profile whose budget cannot be met is a budget_error at construction; the full cache forces r = 1") {
+    const planted::model m(small_scenario());
+    const auto& s = m.spec();
+    const auto profile = testing_support::planted_profile(m);  // a pivot and a volatile: Nfull = 2 of N = 6
+    REQUIRE(profile.full_heads() == 2);
+    CHECK_THROWS_WITH_AS(hc::make_heterocache_cache(s.shape, options_for(s, 1.0 / 3.0), profile),
+                         doctest::Contains("r*N > Nfull"), hc::budget_error);
+    CHECK_NOTHROW(hc::make_heterocache_cache(s.shape, options_for(s, 0.34), profile));
+    // Every head full: only r = 1 is feasible.
+    const auto all_full = hc::uniform_profile(s.shape, head_role::volatile_);
+    CHECK_THROWS_AS(hc::full_kv_cache<>(s.shape, options_for(s, 0.5), all_full), hc::budget_error);
+    CHECK_NOTHROW(hc::full_kv_cache<>(s.shape, options_for(s, 1.0), all_full));
+    auto full = hc::make_full_cache(s.shape, options_for(s, 0.5));
+    CHECK(full.options().budget_ratio == 1.0);
+    const auto expected = record_attention(full, m);
+    auto whole = hc::make_full_cache(s.shape, options_for(s, 1.0));
+    CHECK(testing_support::identical(record_attention(whole, m), expected));
+}
+
+TEST_CASE("online profiling ends with the selection a cache given the profile it found makes at prefill") {
+    // With a static monitor nothing is refreshed: once profiling ends, each compressed head's hot prompt tokens
+    // are the top-cap positions of its prefill (window) scores, exactly what a cache constructed with that
+    // profile keeps from its prefill on.
+    const planted::model m(small_scenario());
+    const auto& s = m.spec();
+    using static_cache = hc::kv_cache<hc::strided_kv_tensor<float>, hc::overlap_star_classifier, hc::uniform_budget,
+                                      hc::host_storage, hc::static_monitor>;
+    for (const index_t page_size : {16, 1}) {
+        CAPTURE(page_size);
+        auto o = options_for(s, 0.25);
+        o.page_size = page_size;
+        hc::overlap_star_classifier classifier;
+        classifier.cluster = false;
+        static_cache online(s.shape, o, std::nullopt, classifier);
+        record_attention(online, m);
+        REQUIRE(online.profile().has_value());
+        static_cache given(s.shape, o, *online.profile(), classifier);
+        record_attention(given, m);
+        index_t compressed = 0;
+        for (index_t layer = 0; layer < s.shape.layers; ++layer)
+            for (index_t head = 0; head < s.shape.kv_heads; ++head) {
+                CAPTURE(layer);
+                CAPTURE(head);
+                CHECK(hot_prompt_positions(online, layer, head) == hot_prompt_positions(given, layer, head));
+                if (!hc::keeps_full_kv(online.profile()->at(layer, head).role)) ++compressed;
+            }
+        CHECK(compressed > 0);
+        CHECK(online.resident_tokens() == given.resident_tokens());
     }
 }

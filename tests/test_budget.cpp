@@ -3,6 +3,9 @@
 #include <cmath>
 #include <limits>
 #include <numeric>
+#include <stdexcept>
+#include <string>
+#include <type_traits>
 #include <vector>
 
 #include <heterocache/budget/drift_weighted_budget.hpp>
@@ -59,21 +62,85 @@ TEST_CASE_TEMPLATE("budgets sum to r*N*T within one token per head", Budget, het
         }
 }
 
-TEST_CASE("r*N <= Nfull is a budget error naming r, N, Nfull and the smallest r that works") {
+TEST_CASE("r*N <= Nfull is a budget error stating the condition with r, N, Nfull and the smallest r") {
     const auto profile = make_profile({{head_role::volatile_, 0.1, -1}, {head_role::volatile_, 0.1, -1},
                                        {head_role::anchor, 0.9, -1}, {head_role::anchor, 0.9, -1}});
     std::vector<index_t> caps(4);
-    try {
-        heterocache::drift_weighted_budget{}.prompt_caps(profile, 0.5, 100, caps);
-        FAIL("expected a budget_error");
-    } catch (const heterocache::budget_error& e) {
-        const std::string what = e.what();
-        CHECK(e.argument() == "r");
-        CHECK(what.find("N = 4") != std::string::npos);
-        CHECK(what.find("Nfull = 2") != std::string::npos);
-        CHECK(what.find("0.505") != std::string::npos);  // (2 + 2/100) / 4
+    for (const index_t t : {1, 100, 100000}) {  // the condition does not depend on the prompt length
+        CAPTURE(t);
+        try {
+            heterocache::drift_weighted_budget{}.prompt_caps(profile, 0.5, t, caps);
+            FAIL("expected a budget_error");
+        } catch (const heterocache::budget_error& e) {
+            const std::string what = e.what();
+            CHECK(e.argument() == "r");
+            CHECK(what.find("r*N > Nfull") != std::string::npos);
+            CHECK(what.find("N = 4") != std::string::npos);
+            CHECK(what.find("Nfull = 2") != std::string::npos);
+            CHECK(what.find("r*N = 2") != std::string::npos);
+            CHECK(what.find("any r above 0.5") != std::string::npos);  // Nfull / N
+        }
+        CHECK_THROWS_AS(heterocache::compressed_token_total(profile, 0.5, t), heterocache::budget_error);
+        CHECK_THROWS_AS(heterocache::compressed_token_total(profile, 0.25, t), heterocache::budget_error);
+        CHECK_THROWS_AS(heterocache::require_feasible_budget(profile, 0.5), heterocache::budget_error);
     }
+    CHECK_FALSE(heterocache::budget_feasible(profile, 0.5));
+    CHECK(heterocache::budget_feasible(profile, 0.505));
+    CHECK_NOTHROW(heterocache::require_feasible_budget(profile, 0.505));
+    // Each policy says so too (the check a kv_cache makes at construction).
+    CHECK_THROWS_AS(heterocache::drift_weighted_budget{}.require_feasible(profile, 0.5), heterocache::budget_error);
+    CHECK_THROWS_AS(heterocache::uniform_budget{}.require_feasible(profile, 0.5), heterocache::budget_error);
+    CHECK_NOTHROW(heterocache::drift_weighted_budget{}.require_feasible(profile, 0.505));
+    CHECK_NOTHROW(heterocache::uniform_budget{}.require_feasible(profile, 0.505));
     CHECK_NOTHROW(heterocache::drift_weighted_budget{}.prompt_caps(profile, 0.505, 100, caps));
+    // A budget error is a heterocache::error, a std::runtime_error (no longer a std::invalid_argument).
+    CHECK_THROWS_AS(heterocache::require_feasible_budget(profile, 0.5), heterocache::invalid_argument_error);
+    CHECK_THROWS_AS(heterocache::require_feasible_budget(profile, 0.5), heterocache::error);
+    CHECK_THROWS_AS(heterocache::require_feasible_budget(profile, 0.5), std::runtime_error);
+    CHECK(std::is_base_of_v<std::runtime_error, heterocache::error>);
+    CHECK_FALSE(std::is_base_of_v<std::invalid_argument, heterocache::budget_error>);
+}
+
+TEST_CASE("a prompt too short for the compressed heads' share still gives every compressed head one token") {
+    // N = 4, Nfull = 2, r = 0.505: the compressed heads share (2.02 - 2) * T = 2 tokens at T = 100 (one each),
+    // 0.2 at T = 10 and 0.02 at T = 1: less than a token each, yet every compressed head keeps one.
+    const auto profile = make_profile({{head_role::volatile_, 0.1, -1}, {head_role::volatile_, 0.1, -1},
+                                       {head_role::anchor, 0.9, -1}, {head_role::anchor, 0.2, -1}});
+    for (const index_t t : {1, 2, 10, 100}) {
+        CAPTURE(t);
+        CHECK(heterocache::compressed_token_total(profile, 0.505, t) ==
+              doctest::Approx((0.505 * 4.0 - 2.0) * static_cast<double>(t)));
+        std::vector<index_t> caps(4);
+        heterocache::drift_weighted_budget{}.prompt_caps(profile, 0.505, t, caps);
+        CHECK(caps == std::vector<index_t>{t, t, 1, 1});
+        heterocache::uniform_budget{}.prompt_caps(profile, 0.505, t, caps);
+        CHECK(caps == std::vector<index_t>{t, t, 1, 1});
+        CHECK(heterocache::uniform_budget{}.base_length(profile, 0.505, t) == 1);
+    }
+}
+
+TEST_CASE("a profile whose every head is full needs r = 1, and says so") {
+    const auto profile = make_profile({{head_role::volatile_, 0.1, -1}, {head_role::pivot, 0.2, 1}});
+    CHECK(heterocache::budget_feasible(profile, 1.0));
+    CHECK(heterocache::compressed_token_total(profile, 1.0, 50) == 0.0);
+    std::vector<index_t> caps(2);
+    heterocache::drift_weighted_budget{}.prompt_caps(profile, 1.0, 50, caps);
+    CHECK(caps == std::vector<index_t>{50, 50});
+    CHECK(heterocache::drift_weighted_budget{}.base_length(profile, 1.0, 50) == 50);
+    for (const double r : {0.99, 0.5, 0.01}) {
+        CAPTURE(r);
+        CHECK_FALSE(heterocache::budget_feasible(profile, r));
+        try {
+            heterocache::compressed_token_total(profile, r, 50);
+            FAIL("expected a budget_error");
+        } catch (const heterocache::budget_error& e) {
+            const std::string what = e.what();
+            CHECK(e.argument() == "r");
+            CHECK(what.find("every head of the profile keeps its full KV") != std::string::npos);
+            CHECK(what.find("N = 2") != std::string::npos);
+            CHECK(what.find("Nfull = 2") != std::string::npos);
+        }
+    }
 }
 
 TEST_CASE("r outside (0, 1] or NaN is rejected by name") {
@@ -91,14 +158,36 @@ TEST_CASE("a budget too small for the full heads demotes them, most stable first
     heterocache::head_profile profile{2, 3, 0.5, 0.5, 8,
                                       {{head_role::volatile_, 0.3, -1}, {head_role::pivot, 0.4, 1}, {head_role::satellite, 0.2, 1},
                                        {head_role::anchor, 0.9, -1}, {head_role::anchor, 0.8, -1}, {head_role::anchor, 0.7, -1}}};
-    CHECK_FALSE(heterocache::budget_feasible(profile, 0.3, 100));  // r*N = 1.8 < 2
-    CHECK(heterocache::demote_until_feasible(profile, 0.3, 100) == 1);  // the pivot (S 0.4) goes first
+    CHECK_FALSE(heterocache::budget_feasible(profile, 0.3));  // r*N = 1.8 < 2
+    CHECK(heterocache::demote_until_feasible(profile, 0.3) == 1);  // the pivot (S 0.4) goes first
     CHECK(profile.at(0, 1).role == head_role::anchor);
     CHECK(profile.at(0, 2).role == head_role::anchor);  // its satellite is released too
     CHECK(profile.at(0, 2).pivot == -1);
     CHECK(profile.at(0, 0).role == head_role::volatile_);
     CHECK_NOTHROW(profile.validate());
-    CHECK(heterocache::budget_feasible(profile, 0.3, 100));
+    CHECK(heterocache::budget_feasible(profile, 0.3));
+    CHECK(heterocache::demote_until_feasible(profile, 0.3) == 0);  // feasible already: nothing more demoted
+}
+
+TEST_CASE("demotion stops at r*N > Nfull, whatever the prompt length, and demotes every full head for r < 1 alone") {
+    // N = 4, all volatile (S 0.1, 0.4, 0.3, 0.2). r = 0.6: r*N = 2.4, so two heads must go (Nfull 2 < 2.4):
+    // the most stable ones, S 0.4 then 0.3.
+    heterocache::head_profile profile = make_profile({{head_role::volatile_, 0.1, -1}, {head_role::volatile_, 0.4, -1},
+                                                      {head_role::volatile_, 0.3, -1}, {head_role::volatile_, 0.2, -1}});
+    CHECK_FALSE(heterocache::budget_feasible(profile, 0.6));
+    CHECK(heterocache::demote_until_feasible(profile, 0.6) == 2);
+    CHECK(profile.heads[0].role == head_role::volatile_);
+    CHECK(profile.heads[1].role == head_role::anchor);
+    CHECK(profile.heads[2].role == head_role::anchor);
+    CHECK(profile.heads[3].role == head_role::volatile_);
+    CHECK(heterocache::budget_feasible(profile, 0.6));
+    // An all-full profile at r = 1 is feasible as it is.
+    heterocache::head_profile full = make_profile({{head_role::volatile_, 0.1, -1}, {head_role::volatile_, 0.4, -1}});
+    CHECK(heterocache::demote_until_feasible(full, 1.0) == 0);
+    // At a tiny r every full head goes, and the profile is then feasible (no head is full).
+    CHECK(heterocache::demote_until_feasible(full, 0.01) == 2);
+    CHECK(full.full_heads() == 0);
+    CHECK(heterocache::budget_feasible(full, 0.01));
 }
 
 TEST_CASE("a budget of the whole context gives every head the whole context, whatever the rounding") {

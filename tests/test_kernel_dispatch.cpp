@@ -11,7 +11,7 @@
 #include <string>
 #include <vector>
 
-#include <heterocache/attention/half_precision.hpp>
+#include <heterocache/attention/decode_attention.hpp>
 
 #include "attention_reference.hpp"
 
@@ -22,27 +22,27 @@ using testing_support::same_bits;
 
 namespace {
 
-//! One row of `length` random slots over `slots` random K/V of element `E`, its queries and a capture of
-//! every score, run through the kernel copy `isa`.
+//! One row of `length` random source tokens (out of `2 * length + 1` random K/V of element `E`) on pages of
+//! `page_size` tokens of a shuffled pool, its queries and a capture of every score, run through the kernel
+//! copy `isa`.
 template <class E>
 struct dispatch_case {
-    index_t group, d, length;
-    std::vector<E> keys, values;
-    std::vector<index_t> slots;
-    std::vector<float> queries;
+    index_t group, d, length, page_size;
+    std::vector<float> source_keys, source_values, queries;
+    testing_support::paged_kv<E> kv;
 
-    dispatch_case(index_t group_, index_t d_, index_t length_, std::uint64_t seed)
-        : group(group_), d(d_), length(length_) {
+    dispatch_case(index_t group_, index_t d_, index_t length_, index_t page_size_, std::uint64_t seed)
+        : group(group_), d(d_), length(length_), page_size(page_size_) {
         std::mt19937_64 rng(seed);
         std::normal_distribution<float> normal(0.0f, 1.0f);
-        const index_t slot_count = 2 * length + 1;
-        for (index_t i = 0; i < slot_count * d; ++i) {
-            keys.push_back(hc::from_float<E>(normal(rng)));
-            values.push_back(hc::from_float<E>(normal(rng)));
+        const index_t source_tokens = 2 * length + 1;
+        for (index_t i = 0; i < source_tokens * d; ++i) {
+            source_keys.push_back(normal(rng));
+            source_values.push_back(normal(rng));
         }
-        std::uniform_int_distribution<index_t> slot(0, slot_count - 1);
-        for (index_t i = 0; i < length; ++i) slots.push_back(slot(rng));
+        const auto rows = testing_support::random_rows({length}, source_tokens, rng);
         for (index_t i = 0; i < group * d; ++i) queries.push_back(3.0f * normal(rng));
+        kv = testing_support::paged_kv<E>(rows, source_keys.data(), source_values.data(), d, page_size, seed);
     }
 
     struct result {
@@ -53,20 +53,14 @@ struct dispatch_case {
     [[nodiscard]] result run(hc::detail::kernel_isa isa, bool head_dim_at_run_time = false) const {
         result r{std::vector<float>(static_cast<std::size_t>(group * d)), std::vector<float>(static_cast<std::size_t>(group)),
                  std::vector<float>(static_cast<std::size_t>(group * length))};
-        const auto attend = [&](const auto& source) {
-            const hc::detail::attention_row row{source,   slots.data(),  length,   group,
-                                                d,        queries.data(), r.output.data(), r.lse.data(),
-                                                0.125f,   r.scores.data(), length,
-                                                length};
-            if (head_dim_at_run_time)
-                hc::detail::attend_row_for_head_dim<0>(row, isa);
-            else
-                hc::detail::attend_row(row, isa);
-        };
-        if constexpr (std::same_as<E, float>)
-            attend(hc::detail::float_slots{keys.data(), values.data(), d});
+        const hc::detail::element_slots<E> source{kv.keys.data(), kv.values.data(), d};
+        const hc::detail::attention_row<hc::detail::element_slots<E>> row{
+            source,         kv.indices.data(), page_size,    0,         length,          group,  d,
+            queries.data(), r.output.data(),   r.lse.data(), 0.125f,    r.scores.data(), length, length};
+        if (head_dim_at_run_time)
+            hc::detail::attend_row_for_head_dim<0>(row, isa);
         else
-            attend(hc::detail::half_slots<E>{keys.data(), values.data(), d});
+            hc::detail::attend_row(row, isa);
         return r;
     }
 };
@@ -76,21 +70,23 @@ void check_copies_agree() {
     std::uint64_t seed = 11;
     for (const index_t d : {64, 100, 128})
         for (const index_t group : {1, 3, 12})
-            for (const index_t length : {0, 1, 63, 64, 65, 1000}) {
-                CAPTURE(d);
-                CAPTURE(group);
-                CAPTURE(length);
-                const dispatch_case<E> c(group, d, length, ++seed);
-                const auto baseline = c.run(hc::detail::kernel_isa::baseline);
-                const auto avx2 = c.run(hc::detail::kernel_isa::avx2);
-                CHECK(same_bits(baseline.output, avx2.output));
-                CHECK(same_bits(baseline.lse, avx2.lse));
-                CHECK(same_bits(baseline.scores, avx2.scores));
-                if (length > 0) {  // and the copies compute attention: the output is a convex mix of values
-                    CHECK(std::isfinite(baseline.lse[0]));
-                    CHECK(std::abs(baseline.output[0]) <= 10.0f);
+            for (const index_t length : {0, 1, 63, 64, 65, 1000})
+                for (const index_t page_size : {1, 16}) {
+                    CAPTURE(d);
+                    CAPTURE(group);
+                    CAPTURE(length);
+                    CAPTURE(page_size);
+                    const dispatch_case<E> c(group, d, length, page_size, ++seed);
+                    const auto baseline = c.run(hc::detail::kernel_isa::baseline);
+                    const auto avx2 = c.run(hc::detail::kernel_isa::avx2);
+                    CHECK(same_bits(baseline.output, avx2.output));
+                    CHECK(same_bits(baseline.lse, avx2.lse));
+                    CHECK(same_bits(baseline.scores, avx2.scores));
+                    if (length > 0) {  // and the copies compute attention: the output is a convex mix of values
+                        CHECK(std::isfinite(baseline.lse[0]));
+                        CHECK(std::abs(baseline.output[0]) <= 10.0f);
+                    }
                 }
-            }
 }
 
 template <class E>
@@ -99,18 +95,20 @@ void check_fixed_head_dims_agree() {
     for (const hc::detail::kernel_isa isa : {hc::detail::kernel_isa::baseline, hc::detail::kernel_isa::avx2})
         for (const index_t d : {64, 128})
             for (const index_t group : {1, 4, 9})
-                for (const index_t length : {1, 64, 70, 500}) {
-                    CAPTURE(d);
-                    CAPTURE(group);
-                    CAPTURE(length);
-                    const dispatch_case<E> c(group, d, length, ++seed);
-                    const auto fixed = c.run(isa);
-                    const auto run_time = c.run(isa, true);
-                    CHECK(same_bits(fixed.output, run_time.output));
-                    CHECK(same_bits(fixed.lse, run_time.lse));
-                    CHECK(same_bits(fixed.scores, run_time.scores));
-                    CHECK(std::isfinite(fixed.lse[0]));
-                }
+                for (const index_t length : {1, 64, 70, 500})
+                    for (const index_t page_size : {1, 16}) {
+                        CAPTURE(d);
+                        CAPTURE(group);
+                        CAPTURE(length);
+                        CAPTURE(page_size);
+                        const dispatch_case<E> c(group, d, length, page_size, ++seed);
+                        const auto fixed = c.run(isa);
+                        const auto run_time = c.run(isa, true);
+                        CHECK(same_bits(fixed.output, run_time.output));
+                        CHECK(same_bits(fixed.lse, run_time.lse));
+                        CHECK(same_bits(fixed.scores, run_time.scores));
+                        CHECK(std::isfinite(fixed.lse[0]));
+                    }
 }
 
 }  // namespace
@@ -132,16 +130,20 @@ TEST_CASE("the AVX2 copy of the attention kernel is bit-identical to the baselin
 }
 
 TEST_CASE("decode_attention runs the copy the processor selects") {
-    const dispatch_case<float> c(3, 64, 300, 5);
-    const auto selected = c.run(hc::detail::selected_kernel_isa());
-    const std::vector<index_t> indptr{0, c.length};
-    std::vector<float> output(selected.output.size()), lse(selected.lse.size()), scores(selected.scores.size());
-    const hc::score_capture capture{scores.data(), c.length};
-    const hc::csr_selection selection{1, 1, c.group, c.d, indptr, c.slots, c.keys.data(), c.values.data(), {&capture, 1}};
-    hc::decode_attention(selection, c.queries.data(), output.data(), lse.data(), 0.125f);
-    CHECK(same_bits(output, selected.output));
-    CHECK(same_bits(lse, selected.lse));
-    CHECK(same_bits(scores, selected.scores));
+    for (const index_t page_size : {1, 16}) {
+        CAPTURE(page_size);
+        const dispatch_case<float> c(3, 64, 300, page_size, 5);
+        const auto selected = c.run(hc::detail::selected_kernel_isa());
+        std::vector<float> output(selected.output.size()), lse(selected.lse.size()), scores(selected.scores.size());
+        std::uint64_t stamp = 0;
+        const hc::score_capture capture{scores.data(), c.length, &stamp, 7};
+        const auto selection = c.kv.selection(c.group, {&capture, 1});
+        hc::decode_attention(selection, c.queries.data(), output.data(), lse.data(), 0.125f);
+        CHECK(same_bits(output, selected.output));
+        CHECK(same_bits(lse, selected.lse));
+        CHECK(same_bits(scores, selected.scores));
+        CHECK(stamp == 7);
+    }
     const std::string name = hc::detail::kernel_isa_name();
     CHECK((hc::detail::selected_kernel_isa() == hc::detail::kernel_isa::avx2) ==
           (name.find("avx2 (chosen") != std::string::npos));

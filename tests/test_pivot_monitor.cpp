@@ -80,10 +80,14 @@ struct monitored_layer {
     }
 
     //! One step with `scores` for pivot 0 and `other` for pivot 2; the satellites refreshed, with their ranking.
+    //! The monitor reads the pivots' scores only (`reads_scores_of`), never a key.
     std::vector<std::pair<index_t, std::vector<float>>> step(std::vector<float>& scores, std::vector<float>& other) {
-        const hc::score_capture captures[3] = {{scores.data(), prompt}, {nullptr, 0}, {other.data(), prompt}};
-        const auto no_keys = [](index_t) { return hc::key_rows{}; };
-        const hc::monitor_context context{0, 0, prompt, base, &profile, query.data(), head_dim, no_keys, captures};
+        const auto prompt_scores = [&](index_t head) -> std::span<const float> {
+            REQUIRE((head == 0 || head == 2));
+            return head == 0 ? scores : other;
+        };
+        const auto prompt_key = [](index_t, index_t, float*) { FAIL("the pivot monitor read a prompt key"); };
+        const hc::monitor_context context{0, 0, prompt, base, &profile, query.data(), head_dim, prompt_scores, prompt_key};
         std::vector<std::pair<index_t, std::vector<float>>> refreshed;
         monitor.observe(context, [&](index_t head, std::span<const float> ranking) {
             refreshed.emplace_back(head, std::vector<float>(ranking.begin(), ranking.end()));
@@ -132,6 +136,18 @@ TEST_CASE("the pivot monitor refreshes exactly when and with what a monitor rank
         else
             CHECK(layer.monitor.rankings() == 2 * 240);  // a check of 1 or 2 steps is never decided early
     }
+}
+
+TEST_CASE("the pivot monitor reads the scores of pivots only and needs their reference set") {
+    const hc::pivot_overlap_monitor monitor;
+    CHECK(monitor.reads_scores_of(hc::head_role::pivot));
+    for (const hc::head_role role : {hc::head_role::anchor, hc::head_role::volatile_, hc::head_role::satellite})
+        CHECK_FALSE(monitor.reads_scores_of(role));
+    CHECK(hc::monitor_reads_scores(monitor, hc::head_role::pivot));
+    CHECK_FALSE(hc::monitor_reads_scores(monitor, hc::head_role::satellite));
+    static_assert(hc::monitor_traits<hc::pivot_overlap_monitor>::reads_scores);
+    static_assert(hc::monitor_traits<hc::pivot_overlap_monitor>::needs_reference);
+    static_assert(!hc::monitor_traits<hc::pivot_overlap_monitor>::scores_prompt);
 }
 
 TEST_CASE("a decided check ranks no more: 3 of 5 steps for a stable pivot, 4 for a drifting one") {

@@ -1,15 +1,21 @@
 #include <doctest/doctest.h>
 
+#include <cmath>
+#include <cstring>
+#include <memory>
 #include <numeric>
+#include <span>
 #include <string>
 #include <vector>
 
+#include <heterocache/attention/decode_attention.hpp>
 #include <heterocache/budget/sharded_budget.hpp>
 #include <heterocache/budget/uniform_budget.hpp>
 #include <heterocache/kv_cache.hpp>
 #include <heterocache/profile/profile_slice.hpp>
+#include <heterocache/tensor/kv_tensor.hpp>
 
-#include "../examples/tensor_parallel/tensor_parallel.hpp"
+#include "planted_heads.hpp"
 
 namespace hc = heterocache;
 using hc::head_role;
@@ -56,6 +62,81 @@ hc::head_profile planted_profile(const planted::model& m) {
             else info = {first == head ? head_role::pivot : head_role::satellite, 0.2 + 0.05 * static_cast<double>(head), first};
         }
     return profile;
+}
+
+//! A rank's view of the engine's tensor: its KV heads `heads` of the model, numbered `0 .. heads.size() - 1`,
+//! as an offset map (a real tensor-parallel engine holds only its own heads; the planted model keeps every
+//! head in one tensor, so each rank looks at its heads through this map).
+struct head_subset_map {
+    hc::strided_map full;
+    const index_t* heads = nullptr;
+
+    [[nodiscard]] index_t offset(index_t layer, index_t seq, index_t head, index_t token) const noexcept {
+        return full.offset(layer, seq, heads[head], token);
+    }
+    [[nodiscard]] hc::token_run_map tokens(index_t layer, index_t seq, index_t head) const noexcept {
+        return full.tokens(layer, seq, heads[head]);
+    }
+};
+static_assert(hc::OffsetMap<head_subset_map>);
+using rank_tensor = hc::kv_tensor<float, hc::host_memory, head_subset_map>;
+static_assert(hc::KvTensor<rank_tensor>);
+
+//! Attention outputs of the whole model, `[step][layer][seq][query_head][head_dim]`.
+std::vector<float> make_outputs(const planted::model& m) {
+    const auto& s = m.spec();
+    return std::vector<float>(static_cast<std::size_t>(s.steps * s.shape.layers * s.sequences * s.shape.query_heads *
+                                                        s.shape.head_dim));
+}
+
+//! Runs the planted model on the rank that owns KV heads `heads`, as an engine would, through the step API:
+//! begin every sequence, prefill every (layer, sequence), then per decode step and layer `begin_layer`,
+//! `decode_attention` over the selection, `end_layer` with the captured scores. The rank's query heads are its
+//! KV heads' GQA groups, `[seq][heads.size() * G][d]` locally. It writes the outputs of its query heads into
+//! `outputs` (laid out as `make_outputs`), where an engine would all-gather.
+template <class Cache>
+void run_rank(Cache& cache, const planted::model& m, std::span<const index_t> heads, std::span<float> outputs) {
+    const auto& s = m.spec();
+    const index_t g = s.shape.group_size(), d = s.shape.head_dim, hq = s.shape.query_heads;
+    const auto local_q = static_cast<index_t>(heads.size()) * g;
+    const auto full = m.tensor();
+    const rank_tensor kv{full.keys, full.values, {full.map, heads.data()}, static_cast<index_t>(heads.size()), d};
+    // Query head `q` of the rank is query head `global(q)` of the model.
+    const auto global = [&](index_t q) { return heads[static_cast<std::size_t>(q / g)] * g + q % g; };
+    const auto bytes = sizeof(float) * static_cast<std::size_t>(d);
+
+    for (index_t seq = 0; seq < s.sequences; ++seq) cache.begin_sequence(seq, s.prompt_tokens);
+    std::vector<float> window(static_cast<std::size_t>(s.window * local_q * d));
+    for (index_t layer = 0; layer < s.shape.layers; ++layer)
+        for (index_t seq = 0; seq < s.sequences; ++seq) {
+            const hc::query_rows whole = m.window(layer, seq);
+            for (index_t i = 0; i < s.window; ++i)
+                for (index_t q = 0; q < local_q; ++q)
+                    std::memcpy(&window[static_cast<std::size_t>((i * local_q + q) * d)], whole.query(i, global(q)), bytes);
+            cache.prefill(layer, seq, kv, {window.data(), s.window, local_q * d, d, 0});
+        }
+
+    const float scale = 1.0f / std::sqrt(static_cast<float>(d));
+    std::vector<float> queries(static_cast<std::size_t>(s.sequences * local_q * d)), out(queries.size());
+    std::vector<float> lse(static_cast<std::size_t>(s.sequences * local_q));
+    std::vector<index_t> tokens(static_cast<std::size_t>(s.sequences));
+    for (index_t step = 0; step < s.steps; ++step) {
+        std::fill(tokens.begin(), tokens.end(), s.prompt_tokens + step);
+        for (index_t layer = 0; layer < s.shape.layers; ++layer) {
+            for (index_t seq = 0; seq < s.sequences; ++seq)
+                for (index_t q = 0; q < local_q; ++q)
+                    std::memcpy(&queries[static_cast<std::size_t>((seq * local_q + q) * d)],
+                                m.decode_query(step, layer, seq, global(q)), bytes);
+            const auto selection = cache.begin_layer(layer, kv, tokens);
+            hc::decode_attention(selection, queries.data(), out.data(), lse.data(), scale);
+            for (index_t seq = 0; seq < s.sequences; ++seq)
+                for (index_t q = 0; q < local_q; ++q)
+                    std::memcpy(&outputs[static_cast<std::size_t>((((step * s.shape.layers + layer) * s.sequences + seq) * hq +
+                                                                   global(q)) * d)],
+                                &out[static_cast<std::size_t>((seq * local_q + q) * d)], bytes);
+            cache.end_layer(layer, {queries.data(), local_q * d, d}, hc::score_source::captured);
+        }
+    }
 }
 
 }  // namespace
@@ -149,6 +230,9 @@ TEST_CASE("a rank whose own heads are mostly full still gets the unsharded budge
     const hc::head_profile slice = hc::slice_profile(profile, heads);
     std::vector<index_t> caps(6);
     CHECK_THROWS_AS(hc::drift_weighted_budget{}.prompt_caps(slice, 0.55, 100, caps), hc::budget_error);
+    CHECK_THROWS_AS(hc::drift_weighted_budget{}.require_feasible(slice, 0.55), hc::budget_error);
+    CHECK_NOTHROW(hc::sharded_budget<>(profile, heads).require_feasible(slice, 0.55));  // judged over the model
+    CHECK_THROWS_AS(hc::sharded_budget<>(profile, heads).require_feasible(slice, 0.5), hc::budget_error);  // 4 <= 4
     hc::sharded_budget<>(profile, heads).prompt_caps(slice, 0.55, 100, caps);
     for (const index_t cap : caps) CHECK((cap >= 1 && cap <= 100));
 }
@@ -185,24 +269,65 @@ TEST_CASE("ranks over disjoint KV heads reproduce the unsharded cache bit for bi
 
     std::vector<index_t> every_head(4);
     std::iota(every_head.begin(), every_head.end(), index_t{0});
-    std::vector<float> reference = tensor_parallel::make_outputs(model);
-    hc::kv_cache<tensor_parallel::rank_layout> single(scenario.shape, options, profile);
-    tensor_parallel::run_rank(single, model, every_head, reference);
+    std::vector<float> reference = make_outputs(model);
+    hc::kv_cache<rank_tensor> single(scenario.shape, options, profile);
+    run_rank(single, model, every_head, reference);
     REQUIRE(single.storage().counters().retrieved > 0);  // satellites were refreshed
 
     // Two ranks that interleave (heads out of order), and one rank with every head renumbered.
     for (const auto& split : {std::vector<std::vector<index_t>>{{0, 2}, {3, 1}}, {{3, 1, 2, 0}}}) {
         CAPTURE(split.front());
-        std::vector<float> sharded = tensor_parallel::make_outputs(model);
+        std::vector<float> sharded = make_outputs(model);
         index_t resident = 0;
         for (const auto& heads : split) {
-            hc::kv_cache<tensor_parallel::rank_layout, hc::overlap_star_classifier, hc::sharded_budget<>> rank(
+            hc::kv_cache<rank_tensor, hc::overlap_star_classifier, hc::sharded_budget<>> rank(
                 hc::slice_shape(scenario.shape, heads), options, hc::slice_profile(profile, heads), {},
                 hc::sharded_budget<>(profile, heads));
-            tensor_parallel::run_rank(rank, model, heads, sharded);
+            run_rank(rank, model, heads, sharded);
             resident += rank.resident_tokens();
         }
         CHECK(sharded == reference);
         CHECK(resident == single.resident_tokens());
     }
+}
+
+TEST_CASE("a rank whose own heads are mostly full runs the unsharded budget in its cache") {
+    // The cache-level form of the budget test above: heads {1, 2, 3} of `two_layer_profile` hold 4 full heads of
+    // 6, so r = 0.55 is infeasible over the rank alone (r*N = 3.3 <= 4) but feasible over the model (4.4 > 4).
+    // A rank's cache with `sharded_budget` must accept it and keep, head for head, what the unsharded cache keeps.
+    planted::scenario scenario;
+    scenario.shape = {2, 4, 8, 32};
+    scenario.prompt_tokens = 128;
+    scenario.steps = 12;
+    scenario.heads = {{false, 0}, {true, 1}, {true, 1}, {true, 2}, {false, 0}, {true, 1}, {true, 2}, {true, 2}};
+    const planted::model model(scenario);
+    const hc::head_profile profile = two_layer_profile();
+    hc::cache_options options;
+    options.max_prompt_tokens = scenario.prompt_tokens;
+    options.max_new_tokens = scenario.steps;
+    options.budget_ratio = 0.55;
+
+    std::vector<index_t> every_head(4);
+    std::iota(every_head.begin(), every_head.end(), index_t{0});
+    std::vector<float> reference = make_outputs(model);
+    hc::kv_cache<rank_tensor> single(scenario.shape, options, profile);
+    run_rank(single, model, every_head, reference);
+
+    std::vector<float> sharded = make_outputs(model);
+    index_t resident = 0;
+    for (const std::vector<index_t>& heads : {std::vector<index_t>{0}, std::vector<index_t>{1, 2, 3}}) {
+        CAPTURE(heads.size());
+        using rank_cache = hc::kv_cache<rank_tensor, hc::overlap_star_classifier, hc::sharded_budget<>>;
+        const auto make = [&] {
+            return std::make_unique<rank_cache>(hc::slice_shape(scenario.shape, heads), options,
+                                                hc::slice_profile(profile, heads), hc::overlap_star_classifier{},
+                                                hc::sharded_budget<>(profile, heads));
+        };
+        REQUIRE_NOTHROW(static_cast<void>(make()));
+        const auto rank = make();
+        run_rank(*rank, model, heads, sharded);
+        resident += rank->resident_tokens();
+    }
+    CHECK(sharded == reference);
+    CHECK(resident == single.resident_tokens());
 }

@@ -271,9 +271,13 @@ private:
     [[nodiscard]] cold_element* cold_value(index_t layer, index_t row, index_t position) noexcept {
         return layers_[static_cast<std::size_t>(layer)].cold_values + cold_offset(row, position);
     }
-    //! Whether tokens `[position, position + count)` of `rows` lie back to back.
+    //! Whether tokens `[position, position + count)` of `rows` lie back to back: a strided run with contiguous
+    //! tokens, or a paged one whose tokens are contiguous within one page (pages may be anywhere).
     [[nodiscard]] bool contiguous(const token_rows<cold_element>& rows, index_t position, index_t count) const noexcept {
-        return count == 1 || rows.at(position + count - 1) == rows.at(position) + (count - 1) * shape_.head_dim;
+        if (count <= 1) return true;
+        const token_run_map& map = rows.map;
+        if (map.token_stride != shape_.head_dim) return false;
+        return map.pages == nullptr || position / map.page_size == (position + count - 1) / map.page_size;
     }
     //! Copies `count` tokens of `rows` into `out` (`[token][head_dim]`), exactly.
     void copy_tokens(const token_rows<cold_element>& rows, index_t count, cold_element* out) const noexcept {
