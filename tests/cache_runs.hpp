@@ -37,6 +37,17 @@ inline heterocache::cache_options options_for(const planted::scenario& s, double
     return o;
 }
 
+//! The positions the first `count` tokens of `row` of `layer` hold now, in row order (read through the row
+//! table and the hot tier; -1: all of them). A row lists its prompt tokens first, in position order.
+template <class Cache>
+std::vector<index_t> row_positions(const Cache& cache, index_t layer, index_t row, index_t count = -1) {
+    std::vector<index_t> positions;
+    const index_t tokens = count < 0 ? cache.rows().length(layer, row) : count;
+    for (index_t k = 0; k < tokens; ++k)
+        positions.push_back(cache.storage().hot_position(layer, cache.rows().slot(layer, row, k)));
+    return positions;
+}
+
 //! Attention outputs and log-sum-exps of every (step, layer), `[seq][query_head][d]` each.
 struct attention_trace {
     std::vector<std::vector<float>> outputs, lses;

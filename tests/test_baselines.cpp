@@ -82,14 +82,10 @@ struct heterocache_ada_kv_with_profile {
     }
 };
 
-//! Positions of the prompt tokens `row` of `layer` holds now, in row order (ascending: a row lists its prompt
-//! tokens first, in position order): token `k < prompt_count` of the row is hot slot `rows().slot(layer, row, k)`.
+//! Positions of the prompt tokens `row` of `layer` holds now, ascending.
 template <class Cache>
 std::vector<index_t> hot_prompt_positions(const Cache& cache, index_t layer, index_t row) {
-    std::vector<index_t> positions;
-    for (index_t k = 0; k < cache.rows().prompt_count(layer, row); ++k)
-        positions.push_back(cache.storage().hot_position(layer, cache.rows().slot(layer, row, k)));
-    return positions;
+    return testing_support::row_positions(cache, layer, row, cache.rows().prompt_count(layer, row));
 }
 
 //! The prompt positions row `row` of `selection` attends: its tokens that hold a prompt position.

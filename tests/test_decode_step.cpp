@@ -12,6 +12,7 @@
 
 #include <heterocache/heterocache.hpp>
 
+#include "allocation_counter.hpp"
 #include "cache_runs.hpp"
 #include "planted_heads.hpp"
 
@@ -20,18 +21,7 @@ using hc::index_t;
 using testing_support::options_for;
 using testing_support::small_scenario;
 
-// Every allocation of this test program is counted, so a test can assert that a step made none.
-namespace {
-std::atomic<long> allocations{0};
-}  // namespace
-// Out of line, so that GCC does not pair the malloc and free inside with the new and delete of callers.
-[[gnu::noinline]] void* operator new(std::size_t size) {
-    allocations.fetch_add(1, std::memory_order_relaxed);
-    if (void* p = std::malloc(size == 0 ? 1 : size)) return p;
-    throw std::bad_alloc();
-}
-[[gnu::noinline]] void operator delete(void* p) noexcept { std::free(p); }
-[[gnu::noinline]] void operator delete(void* p, std::size_t) noexcept { std::free(p); }
+using testing_support::allocations;
 
 namespace {
 

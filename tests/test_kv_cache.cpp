@@ -16,6 +16,7 @@ namespace hc = heterocache;
 using hc::index_t;
 using testing_support::options_for;
 using testing_support::record_attention;
+using testing_support::row_positions;
 using testing_support::small_scenario;
 
 namespace {
@@ -24,15 +25,6 @@ template <class Cache>
 testing_support::attention_trace full_trace(const planted::model& m, const hc::cache_options& o) {
     auto full = hc::make_full_cache(m.spec().shape, o);
     return record_attention(full, m);
-}
-
-//! The positions the tokens of a row hold now, in row order (read through the row table and the hot tier).
-template <class Cache>
-std::vector<index_t> row_positions(const Cache& cache, index_t layer, index_t row) {
-    std::vector<index_t> positions;
-    for (index_t k = 0; k < cache.rows().length(layer, row); ++k)
-        positions.push_back(cache.storage().hot_position(layer, cache.rows().slot(layer, row, k)));
-    return positions;
 }
 
 }  // namespace

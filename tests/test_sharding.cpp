@@ -15,6 +15,7 @@
 #include <heterocache/profile/profile_slice.hpp>
 #include <heterocache/tensor/kv_tensor.hpp>
 
+#include "../examples/tensor_parallel/tensor_parallel.hpp"
 #include "planted_heads.hpp"
 
 namespace hc = heterocache;
@@ -64,80 +65,9 @@ hc::head_profile planted_profile(const planted::model& m) {
     return profile;
 }
 
-//! A rank's view of the engine's tensor: its KV heads `heads` of the model, numbered `0 .. heads.size() - 1`,
-//! as an offset map (a real tensor-parallel engine holds only its own heads; the planted model keeps every
-//! head in one tensor, so each rank looks at its heads through this map).
-struct head_subset_map {
-    hc::strided_map full;
-    const index_t* heads = nullptr;
-
-    [[nodiscard]] index_t offset(index_t layer, index_t seq, index_t head, index_t token) const noexcept {
-        return full.offset(layer, seq, heads[head], token);
-    }
-    [[nodiscard]] hc::token_run_map tokens(index_t layer, index_t seq, index_t head) const noexcept {
-        return full.tokens(layer, seq, heads[head]);
-    }
-};
-static_assert(hc::OffsetMap<head_subset_map>);
-using rank_tensor = hc::kv_tensor<float, hc::host_memory, head_subset_map>;
-static_assert(hc::KvTensor<rank_tensor>);
-
-//! Attention outputs of the whole model, `[step][layer][seq][query_head][head_dim]`.
-std::vector<float> make_outputs(const planted::model& m) {
-    const auto& s = m.spec();
-    return std::vector<float>(static_cast<std::size_t>(s.steps * s.shape.layers * s.sequences * s.shape.query_heads *
-                                                        s.shape.head_dim));
-}
-
-//! Runs the planted model on the rank that owns KV heads `heads`, as an engine would, through the step API:
-//! begin every sequence, prefill every (layer, sequence), then per decode step and layer `begin_layer`,
-//! `decode_attention` over the selection, `end_layer` with the captured scores. The rank's query heads are its
-//! KV heads' GQA groups, `[seq][heads.size() * G][d]` locally. It writes the outputs of its query heads into
-//! `outputs` (laid out as `make_outputs`), where an engine would all-gather.
-template <class Cache>
-void run_rank(Cache& cache, const planted::model& m, std::span<const index_t> heads, std::span<float> outputs) {
-    const auto& s = m.spec();
-    const index_t g = s.shape.group_size(), d = s.shape.head_dim, hq = s.shape.query_heads;
-    const auto local_q = static_cast<index_t>(heads.size()) * g;
-    const auto full = m.tensor();
-    const rank_tensor kv{full.keys, full.values, {full.map, heads.data()}, static_cast<index_t>(heads.size()), d};
-    // Query head `q` of the rank is query head `global(q)` of the model.
-    const auto global = [&](index_t q) { return heads[static_cast<std::size_t>(q / g)] * g + q % g; };
-    const auto bytes = sizeof(float) * static_cast<std::size_t>(d);
-
-    for (index_t seq = 0; seq < s.sequences; ++seq) cache.begin_sequence(seq, s.prompt_tokens);
-    std::vector<float> window(static_cast<std::size_t>(s.window * local_q * d));
-    for (index_t layer = 0; layer < s.shape.layers; ++layer)
-        for (index_t seq = 0; seq < s.sequences; ++seq) {
-            const hc::query_rows whole = m.window(layer, seq);
-            for (index_t i = 0; i < s.window; ++i)
-                for (index_t q = 0; q < local_q; ++q)
-                    std::memcpy(&window[static_cast<std::size_t>((i * local_q + q) * d)], whole.query(i, global(q)), bytes);
-            cache.prefill(layer, seq, kv, {window.data(), s.window, local_q * d, d, 0});
-        }
-
-    const float scale = 1.0f / std::sqrt(static_cast<float>(d));
-    std::vector<float> queries(static_cast<std::size_t>(s.sequences * local_q * d)), out(queries.size());
-    std::vector<float> lse(static_cast<std::size_t>(s.sequences * local_q));
-    std::vector<index_t> tokens(static_cast<std::size_t>(s.sequences));
-    for (index_t step = 0; step < s.steps; ++step) {
-        std::fill(tokens.begin(), tokens.end(), s.prompt_tokens + step);
-        for (index_t layer = 0; layer < s.shape.layers; ++layer) {
-            for (index_t seq = 0; seq < s.sequences; ++seq)
-                for (index_t q = 0; q < local_q; ++q)
-                    std::memcpy(&queries[static_cast<std::size_t>((seq * local_q + q) * d)],
-                                m.decode_query(step, layer, seq, global(q)), bytes);
-            const auto selection = cache.begin_layer(layer, kv, tokens);
-            hc::decode_attention(selection, queries.data(), out.data(), lse.data(), scale);
-            for (index_t seq = 0; seq < s.sequences; ++seq)
-                for (index_t q = 0; q < local_q; ++q)
-                    std::memcpy(&outputs[static_cast<std::size_t>((((step * s.shape.layers + layer) * s.sequences + seq) * hq +
-                                                                   global(q)) * d)],
-                                &out[static_cast<std::size_t>((seq * local_q + q) * d)], bytes);
-            cache.end_layer(layer, {queries.data(), local_q * d, d}, hc::score_source::captured);
-        }
-    }
-}
+using tensor_parallel::make_outputs;
+using tensor_parallel::rank_tensor;
+using tensor_parallel::run_rank;
 
 }  // namespace
 

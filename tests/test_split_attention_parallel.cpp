@@ -15,25 +15,15 @@
 
 #include <heterocache/attention/split_attention.hpp>
 
+#include "allocation_counter.hpp"
 #include "attention_reference.hpp"
 
 namespace hc = heterocache;
 using hc::index_t;
 
-// Every allocation of this test program is counted, so a test can assert that a call made none.
 using testing_support::same_bits;
 
-namespace {
-std::atomic<long> allocations{0};
-}  // namespace
-// Out of line, so that GCC does not pair the malloc and free inside with the new and delete of callers.
-[[gnu::noinline]] void* operator new(std::size_t size) {
-    allocations.fetch_add(1, std::memory_order_relaxed);
-    if (void* p = std::malloc(size == 0 ? 1 : size)) return p;
-    throw std::bad_alloc();
-}
-[[gnu::noinline]] void operator delete(void* p) noexcept { std::free(p); }
-[[gnu::noinline]] void operator delete(void* p, std::size_t) noexcept { std::free(p); }
+using testing_support::allocations;
 
 namespace {
 

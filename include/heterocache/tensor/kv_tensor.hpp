@@ -65,16 +65,23 @@ template <KvElement Element = float, MemorySpace Space = host_memory>
 using paged_kv_tensor = kv_tensor<Element, Space, paged_map>;
 static_assert(KvTensor<strided_kv_tensor<>> && KvTensor<paged_kv_tensor<bf16_t>>);
 
+namespace detail {
+//! Throws `shape_error` unless every size of a contiguous tensor is positive.
+inline void require_tensor_sizes(index_t sequences, index_t kv_heads, index_t tokens, index_t head_dim) {
+    require<shape_error>(sequences > 0, "sequences", sequences, "[1, inf)");
+    require<shape_error>(kv_heads > 0, "kv_heads", kv_heads, "[1, inf)");
+    require<shape_error>(tokens > 0, "tokens", tokens, "[1, inf)");
+    require<shape_error>(head_dim > 0, "head_dim", head_dim, "[1, inf)");
+}
+}  // namespace detail
+
 //! A tensor over `keys`/`values` shaped `[layers][sequences][kv_heads][tokens][head_dim]` (head-major, the
 //! tokens of a head contiguous), the shape most reference code uses. Throws `shape_error` unless every size is
 //! positive.
 template <KvElement Element, MemorySpace Space = host_memory>
 strided_kv_tensor<Element, Space> make_head_major_tensor(const Element* keys, const Element* values, index_t sequences,
                                                         index_t kv_heads, index_t tokens, index_t head_dim) {
-    detail::require<shape_error>(sequences > 0, "sequences", sequences, "[1, inf)");
-    detail::require<shape_error>(kv_heads > 0, "kv_heads", kv_heads, "[1, inf)");
-    detail::require<shape_error>(tokens > 0, "tokens", tokens, "[1, inf)");
-    detail::require<shape_error>(head_dim > 0, "head_dim", head_dim, "[1, inf)");
+    detail::require_tensor_sizes(sequences, kv_heads, tokens, head_dim);
     const index_t head = tokens * head_dim, sequence = kv_heads * head;
     return {keys, values, {sequences * sequence, sequence, head, head_dim}, kv_heads, head_dim};
 }
@@ -84,10 +91,7 @@ strided_kv_tensor<Element, Space> make_head_major_tensor(const Element* keys, co
 template <KvElement Element, MemorySpace Space = host_memory>
 strided_kv_tensor<Element, Space> make_token_major_tensor(const Element* keys, const Element* values, index_t sequences,
                                                          index_t kv_heads, index_t tokens, index_t head_dim) {
-    detail::require<shape_error>(sequences > 0, "sequences", sequences, "[1, inf)");
-    detail::require<shape_error>(kv_heads > 0, "kv_heads", kv_heads, "[1, inf)");
-    detail::require<shape_error>(tokens > 0, "tokens", tokens, "[1, inf)");
-    detail::require<shape_error>(head_dim > 0, "head_dim", head_dim, "[1, inf)");
+    detail::require_tensor_sizes(sequences, kv_heads, tokens, head_dim);
     const index_t token = kv_heads * head_dim, sequence = tokens * token;
     return {keys, values, {sequences * sequence, sequence, head_dim, token}, kv_heads, head_dim};
 }
