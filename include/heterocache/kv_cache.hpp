@@ -24,6 +24,7 @@
 #include "heterocache/cache/row_table.hpp"
 #include "heterocache/cache/score_captures.hpp"
 #include "heterocache/cache/sequence_slots.hpp"
+#include "heterocache/cache/step_arguments.hpp"
 #include "heterocache/cache/sequence_budgets.hpp"
 #include "heterocache/cache_options.hpp"
 #include "heterocache/classifier/overlap_star_classifier.hpp"
@@ -41,24 +42,6 @@
 
 namespace heterocache {
 inline namespace v1 {
-
-//! The memory a cache's storage tier is bound to: the engine's (`memory`, sized by `kv_cache::bytes_required`)
-//! or, for empty spans, the tier's own; and optionally the engine tensor the cold tier reads in place of a
-//! copy (`cold_alias`: the engine then holds the full KV once; its tensor must index tokens by position).
-template <KvTensor Tensor>
-struct storage_binding {
-    storage_memory memory;
-    std::optional<Tensor> cold_alias;
-};
-
-//! The decode queries of one step, one per (sequence slot, query head): `(seq, q_head)` at
-//! `base + seq * sequence_stride + q_head * head_stride`, `head_dim` floats (`[seq][query_head][head_dim]`:
-//! strides `query_heads * head_dim` and `head_dim`).
-struct decode_queries {
-    const float* base = nullptr;
-    index_t sequence_stride = 0;
-    index_t head_stride = 0;
-};
 
 //! The storage a cache over `Tensor` gets by default: host tiers, the hot tier of the tensor's element type.
 template <KvTensor Tensor>
