@@ -55,7 +55,6 @@
 #include "heterocache/cache/sequence_budgets.hpp"
 #include "heterocache/cache/sequence_slots.hpp"
 #include "heterocache/cache/step_arguments.hpp"
-#include "heterocache/tensor/element.hpp"
 
 #include "heterocache/kv_cache.hpp"
 #include "heterocache/baselines.hpp"
