@@ -6,7 +6,6 @@
 #include <type_traits>
 
 #include "heterocache/attention/decode_attention.hpp"
-#include "heterocache/attention/half_precision.hpp"
 #include "heterocache/detail/vector_math.hpp"
 
 namespace hcllama {
@@ -22,27 +21,38 @@ namespace {
 
 namespace hd = heterocache::detail;
 
-HCLLAMA_CLONES
-void attend_slots_impl(const float* __restrict q, std::size_t group, std::size_t d, const float* __restrict k,
-                       const float* __restrict v, const std::int64_t* slots, std::size_t n, float scale,
-                       float* __restrict out, float* lse, float* __restrict s, const score_copy& capture) {
-  // scores s[g][i] = scale * q_g . k[slots[i]], each key read once for the group
-  for (std::size_t i = 0; i < n; ++i) {
-    const float* kt = k + static_cast<std::size_t>(slots[i]) * d;
-    for (std::size_t g = 0; g < group; ++g) {
-      const float* qg = q + g * d;
-      float lanes[8] = {};
-      std::size_t c = 0;
-      for (; c + 8 <= d; c += 8)
-        for (std::size_t l = 0; l < 8; ++l) lanes[l] += qg[c + l] * kt[c + l];
-      for (std::size_t l = 0; c < d; ++c, ++l) lanes[l] += qg[c] * kt[c];
-      s[g * n + i] = hd::sum_lanes(lanes) * scale;
+// The phases of attend_pages_impl are always inlined into it, so that each clone compiles them for its ISA.
+
+// First pool slot of page `page` of `run`.
+HETEROCACHE_ALWAYS_INLINE std::size_t page_slot(const page_run& run, std::size_t page) noexcept {
+  return static_cast<std::size_t>(run.pages[page]) * run.page_size;
+}
+
+// s[g][i] = scale * q_g . k_i, each key read once for the group, a page (contiguous keys) at a time.
+HETEROCACHE_ALWAYS_INLINE void page_scores(const float* __restrict q, std::size_t group, std::size_t d,
+                                           const float* __restrict k, const page_run& run, float scale,
+                                           float* __restrict s) noexcept {
+  const std::size_t n = run.tokens;
+  for (std::size_t first = 0, page = 0; first < n; first += run.page_size, ++page) {
+    const float* keys = k + page_slot(run, page) * d;
+    const std::size_t len = std::min(run.page_size, n - first);
+    for (std::size_t t = 0; t < len; ++t) {
+      const float* kt = keys + t * d;
+      for (std::size_t g = 0; g < group; ++g) {
+        const float* qg = q + g * d;
+        float lanes[8] = {};
+        std::size_t c = 0;
+        for (; c + 8 <= d; c += 8)
+          for (std::size_t l = 0; l < 8; ++l) lanes[l] += qg[c + l] * kt[c + l];
+        for (std::size_t l = 0; c < d; ++c, ++l) lanes[l] += qg[c] * kt[c];
+        s[g * n + first + t] = hd::sum_lanes(lanes) * scale;
+      }
     }
   }
-  // the scores the cache asked for (a pivot's, read by its drift monitor), before the softmax
-  for (std::size_t g = 0; capture.to != nullptr && g < group; ++g)
-    std::copy_n(s + g * n, std::min(n, capture.count), capture.to + g * capture.stride);
-  // softmax numerators
+}
+
+// Softmax of each head's scores in place; lse[g] = log of its denominator (if lse is not null).
+HETEROCACHE_ALWAYS_INLINE void softmax_rows(float* __restrict s, std::size_t group, std::size_t n, float* lse) noexcept {
   for (std::size_t g = 0; g < group; ++g) {
     float* row = s + g * n;
     float mx = -std::numeric_limits<float>::infinity();
@@ -63,88 +73,127 @@ void attend_slots_impl(const float* __restrict q, std::size_t group, std::size_t
     for (std::size_t j = 0; j < n; ++j) row[j] *= inv;
     if (lse) lse[g] = mx + std::log(sum);
   }
-  // out[g] = sum_i p[g][i] v[slots[i]], four values per pass over out
-  for (std::size_t g = 0; g < group; ++g) std::fill(out + g * d, out + (g + 1) * d, 0.0f);
-  std::size_t i = 0;
-  for (; i + 4 <= n; i += 4) {
-    const float* v0 = v + static_cast<std::size_t>(slots[i]) * d;
-    const float* v1 = v + static_cast<std::size_t>(slots[i + 1]) * d;
-    const float* v2 = v + static_cast<std::size_t>(slots[i + 2]) * d;
-    const float* v3 = v + static_cast<std::size_t>(slots[i + 3]) * d;
-    for (std::size_t g = 0; g < group; ++g) {
-      const float* p = s + g * n + i;
-      const float w0 = p[0], w1 = p[1], w2 = p[2], w3 = p[3];
-      float* o = out + g * d;
-      for (std::size_t c = 0; c < d; ++c) o[c] += ((w0 * v0[c] + w1 * v1[c]) + w2 * v2[c]) + w3 * v3[c];
+}
+
+// out[g] = sum_i p[g][i] v_i, a page (contiguous values) at a time, four values per pass over out.
+HETEROCACHE_ALWAYS_INLINE void page_values(const float* __restrict p, std::size_t group, std::size_t d,
+                                           const float* __restrict v, const page_run& run,
+                                           float* __restrict out) noexcept {
+  const std::size_t n = run.tokens;
+  std::fill(out, out + group * d, 0.0f);
+  for (std::size_t first = 0, page = 0; first < n; first += run.page_size, ++page) {
+    const float* values = v + page_slot(run, page) * d;
+    const std::size_t len = std::min(run.page_size, n - first);
+    std::size_t i = 0;
+    for (; i + 4 <= len; i += 4) {
+      const float* v0 = values + i * d;
+      const float *v1 = v0 + d, *v2 = v1 + d, *v3 = v2 + d;
+      for (std::size_t g = 0; g < group; ++g) {
+        const float* w = p + g * n + first + i;
+        const float w0 = w[0], w1 = w[1], w2 = w[2], w3 = w[3];
+        float* o = out + g * d;
+        for (std::size_t c = 0; c < d; ++c) o[c] += ((w0 * v0[c] + w1 * v1[c]) + w2 * v2[c]) + w3 * v3[c];
+      }
     }
-  }
-  for (; i < n; ++i) {
-    const float* vt = v + static_cast<std::size_t>(slots[i]) * d;
-    for (std::size_t g = 0; g < group; ++g) {
-      const float w = s[g * n + i];
-      float* o = out + g * d;
-      for (std::size_t c = 0; c < d; ++c) o[c] += w * vt[c];
+    for (; i < len; ++i) {
+      const float* vt = values + i * d;
+      for (std::size_t g = 0; g < group; ++g) {
+        const float w = p[g * n + first + i];
+        float* o = out + g * d;
+        for (std::size_t c = 0; c < d; ++c) o[c] += w * vt[c];
+      }
     }
   }
 }
 
+HCLLAMA_CLONES
+void attend_pages_impl(const float* __restrict q, std::size_t group, std::size_t d, const float* __restrict k,
+                       const float* __restrict v, const page_run& run, float scale, float* __restrict out, float* lse,
+                       float* __restrict s, const score_copy& capture) {
+  page_scores(q, group, d, k, run, scale, s);
+  // the scores the cache asked for (a pivot's, read by its drift monitor), before the softmax
+  for (std::size_t g = 0; capture.to != nullptr && g < group; ++g)
+    std::copy_n(s + g * run.tokens, std::min(run.tokens, capture.count), capture.to + g * capture.stride);
+  softmax_rows(s, group, run.tokens, lse);
+  page_values(s, group, d, v, run, out);
+}
+
+// Row `row`'s share of its capture for a chunk that starts at token `begin`: tokens [begin, capture.tokens).
+score_copy chunk_capture(const heterocache::paged_selection& sel, std::size_t row, std::size_t begin) noexcept {
+  if (sel.captures.empty() || sel.captures[row].scores == nullptr) return {};
+  const auto tokens = static_cast<std::size_t>(sel.captures[row].tokens);
+  if (begin >= tokens) return {};
+  return {sel.captures[row].scores + begin, tokens, tokens - begin};
+}
+
 }  // namespace
 
-void attend_slots(const float* q, std::size_t group, std::size_t head_dim, const float* k, const float* v,
-                  const std::int64_t* slots, std::size_t n, float scale, float* out, float* lse, float* scratch,
-                  const score_copy& capture) {
-  if (n == 0) {
+void attend_pages(const float* q, std::size_t group, std::size_t head_dim, const float* k, const float* v,
+                  const page_run& run, float scale, float* out, float* lse, float* scratch, const score_copy& capture) {
+  if (run.tokens == 0) {
     std::fill(out, out + group * head_dim, 0.0f);
     if (lse)
       for (std::size_t g = 0; g < group; ++g) lse[g] = -std::numeric_limits<float>::infinity();
     return;
   }
-  attend_slots_impl(q, group, head_dim, k, v, slots, n, scale, out, lse, scratch, capture);
+  attend_pages_impl(q, group, head_dim, k, v, run, scale, out, lse, scratch, capture);
 }
 
 selection_attention::selection_attention(std::size_t threads)
     : pool_(static_cast<heterocache::index_t>(std::max<std::size_t>(1, threads))) {}
 
-void selection_attention::run(const heterocache::csr_selection& sel, const float* queries, float* output, float scale) {
-  const std::size_t rows = static_cast<std::size_t>(sel.rows), G = static_cast<std::size_t>(sel.group_size),
-                    d = static_cast<std::size_t>(sel.head_dim);
+selection_attention::chunking selection_attention::plan_chunks(const heterocache::paged_selection& sel) const noexcept {
+  const auto page_size = static_cast<std::size_t>(std::max<heterocache::index_t>(sel.page_size, 1));  // 0: no rows
   std::size_t longest = 0;
-  for (std::size_t r = 0; r < rows; ++r) longest = std::max(longest, static_cast<std::size_t>(sel.row_length(r)));
+  for (heterocache::index_t r = 0; r < sel.rows; ++r)
+    longest = std::max(longest, static_cast<std::size_t>(sel.row_length(r)));
   const std::size_t chunks = longest >= min_split ? threads() : 1;
-  const std::size_t per_chunk = (longest + chunks - 1) / chunks;
-  const std::size_t tasks = rows * chunks;
-  const std::size_t scratch_per_task = G * std::max<std::size_t>(per_chunk, 1);
+  // Chunks of whole pages, so that a chunk's pages are whole contiguous blocks and its numbers do not depend
+  // on where the row was cut.
+  const std::size_t longest_pages = (longest + page_size - 1) / page_size;
+  return {chunks, (longest_pages + chunks - 1) / chunks * page_size};
+}
+
+void selection_attention::run(const heterocache::paged_selection& sel, const float* queries, float* output, float scale) {
+  const std::size_t rows = static_cast<std::size_t>(sel.rows), G = static_cast<std::size_t>(sel.group_size),
+                    d = static_cast<std::size_t>(sel.head_dim), page_size = static_cast<std::size_t>(sel.page_size);
+  const chunking plan = plan_chunks(sel);
+  const std::size_t tasks = rows * plan.chunks;
+  const std::size_t scratch_per_task = G * std::max<std::size_t>(plan.chunk_tokens, 1);
   if (scratch_.size() < tasks * scratch_per_task) scratch_.resize(tasks * scratch_per_task);
   if (part_out_.size() < tasks * G * d) part_out_.resize(tasks * G * d);
   if (part_lse_.size() < tasks * G) part_lse_.resize(tasks * G);
   auto task = [&](heterocache::index_t t) {
-    const std::size_t r = static_cast<std::size_t>(t) / chunks, c = static_cast<std::size_t>(t) % chunks;
-    const std::size_t len = static_cast<std::size_t>(sel.row_length(static_cast<heterocache::index_t>(r)));
-    const std::size_t b = std::min(len, c * per_chunk), e = std::min(len, b + per_chunk);
-    const std::int64_t* slots = sel.indices.data() + sel.indptr[r] + b;
-    float* out = chunks == 1 ? output + r * G * d : part_out_.data() + static_cast<std::size_t>(t) * G * d;
-    score_copy capture;  // this chunk's share of the row's capture: tokens [b, min(e, capture.tokens))
-    if (!sel.captures.empty() && sel.captures[r].scores != nullptr) {
-      const auto tokens = static_cast<std::size_t>(sel.captures[r].tokens);
-      if (b < tokens) capture = {sel.captures[r].scores + b, tokens, tokens - b};
-    }
-    attend_slots(queries + r * G * d, G, d, sel.keys, sel.values, slots, e - b, scale, out,
+    const std::size_t r = static_cast<std::size_t>(t) / plan.chunks, c = static_cast<std::size_t>(t) % plan.chunks;
+    const auto row = static_cast<heterocache::index_t>(r);
+    const std::size_t len = static_cast<std::size_t>(sel.row_length(row));
+    const std::size_t b = std::min(len, c * plan.chunk_tokens), e = std::min(len, b + plan.chunk_tokens);
+    const page_run pages{sel.indices + sel.indptr[r] + b / page_size, page_size, e - b};
+    float* out = plan.chunks == 1 ? output + r * G * d : part_out_.data() + static_cast<std::size_t>(t) * G * d;
+    attend_pages(queries + r * G * d, G, d, sel.keys, sel.values, pages, scale, out,
                  part_lse_.data() + static_cast<std::size_t>(t) * G,
-                 scratch_.data() + static_cast<std::size_t>(t) * scratch_per_task, capture);
+                 scratch_.data() + static_cast<std::size_t>(t) * scratch_per_task, chunk_capture(sel, r, b));
   };
   pool_.for_each(static_cast<heterocache::index_t>(tasks), task);
-  if (chunks == 1) return;
-  // exact merge of the chunks of each row, in chunk order
+  if (plan.chunks > 1) merge_chunks(rows, G, d, plan.chunks, output);
+  // Every chunk of every row is written: the captures are complete.
+  for (const heterocache::score_capture& capture : sel.captures) heterocache::mark_written(capture);
+}
+
+// Exact merge of the chunks of each row, in chunk order.
+void selection_attention::merge_chunks(std::size_t rows, std::size_t group, std::size_t head_dim, std::size_t chunks,
+                                       float* output) {
   for (std::size_t r = 0; r < rows; ++r)
-    for (std::size_t g = 0; g < G; ++g) {
-      float* dst = output + (r * G + g) * d;
+    for (std::size_t g = 0; g < group; ++g) {
+      float* dst = output + (r * group + g) * head_dim;
       const std::size_t t0 = r * chunks;
-      std::copy_n(part_out_.data() + (t0 * G + g) * d, d, dst);
-      float lse = part_lse_[t0 * G + g];
+      std::copy_n(part_out_.data() + (t0 * group + g) * head_dim, head_dim, dst);
+      float lse = part_lse_[t0 * group + g];
       for (std::size_t c = 1; c < chunks; ++c) {
         const std::size_t t = t0 + c;
-        heterocache::merge_attention_states(dst, lse, part_out_.data() + (t * G + g) * d, part_lse_[t * G + g],
-                                            static_cast<heterocache::index_t>(d), dst, lse);
+        heterocache::merge_attention_states(dst, lse, part_out_.data() + (t * group + g) * head_dim,
+                                            part_lse_[t * group + g], static_cast<heterocache::index_t>(head_dim),
+                                            dst, lse);
       }
     }
 }
@@ -152,7 +201,7 @@ void selection_attention::run(const heterocache::csr_selection& sel, const float
 void selection_attention::run(const kv_selection& sel, const float* queries, float* output, float scale) {
   std::visit(
       [&](const auto& s) {
-        if constexpr (std::is_same_v<std::decay_t<decltype(s)>, heterocache::csr_selection>) {
+        if constexpr (std::is_same_v<std::decay_t<decltype(s)>, heterocache::paged_selection>) {
           run(s, queries, output, scale);
         } else {
           const auto heads = static_cast<std::size_t>(s.rows * s.group_size);

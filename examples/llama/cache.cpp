@@ -10,35 +10,40 @@
 
 namespace hcllama {
 
+namespace hc = heterocache;
+
 namespace {
 
 constexpr std::array<std::string_view, 9> kPolicies = {"full",      "heterocache", "streamingllm", "h2o", "snapkv",
                                                        "pyramidkv", "adakv",       "quest",        "duo"};
 
+// A cache of one sequence (slot 0) behind decode_cache.
 template <class Cache>
 class cache_adapter final : public decode_cache {
  public:
   template <class Make>
   cache_adapter(const char* name, Make&& make) : name_(name), cache_(make()) {}
   const char* name() const noexcept override { return name_; }
-  void prefill(std::size_t layer, const heterocache::strided_kv_layout& kv, std::size_t prompt_tokens,
-               const heterocache::query_rows& window) override {
-    cache_.prefill(idx(layer), 0, kv, idx(prompt_tokens), window);
+  void begin_sequence(std::size_t prompt_tokens) override { cache_.begin_sequence(0, idx(prompt_tokens)); }
+  void prefill(std::size_t layer, const engine_kv_tensor& kv, const hc::query_rows& window) override {
+    cache_.prefill(idx(layer), 0, kv, window);
   }
-  void append(std::size_t layer, const heterocache::strided_kv_layout& kv, std::size_t token) override {
-    cache_.append(idx(layer), 0, kv, idx(token));
+  kv_selection begin_layer(std::size_t layer, const engine_kv_tensor& kv, std::size_t token) override {
+    const hc::index_t new_token = idx(token);
+    return cache_.begin_layer(idx(layer), kv, std::span<const hc::index_t>(&new_token, 1));
   }
-  kv_selection selection(std::size_t layer) override { return cache_.selection(idx(layer)); }
-  void observe(std::size_t layer, const float* query, std::size_t head_stride) override {
-    // The engine's attention (selection_attention::run) wrote the scores the selection asked for.
-    cache_.observe(idx(layer), 0, query, idx(head_stride), heterocache::score_source::captured);
+  void end_layer(std::size_t layer, const float* query, std::size_t head_stride) override {
+    const hc::index_t stride = idx(head_stride);
+    const hc::decode_queries queries{query, cache_.shape().query_heads * stride, stride};
+    // The engine's attention (selection_attention::run) wrote and stamped the scores the selection asked for.
+    cache_.end_layer(idx(layer), queries, hc::score_source::captured);
   }
   std::uint64_t resident_bytes() const override { return cache_.resident_bytes(); }
   std::uint64_t resident_tokens() const override { return static_cast<std::uint64_t>(cache_.resident_tokens()); }
-  const std::optional<heterocache::head_profile>& profile() const override { return cache_.profile(); }
+  const std::optional<hc::head_profile>& profile() const override { return cache_.profile(); }
 
  private:
-  static heterocache::index_t idx(std::size_t x) { return static_cast<heterocache::index_t>(x); }
+  static hc::index_t idx(std::size_t x) { return static_cast<hc::index_t>(x); }
   const char* name_;
   Cache cache_;
 };
@@ -58,7 +63,7 @@ heterocache::head_profile stability_only(heterocache::head_profile p) {
 
 // Demotes full heads, most stable first (a pivot together with its satellites, as
 // heterocache::demote_until_feasible does), until the compressed heads' mean cap reaches share * r * T.
-void demote_to_floor(heterocache::head_profile& p, double r, heterocache::index_t t, double share) {
+void demote_to_floor(heterocache::head_profile& p, double r, double share) {
   using heterocache::head_role;
   const auto n = static_cast<double>(p.heads.size());
   for (;;) {
@@ -75,7 +80,6 @@ void demote_to_floor(heterocache::head_profile& p, double r, heterocache::index_
         if (p.at(layer, h).pivot == head) p.at(layer, h) = {head_role::anchor, p.at(layer, h).stability, -1};
     *best = {head_role::anchor, best->stability, -1};
   }
-  (void)t;
 }
 
 }  // namespace
@@ -122,10 +126,9 @@ std::optional<heterocache::head_profile> effective_profile(const llama_config& c
   heterocache::head_profile p = cc.policy == "duo" ? stability_only(*cc.profile) : *cc.profile;
   p.validate(shape_of(c));
   const double r = effective_ratio(cc, prompt_tokens);
-  const auto t = static_cast<heterocache::index_t>(prompt_tokens);
-  if (cc.demote_when_infeasible && !heterocache::budget_feasible(p, r, t)) heterocache::demote_until_feasible(p, r, t);
+  if (cc.demote_when_infeasible && !heterocache::budget_feasible(p, r)) heterocache::demote_until_feasible(p, r);
   const double share = cc.min_compressed_share > 0.0 ? cc.min_compressed_share : std::max(0.0, floor_share(cc.policy));
-  if (share > 0.0) demote_to_floor(p, r, t, share);
+  if (share > 0.0) demote_to_floor(p, r, share);
   return p;
 }
 
@@ -138,37 +141,42 @@ std::optional<kv_format> parse_kv_format(std::string_view name) noexcept {
 
 namespace {
 
-// The cache of cc.policy over `Storage`.
+// The cache of cc.policy over `Storage`, bound to `kv`. The full and HeteroCache caches are constructed here,
+// so that their cold tier can alias the engine's K/V (kv.cold_alias); the other methods come from their
+// make_*_cache factories, which take no storage_binding: they keep their own cold tier.
 template <class Storage>
 std::unique_ptr<decode_cache> make_policy_cache(const llama_config& c, const cache_config& cc, std::size_t prompt_tokens,
-                                                const heterocache::cache_options& o) {
-  namespace hc = heterocache;
-  using layout = hc::strided_kv_layout;
+                                                const hc::cache_options& o, const hc::storage_binding<engine_kv_tensor>& kv) {
+  using tensor = engine_kv_tensor;
   const auto shape = shape_of(c);
   const std::string& p = cc.policy;
-  if (p == "full") return adapt("full", [&] { return hc::make_full_cache<layout, Storage>(shape, o); });
+  if (p == "full") {  // every head volatile, at r = 1 (effective_ratio), as make_full_cache builds it
+    return adapt("full", [&] {
+      return hc::full_kv_cache<tensor, Storage>(shape, o, hc::uniform_profile(shape, hc::head_role::volatile_), {}, {}, {}, kv);
+    });
+  }
   if (p == "heterocache" || floor_share(p) > 0.0) {
     auto prof = effective_profile(c, cc, prompt_tokens);
     return adapt(p == "heterocache" ? "heterocache" : "heterocache-floor",
-                 [&] { return hc::make_heterocache_cache<layout, Storage>(shape, o, prof); });
+                 [&] { return hc::heterocache_cache<tensor, Storage>(shape, o, prof, {}, {}, {}, kv); });
   }
   if (p == "heterocache-static") {  // ablation: HeteroCache's roles and budget, satellites never refreshed
-    using static_hc = hc::kv_cache<layout, hc::overlap_star_classifier, hc::drift_weighted_budget, Storage,
+    using static_hc = hc::kv_cache<tensor, hc::overlap_star_classifier, hc::drift_weighted_budget, Storage,
                                    hc::static_monitor, hc::sync_retriever>;
     auto prof = effective_profile(c, cc, prompt_tokens);
-    return adapt("heterocache-static", [&] { return static_hc(shape, o, prof); });
+    return adapt("heterocache-static", [&] { return static_hc(shape, o, prof, {}, {}, {}, kv); });
   }
   if (p == "duo") {
     auto prof = effective_profile(c, cc, prompt_tokens);
-    return adapt("duo", [&] { return hc::make_duo_attention_cache<layout, Storage>(shape, o, prof); });
+    return adapt("duo", [&] { return hc::make_duo_attention_cache<tensor, Storage>(shape, o, prof); });
   }
   if (p == "streamingllm")
-    return adapt("streamingllm", [&] { return hc::make_streaming_llm_cache<layout, Storage>(shape, o); });
-  if (p == "h2o") return adapt("h2o", [&] { return hc::make_h2o_cache<layout, Storage>(shape, o); });
-  if (p == "snapkv") return adapt("snapkv", [&] { return hc::make_snapkv_cache<layout, Storage>(shape, o); });
-  if (p == "pyramidkv") return adapt("pyramidkv", [&] { return hc::make_pyramidkv_cache<layout, Storage>(shape, o); });
-  if (p == "adakv") return adapt("adakv", [&] { return hc::make_ada_kv_cache<layout, Storage>(shape, o); });
-  if (p == "quest") return adapt("quest", [&] { return hc::make_quest_cache<layout, Storage>(shape, o); });
+    return adapt("streamingllm", [&] { return hc::make_streaming_llm_cache<tensor, Storage>(shape, o); });
+  if (p == "h2o") return adapt("h2o", [&] { return hc::make_h2o_cache<tensor, Storage>(shape, o); });
+  if (p == "snapkv") return adapt("snapkv", [&] { return hc::make_snapkv_cache<tensor, Storage>(shape, o); });
+  if (p == "pyramidkv") return adapt("pyramidkv", [&] { return hc::make_pyramidkv_cache<tensor, Storage>(shape, o); });
+  if (p == "adakv") return adapt("adakv", [&] { return hc::make_ada_kv_cache<tensor, Storage>(shape, o); });
+  if (p == "quest") return adapt("quest", [&] { return hc::make_quest_cache<tensor, Storage>(shape, o); });
   std::string names;
   for (auto n : kPolicies) names += (names.empty() ? "" : ", ") + std::string(n);
   throw model_error("unknown cache policy '" + p + "' (one of: " + names + ")");
@@ -177,25 +185,25 @@ std::unique_ptr<decode_cache> make_policy_cache(const llama_config& c, const cac
 }  // namespace
 
 std::unique_ptr<decode_cache> make_decode_cache(const llama_config& c, const cache_config& cc, std::size_t prompt_tokens,
-                                                std::size_t max_new_tokens) {
-  namespace hc = heterocache;
+                                                std::size_t max_new_tokens, std::optional<engine_kv_tensor> cold_alias) {
   hc::cache_options o;
   o.sequences = 1;
   o.max_prompt_tokens = static_cast<hc::index_t>(prompt_tokens);
   o.max_new_tokens = static_cast<hc::index_t>(std::max<std::size_t>(max_new_tokens, 1));
   o.budget_ratio = effective_ratio(cc, prompt_tokens);
   o.profiling_steps = std::min<hc::index_t>(cc.profiling_steps, o.max_new_tokens);
+  const hc::storage_binding<engine_kv_tensor> kv{{}, std::move(cold_alias)};
   switch (cc.format) {
-    case kv_format::fp16: return make_policy_cache<hc::host_storage_fp16>(c, cc, prompt_tokens, o);
-    case kv_format::bf16: return make_policy_cache<hc::host_storage_bf16>(c, cc, prompt_tokens, o);
+    case kv_format::fp16: return make_policy_cache<hc::host_storage_fp16>(c, cc, prompt_tokens, o, kv);
+    case kv_format::bf16: return make_policy_cache<hc::host_storage_bf16>(c, cc, prompt_tokens, o, kv);
     case kv_format::fp32: break;
   }
-  return make_policy_cache<hc::host_storage>(c, cc, prompt_tokens, o);
+  return make_policy_cache<hc::host_storage>(c, cc, prompt_tokens, o, kv);
 }
 
 cache_factory make_cache_factory(const llama_config& c, cache_config cc) {
-  return [c, cc = std::move(cc)](std::size_t prompt_tokens, std::size_t max_new_tokens) {
-    return make_decode_cache(c, cc, prompt_tokens, max_new_tokens);
+  return [c, cc = std::move(cc)](std::size_t prompt_tokens, std::size_t max_new_tokens, const engine_kv_tensor& engine_kv) {
+    return make_decode_cache(c, cc, prompt_tokens, max_new_tokens, engine_kv);
   };
 }
 

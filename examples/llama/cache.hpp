@@ -56,11 +56,15 @@ heterocache::model_shape shape_of(const llama_config& c);
 std::optional<heterocache::head_profile> effective_profile(const llama_config& c, const cache_config& cc,
                                                            std::size_t prompt_tokens);
 
-// Builds a cache for a prompt of `prompt_tokens` tokens and `max_new_tokens` decode tokens.
+// Builds a cache for a prompt of `prompt_tokens` tokens and `max_new_tokens` decode tokens. With `cold_alias`
+// the full and HeteroCache caches read their cold tier from that engine tensor (its tokens at their positions:
+// the engine then holds the K/V once); without it, or for the other policies (the library's make_*_cache take
+// no storage binding), the cache keeps its own copy of the prompt and decode K/V.
 std::unique_ptr<decode_cache> make_decode_cache(const llama_config& c, const cache_config& cc, std::size_t prompt_tokens,
-                                                std::size_t max_new_tokens);
+                                                std::size_t max_new_tokens,
+                                                std::optional<engine_kv_tensor> cold_alias = std::nullopt);
 
-// A cache_factory for llama_context.
+// A cache_factory for llama_context: its caches alias the context's K/V where the policy allows.
 cache_factory make_cache_factory(const llama_config& c, cache_config cc);
 
 // One line per layer: "L07 P S A" (pivot/satellite/anchor/volatile = P/S/A/V, one letter per KV head).

@@ -417,7 +417,7 @@ int main(int argc, char** argv) {
       std::vector<run_result> runs;
       const std::string budget_label =
           opt.budget_tokens > 0 ? std::to_string(opt.budget_tokens) + " tokens" : "r=" + std::to_string(opt.budget).substr(0, 4);
-      for (const std::string policy : {std::string("full"), opt.policy}) {
+      for (const std::string& policy : {std::string("full"), opt.policy}) {
         const cache_config cc = cache_for(opt, policy);
         if (policy_uses_profile(policy) && !cc.profile && !opt.quiet)
           std::fprintf(stderr, "note: no --profile: %s profiles online during the first decode steps, which "

@@ -240,9 +240,9 @@ llama_context::llama_context(const llama_model& m, std::size_t capacity, cache_f
   logits_.resize(c.n_vocab);
 }
 
-heterocache::strided_kv_layout llama_context::layout() const {
+engine_kv_tensor llama_context::tensor() const {
   // kv_store is [layer][kv_head][token][head_dim], one sequence
-  return heterocache::make_head_major_layout(kv_.k(0, 0), kv_.v(0, 0), 1, static_cast<heterocache::index_t>(kv_.n_head_kv()),
+  return heterocache::make_head_major_tensor(kv_.k(0, 0), kv_.v(0, 0), 1, static_cast<heterocache::index_t>(kv_.n_head_kv()),
                                              static_cast<heterocache::index_t>(kv_.capacity()),
                                              static_cast<heterocache::index_t>(kv_.head_dim()));
 }
@@ -298,7 +298,7 @@ void llama_context::prefill_(std::span<const std::int32_t> tokens, const std::fu
   }
   if (decode_blas_threads > 0) set_blas_threads(decode_blas_threads);
   prompt_tokens_ = T;
-  cache_ = factory_(T, kv_.capacity() - T);
+  cache_ = factory_(T, kv_.capacity() - T, tensor());
   prefill_cache(*cache_);
   if (keep_prefill_state) prompt_logits_ = logits_;
   else std::vector<float>().swap(window_q_);
@@ -308,11 +308,12 @@ void llama_context::prefill_cache(decode_cache& cache) const {
   const auto& c = m_.config();
   const std::size_t QD = c.n_head * c.head_dim;
   if (prompt_tokens_ == 0 || window_q_.empty()) fail("prefill_cache needs a prompt prefilled with keep_prefill_state");
-  const auto kv = layout();
+  const engine_kv_tensor kv = tensor();
+  cache.begin_sequence(prompt_tokens_);
   for (std::size_t l = 0; l < c.n_layer; ++l) {
     const heterocache::query_rows w{window_q_.data() + l * window_count_ * QD, static_cast<heterocache::index_t>(window_count_),
                                     static_cast<heterocache::index_t>(QD), static_cast<heterocache::index_t>(c.head_dim), 0};
-    cache.prefill(l, kv, prompt_tokens_, w);
+    cache.prefill(l, kv, w);
   }
 }
 
@@ -346,7 +347,7 @@ void llama_context::decode_batch(std::span<decode_cache* const> caches, std::spa
     if (!batch_rowwise) return gemm_nt(B, out, in, 1.0f, x, in, w, in, beta, y, out);
     for (std::size_t b = 0; b < B; ++b) gemm_nt(1, out, in, 1.0f, x + b * in, in, w, in, beta, y + b * out, out);
   };
-  const auto kv_layout = layout();
+  const engine_kv_tensor kv = tensor();
   for (std::size_t l = 0; l < c.n_layer; ++l) {
     const auto& L = m_.layer(l);
     for (std::size_t b = 0; b < B; ++b) rmsnorm(&x_[b * E], L.attn_norm.data(), &xn_[b * E], E, c.rms_eps);
@@ -362,11 +363,10 @@ void llama_context::decode_batch(std::span<decode_cache* const> caches, std::spa
         std::memcpy(kv_.v(l, h) + slot * hd, &v_[b * KD + h * hd], hd * sizeof(float));
       }
       decode_cache& cache = *caches[b];
-      cache.append(l, kv_layout, slot);
-      const kv_selection sel = cache.selection(l);
+      const kv_selection sel = cache.begin_layer(l, kv, slot);
       check_selection(cache, sel, Hkv, G, hd);
       attention_.run(sel, &q_[b * QD], &att_[b * QD], scale);
-      cache.observe(l, &q_[b * QD], hd);
+      cache.end_layer(l, &q_[b * QD], hd);
     }
     mat(E, QD, att_.data(), L.wo.data(), 1.0f, x_.data());
     for (std::size_t b = 0; b < B; ++b) rmsnorm(&x_[b * E], L.ffn_norm.data(), &xn_[b * E], E, c.rms_eps);
@@ -465,7 +465,7 @@ void llama_context::decode_one_(std::int32_t token) {
   ff_a_.resize(F);
   ff_b_.resize(F);
   std::memcpy(x_.data(), &m_.token_embd()[static_cast<std::size_t>(token) * E], E * sizeof(float));
-  const auto kv_layout = layout();
+  const engine_kv_tensor kv = tensor();
   for (std::size_t l = 0; l < c.n_layer; ++l) {
     const auto& L = m_.layer(l);
     rmsnorm(x_.data(), L.attn_norm.data(), xn_.data(), E, c.rms_eps);
@@ -478,11 +478,10 @@ void llama_context::decode_one_(std::int32_t token) {
       std::memcpy(kv_.k(l, h) + pos * hd, &k_[h * hd], hd * sizeof(float));
       std::memcpy(kv_.v(l, h) + pos * hd, &v_[h * hd], hd * sizeof(float));
     }
-    cache_->append(l, kv_layout, pos);
-    const kv_selection sel = cache_->selection(l);
+    const kv_selection sel = cache_->begin_layer(l, kv, pos);
     check_selection(*cache_, sel, Hkv, G, hd);
     attention_.run(sel, q_.data(), att_.data(), scale);
-    cache_->observe(l, q_.data(), hd);
+    cache_->end_layer(l, q_.data(), hd);
     gemv(L.wo, E, QD, att_.data(), 1.0f, x_.data());
     rmsnorm(x_.data(), L.ffn_norm.data(), xn_.data(), E, c.rms_eps);
     gemv(L.w_gate, F, E, xn_.data(), 0.0f, ff_a_.data());

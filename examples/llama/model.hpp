@@ -5,9 +5,10 @@
 // keys after RoPE). The first eval() is the prompt prefill (blocked BLAS, full
 // causal attention); it keeps the last `window` queries of every layer, then
 // builds the decode cache (cache_factory) and prefills it layer by layer with
-// that observation window. Each decode step, per layer: write K/V, append,
-// selection, attention over the selection (selection_attention, GQA-shared
-// reads of the cache's hot slots), observe.
+// that observation window. Each decode step, per layer: write K/V,
+// begin_layer (appends the token, returns the paged selection), attention over
+// the selection (selection_attention, GQA-shared reads of the cache's hot
+// pages), end_layer (profiling and drift monitoring from the captured scores).
 #pragma once
 
 #include <cstddef>
@@ -23,9 +24,8 @@
 #include "attention.hpp"
 #include "gguf.hpp"
 #include "heterocache/algorithm/pooled_attention.hpp"
-#include "heterocache/attention/csr_selection.hpp"
-#include "heterocache/layout/strided_kv_layout.hpp"
 #include "heterocache/profile/head_profile.hpp"
+#include "heterocache/tensor/kv_tensor.hpp"
 
 namespace hcllama {
 
@@ -92,25 +92,30 @@ class kv_store {
   std::vector<float> k_, v_;
 };
 
+// kv_store as the library sees it (llama_context::tensor()): one sequence, token index == position.
+using engine_kv_tensor = heterocache::strided_kv_tensor<float>;
+
 // The decode-time KV cache the engine attends through: a heterocache::kv_cache
-// (or full_kv_cache) behind a small virtual interface (see cache.hpp for the
-// implementations). The engine keeps its own K/V in kv_store and describes it
-// with a strided layout; the cache hands back, per layer, a CSR selection of
-// its hot-tier slots (rows = KV heads of sequence 0), fp32 or 16-bit by the
-// cache's storage.
+// (or full_kv_cache) of one sequence behind a small virtual interface (see
+// cache.hpp for the implementations). The engine keeps its own K/V in kv_store
+// and describes it with engine_kv_tensor; the cache hands back, per layer and
+// step, a paged selection of its hot pages (rows = KV heads), fp32 or 16-bit
+// by the cache's storage.
 class decode_cache {
  public:
   virtual ~decode_cache() = default;
   virtual const char* name() const noexcept = 0;
-  // Stores the prompt [0, prompt_tokens) of `layer`, scored by the observation window.
-  virtual void prefill(std::size_t layer, const heterocache::strided_kv_layout& kv, std::size_t prompt_tokens,
-                       const heterocache::query_rows& window) = 0;
-  // Appends the decode token written at `token` of kv.
-  virtual void append(std::size_t layer, const heterocache::strided_kv_layout& kv, std::size_t token) = 0;
-  virtual kv_selection selection(std::size_t layer) = 0;
-  // The decode query of `layer`, after selection_attention ran over selection(layer) (which wrote the
-  // scores the selection's captures ask for).
-  virtual void observe(std::size_t layer, const float* query, std::size_t head_stride) = 0;
+  // Starts the sequence: a prompt of `prompt_tokens` tokens, prefilled next on every layer.
+  virtual void begin_sequence(std::size_t prompt_tokens) = 0;
+  // Stores the prompt of `layer` (tokens [0, prompt_tokens) of kv), scored by the observation window.
+  virtual void prefill(std::size_t layer, const engine_kv_tensor& kv, const heterocache::query_rows& window) = 0;
+  // Appends the decode token the engine wrote at `token` of kv to `layer` and returns the selection to attend
+  // (valid until end_layer).
+  virtual kv_selection begin_layer(std::size_t layer, const engine_kv_tensor& kv, std::size_t token) = 0;
+  // The decode query of `layer` ([query_head][head_dim], heads `head_stride` floats apart), after
+  // selection_attention ran over begin_layer's selection (which wrote and stamped the scores its captures ask
+  // for).
+  virtual void end_layer(std::size_t layer, const float* query, std::size_t head_stride) = 0;
   virtual std::uint64_t resident_bytes() const = 0;
   // Tokens resident in the hot tier over all layers and KV heads (full heads' whole prompt included).
   virtual std::uint64_t resident_tokens() const = 0;
@@ -118,8 +123,10 @@ class decode_cache {
   virtual const std::optional<heterocache::head_profile>& profile() const = 0;
 };
 
-// Builds the cache once the prompt length is known.
-using cache_factory = std::function<std::unique_ptr<decode_cache>(std::size_t prompt_tokens, std::size_t max_new_tokens)>;
+// Builds the cache once the prompt length is known. `engine_kv` is the context's K/V: a cache may read its
+// cold tier from it in place of a copy (the context writes decode tokens at their positions).
+using cache_factory = std::function<std::unique_ptr<decode_cache>(std::size_t prompt_tokens, std::size_t max_new_tokens,
+                                                                  const engine_kv_tensor& engine_kv)>;
 
 // Attention of the `group` query heads that share one KV head over the
 // selected slots. q: [group][head_dim]; k, v: one head of kv_store
@@ -156,26 +163,27 @@ class llama_context {
   // The decode cache (null before the prompt prefill).
   decode_cache* cache() noexcept { return cache_.get(); }
   const decode_cache* cache() const noexcept { return cache_.get(); }
-  heterocache::strided_kv_layout layout() const;
+  engine_kv_tensor tensor() const;
 
   // After the prompt prefill, the prompt length and its last-token logits (see keep_prefill_state).
   std::size_t prompt_tokens() const noexcept { return prompt_tokens_; }
   const std::vector<float>& prompt_logits() const noexcept { return prompt_logits_; }
 
-  // Builds nothing: prefills `cache` (any policy, built for prompt_tokens()) from the prompt K/V and the
-  // observation window kept at the prompt prefill. Needs keep_prefill_state.
+  // Builds nothing: starts the sequence of `cache` (any policy, built for prompt_tokens()) and prefills it
+  // from the prompt K/V and the observation window kept at the prompt prefill. Needs keep_prefill_state.
   void prefill_cache(decode_cache& cache) const;
 
   // One decode step of several independent streams that share this context's prompt (one prompt prefill, many
   // policies): stream b attends through caches[b] (prefilled with prefill_cache), takes tokens[b] at position
   // prompt_tokens() + step and writes its K/V at slot prompt_tokens() + b * slot_stride + step of kv(). The
   // weights are read once for all streams (GEMM instead of GEMV). logits: [streams][n_vocab]. Does not touch
-  // n_past() or cache(). Needs keep_prefill_state.
+  // n_past() or cache(). Needs keep_prefill_state. A stream's decode token is not at its position in kv(), so
+  // its cache must keep its own cold tier (make_decode_cache without a cold alias).
   void decode_batch(std::span<decode_cache* const> caches, std::span<const std::int32_t> tokens, std::size_t step,
                     std::size_t slot_stride, float* logits);
 
-  bool keep_prefill_state = false;
-  bool batch_rowwise = false;  // decode_batch: one matrix product per stream (bit-identical streams, slower)  // keep the observation window and prompt logits after the prompt prefill
+  bool keep_prefill_state = false;  // keep the observation window and prompt logits after the prompt prefill
+  bool batch_rowwise = false;  // decode_batch: one matrix product per stream (bit-identical streams, slower)
   std::size_t prefill_block = 128;
   std::size_t window = 32;     // observation window (last prompt queries per layer)
   int prefill_blas_threads = 0;  // BLAS threads during prefill (0: leave as is)

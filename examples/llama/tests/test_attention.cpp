@@ -1,7 +1,12 @@
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstdint>
+#include <numeric>
 #include <random>
+#include <span>
+#include <vector>
 
 #include "model.hpp"
 
@@ -26,17 +31,58 @@ std::vector<float> naive(const float* q, std::size_t hd, const float* k, const f
     for (std::size_t d = 0; d < hd; ++d) out[d] += float(s[i] / sum) * v[std::size_t(slots[i]) * hd + d];
   return out;
 }
-// Normal random keys and values for `slots` slots and queries for `heads` query heads.
-struct random_kvq {
-  std::vector<float> k, v, q;
-  random_kvq(std::size_t slots, std::size_t heads, std::size_t hd, unsigned seed)
-      : k(slots * hd), v(slots * hd), q(heads * hd) {
+
+// Rows of random keys and values (`lengths[r]` tokens each, the same whatever the page size) laid out in
+// pools of `page_size`-token pages, the pages of all rows shuffled over the pool, as in a cache's hot tier.
+struct paged_rows {
+  std::size_t page_size;
+  std::vector<heterocache::page_index_t> indptr{0}, indices, last_page_len;
+  std::vector<float> k, v;                       // pools [page][page_size][hd]
+  std::vector<std::vector<std::int32_t>> slots;  // pool slot of each token of each row
+
+  paged_rows(const std::vector<std::size_t>& lengths, std::size_t tokens_per_page, std::size_t hd, unsigned seed,
+             unsigned shuffle_seed)
+      : page_size(tokens_per_page) {
+    std::size_t pages = 0;
+    for (std::size_t n : lengths) pages += (n + page_size - 1) / page_size;
+    std::vector<heterocache::page_index_t> order(pages);
+    std::iota(order.begin(), order.end(), 0);
+    std::shuffle(order.begin(), order.end(), std::mt19937(shuffle_seed));
+    k.resize(pages * page_size * hd);
+    v.resize(pages * page_size * hd);
     std::mt19937 rng(seed);
     std::normal_distribution<float> nd;
-    for (auto* data : {&k, &v, &q})
-      for (auto& x : *data) x = nd(rng);
+    for (std::size_t n : lengths) {
+      std::vector<std::int32_t> row;
+      for (std::size_t t = 0; t < n; ++t) {
+        if (t % page_size == 0) indices.push_back(order[indices.size()]);
+        const auto slot = static_cast<std::size_t>(indices.back()) * page_size + t % page_size;
+        for (std::size_t d = 0; d < hd; ++d) k[slot * hd + d] = nd(rng), v[slot * hd + d] = nd(rng);
+        row.push_back(static_cast<std::int32_t>(slot));
+      }
+      slots.push_back(row);
+      indptr.push_back(static_cast<heterocache::page_index_t>(indices.size()));
+      last_page_len.push_back(static_cast<heterocache::page_index_t>(n == 0 ? 0 : (n - 1) % page_size + 1));
+    }
+  }
+
+  heterocache::paged_selection selection(std::size_t group, std::size_t hd,
+                                         std::span<const heterocache::score_capture> captures = {}) const {
+    const auto rows = static_cast<heterocache::index_t>(slots.size());
+    const auto index = [](std::size_t x) { return static_cast<heterocache::index_t>(x); };
+    return {rows, rows, index(group), index(hd), index(page_size), indptr.data(), indices.data(),
+            last_page_len.data(), k.data(), v.data(), captures};
   }
 };
+
+// Normal random queries for `heads` query heads.
+std::vector<float> random_queries(std::size_t heads, std::size_t hd, unsigned seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> nd;
+  std::vector<float> q(heads * hd);
+  for (auto& x : q) x = nd(rng);
+  return q;
+}
 }  // namespace
 
 TEST_CASE("attend_selected matches a naive softmax attention for any selection") {
@@ -68,55 +114,69 @@ TEST_CASE("attend_selected matches a naive softmax attention for any selection")
   }
 }
 
-TEST_CASE("selection_attention matches a naive softmax attention, split or not") {
-  const std::size_t hd = 64, group = 3, rows = 3, per_row = 700;
-  const random_kvq data(rows * per_row, rows * group, hd, 11);
-  const auto& [k, v, q] = data;
-  // row r attends a gappy subset of its own slots [r*per_row, (r+1)*per_row)
-  std::vector<std::int64_t> indptr{0}, indices;
-  for (std::size_t r = 0; r < rows; ++r) {
-    for (std::size_t i = 0; i < per_row; ++i)
-      if (i % 7 != 3 || r == 0) indices.push_back(static_cast<std::int64_t>(r * per_row + i));
-    indptr.push_back(static_cast<std::int64_t>(indices.size()));
-  }
-  const heterocache::csr_selection sel{3, 3, 3, 64, indptr, indices, k.data(), v.data()};
-  for (std::size_t threads : {1, 2, 3}) {
-    selection_attention att(threads);
-    att.min_split = 100;
-    std::vector<float> out(rows * group * hd);
-    att.run(sel, q.data(), out.data(), 0.125f);
-    for (std::size_t r = 0; r < rows; ++r) {
-      std::vector<std::int32_t> slots(indices.begin() + indptr[r], indices.begin() + indptr[r + 1]);
-      for (std::size_t g = 0; g < group; ++g) {
-        const auto ref = naive(&q[(r * group + g) * hd], hd, k.data(), v.data(), slots, 0.125f);
-        for (std::size_t d = 0; d < hd; ++d)
-          REQUIRE(out[(r * group + g) * hd + d] == doctest::Approx(ref[d]).epsilon(1e-4));
-      }
+TEST_CASE("selection_attention matches a naive softmax attention, split or not, for any page size") {
+  const std::size_t hd = 64, group = 3;
+  const std::vector<std::size_t> lengths{700, 611, 0, 5};  // split rows, an empty row, a row of part of a page
+  const std::size_t rows = lengths.size();
+  const std::vector<float> q = random_queries(rows * group, hd, 11);
+  for (std::size_t page_size : {1, 16}) {
+    const paged_rows data(lengths, page_size, hd, 5, 17);
+    for (std::size_t threads : {1, 2, 3}) {
+      selection_attention att(threads);
+      att.min_split = 100;
+      std::vector<float> out(rows * group * hd, -1.0f);
+      att.run(data.selection(group, hd), q.data(), out.data(), 0.125f);
+      for (std::size_t r = 0; r < rows; ++r)
+        for (std::size_t g = 0; g < group; ++g) {
+          const auto ref = data.slots[r].empty() ? std::vector<float>(hd, 0.0f)
+                                                 : naive(&q[(r * group + g) * hd], hd, data.k.data(), data.v.data(),
+                                                         data.slots[r], 0.125f);
+          for (std::size_t d = 0; d < hd; ++d)
+            REQUIRE(out[(r * group + g) * hd + d] == doctest::Approx(ref[d]).epsilon(1e-4));
+        }
     }
   }
 }
 
-TEST_CASE("selection_attention writes the scores the selection's captures ask for, split or not") {
-  const std::size_t hd = 64, group = 3, rows = 2, per_row = 700, tokens = 500;
-  const random_kvq data(rows * per_row, rows * group, hd, 13);
-  const auto& [k, v, q] = data;
-  std::vector<std::int64_t> indptr{0}, indices;
-  for (std::size_t i = 0; i < rows * per_row; ++i) indices.push_back(static_cast<std::int64_t>(i));
-  indptr.push_back(per_row), indptr.push_back(2 * per_row);
-  for (std::size_t threads : {1, 2, 3}) {
-    std::vector<float> captured(group * tokens + 1, std::nanf("")), out(rows * group * hd);
-    const std::vector<heterocache::score_capture> captures{{}, {captured.data(), tokens}};
-    const heterocache::csr_selection sel{2, 2, 3, 64, indptr, indices, k.data(), v.data(), captures};
-    selection_attention att(threads);
+TEST_CASE("selection_attention does not depend on where the pages lie") {
+  const std::size_t hd = 64, group = 3;
+  const std::vector<std::size_t> lengths{900, 333};
+  const std::vector<float> q = random_queries(lengths.size() * group, hd, 3);
+  std::vector<std::vector<float>> outs;
+  for (unsigned shuffle : {1u, 2u, 3u}) {
+    const paged_rows data(lengths, 16, hd, 9, shuffle);
+    selection_attention att(2);
     att.min_split = 100;
-    att.run(sel, q.data(), out.data(), 0.125f);
-    for (std::size_t g = 0; g < group; ++g)
-      for (std::size_t i = 0; i < tokens; ++i) {
-        double want = 0;
-        for (std::size_t d = 0; d < hd; ++d) want += double(q[(group + g) * hd + d]) * k[(per_row + i) * hd + d];
-        REQUIRE(captured[g * tokens + i] == doctest::Approx(want * 0.125).epsilon(1e-5));
-      }
-    CHECK(std::isnan(captured.back()));  // nothing past the capture
+    outs.emplace_back(q.size());
+    att.run(data.selection(group, hd), q.data(), outs.back().data(), 0.125f);
+  }
+  CHECK(outs[0] == outs[1]);
+  CHECK(outs[0] == outs[2]);
+}
+
+TEST_CASE("selection_attention writes and stamps the scores the selection's captures ask for, split or not") {
+  const std::size_t hd = 64, group = 3, rows = 2, per_row = 700, tokens = 500;  // 500: part of a page at the end
+  const std::vector<float> q = random_queries(rows * group, hd, 13);
+  std::vector<float> out(rows * group * hd);
+  for (std::size_t page_size : {1, 16}) {
+    const paged_rows data({per_row, per_row}, page_size, hd, 13, 29);
+    for (std::size_t threads : {1, 2, 3}) {
+      std::vector<float> captured(group * tokens + 1, std::nanf(""));
+      std::uint64_t stamp = 0;
+      const std::vector<heterocache::score_capture> captures{{}, {captured.data(), tokens, &stamp, 7}};
+      selection_attention att(threads);
+      att.min_split = 100;
+      att.run(data.selection(group, hd, captures), q.data(), out.data(), 0.125f);
+      for (std::size_t g = 0; g < group; ++g)
+        for (std::size_t i = 0; i < tokens; ++i) {
+          const float* key = data.k.data() + static_cast<std::size_t>(data.slots[1][i]) * hd;
+          double want = 0;
+          for (std::size_t d = 0; d < hd; ++d) want += double(q[(group + g) * hd + d]) * key[d];
+          REQUIRE(captured[g * tokens + i] == doctest::Approx(want * 0.125).epsilon(1e-5));
+        }
+      CHECK(std::isnan(captured.back()));  // nothing past the capture
+      CHECK(stamp == 7);                   // marked written, with the step the cache asked for
+    }
   }
 }
 
