@@ -141,24 +141,18 @@ std::optional<kv_format> parse_kv_format(std::string_view name) noexcept {
 
 namespace {
 
-// The cache of cc.policy over `Storage`, bound to `kv`. The full and HeteroCache caches are constructed here,
-// so that their cold tier can alias the engine's K/V (kv.cold_alias); the other methods come from their
-// make_*_cache factories, which take no storage_binding: they keep their own cold tier.
+// The cache of cc.policy over `Storage`, bound to `kv` (with kv.cold_alias, its cold tier reads the engine's K/V).
 template <class Storage>
 std::unique_ptr<decode_cache> make_policy_cache(const llama_config& c, const cache_config& cc, std::size_t prompt_tokens,
                                                 const hc::cache_options& o, const hc::storage_binding<engine_kv_tensor>& kv) {
   using tensor = engine_kv_tensor;
   const auto shape = shape_of(c);
   const std::string& p = cc.policy;
-  if (p == "full") {  // every head volatile, at r = 1 (effective_ratio), as make_full_cache builds it
-    return adapt("full", [&] {
-      return hc::full_kv_cache<tensor, Storage>(shape, o, hc::uniform_profile(shape, hc::head_role::volatile_), {}, {}, {}, kv);
-    });
-  }
+  if (p == "full") return adapt("full", [&] { return hc::make_full_cache<tensor, Storage>(shape, o, kv); });
   if (p == "heterocache" || floor_share(p) > 0.0) {
     auto prof = effective_profile(c, cc, prompt_tokens);
     return adapt(p == "heterocache" ? "heterocache" : "heterocache-floor",
-                 [&] { return hc::heterocache_cache<tensor, Storage>(shape, o, prof, {}, {}, {}, kv); });
+                 [&] { return hc::make_heterocache_cache<tensor, Storage>(shape, o, prof, kv); });
   }
   if (p == "heterocache-static") {  // ablation: HeteroCache's roles and budget, satellites never refreshed
     using static_hc = hc::kv_cache<tensor, hc::overlap_star_classifier, hc::drift_weighted_budget, Storage,
@@ -168,15 +162,20 @@ std::unique_ptr<decode_cache> make_policy_cache(const llama_config& c, const cac
   }
   if (p == "duo") {
     auto prof = effective_profile(c, cc, prompt_tokens);
-    return adapt("duo", [&] { return hc::make_duo_attention_cache<tensor, Storage>(shape, o, prof); });
+    return adapt("duo", [&] {
+      return hc::make_duo_attention_cache<tensor, Storage>(shape, o, prof, hc::streaming_llm_sink, hc::duo_tau_stable, kv);
+    });
   }
   if (p == "streamingllm")
-    return adapt("streamingllm", [&] { return hc::make_streaming_llm_cache<tensor, Storage>(shape, o); });
-  if (p == "h2o") return adapt("h2o", [&] { return hc::make_h2o_cache<tensor, Storage>(shape, o); });
-  if (p == "snapkv") return adapt("snapkv", [&] { return hc::make_snapkv_cache<tensor, Storage>(shape, o); });
-  if (p == "pyramidkv") return adapt("pyramidkv", [&] { return hc::make_pyramidkv_cache<tensor, Storage>(shape, o); });
-  if (p == "adakv") return adapt("adakv", [&] { return hc::make_ada_kv_cache<tensor, Storage>(shape, o); });
-  if (p == "quest") return adapt("quest", [&] { return hc::make_quest_cache<tensor, Storage>(shape, o); });
+    return adapt("streamingllm",
+                 [&] { return hc::make_streaming_llm_cache<tensor, Storage>(shape, o, hc::streaming_llm_sink, kv); });
+  if (p == "h2o") return adapt("h2o", [&] { return hc::make_h2o_cache<tensor, Storage>(shape, o, hc::h2o_interval, kv); });
+  if (p == "snapkv") return adapt("snapkv", [&] { return hc::make_snapkv_cache<tensor, Storage>(shape, o, kv); });
+  if (p == "pyramidkv")
+    return adapt("pyramidkv", [&] { return hc::make_pyramidkv_cache<tensor, Storage>(shape, o, hc::pyramidkv_beta, kv); });
+  if (p == "adakv") return adapt("adakv", [&] { return hc::make_ada_kv_cache<tensor, Storage>(shape, o, hc::ada_kv_alpha, kv); });
+  if (p == "quest")
+    return adapt("quest", [&] { return hc::make_quest_cache<tensor, Storage>(shape, o, hc::quest_page_tokens, kv); });
   std::string names;
   for (auto n : kPolicies) names += (names.empty() ? "" : ", ") + std::string(n);
   throw model_error("unknown cache policy '" + p + "' (one of: " + names + ")");

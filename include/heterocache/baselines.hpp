@@ -6,7 +6,8 @@
 //! budgeted cap of prompt tokens (decode tokens are kept per `cache_options::decode_window`); the full prompt
 //! stays in the cold tier. Each takes the engine's tensor type (`strided_kv_tensor<float>` by default) and the
 //! storage tier (`default_storage<Tensor>`, a hot tier of the tensor's element type; `host_storage_bf16` or
-//! `host_storage_fp16` halve an fp32 engine's hot bytes).
+//! `host_storage_fp16` halve an fp32 engine's hot bytes), and, last, the memory binding (`storage_binding`:
+//! engine-owned memory, or a cold tier that aliases the engine's tensor).
 //!
 //! | method        | classifier (roles)          | budget                           | monitor                |
 //! |---------------|-----------------------------|----------------------------------|------------------------|
@@ -41,6 +42,13 @@ inline namespace v1 {
 //! Observation window SnapKV (and PyramidKV, Ada-KV) score the prompt with: pass the last this many prompt
 //! queries as `prefill`'s `window`.
 inline constexpr index_t snapkv_window = 32;
+//! The methods' own settings, the factories' defaults.
+inline constexpr index_t streaming_llm_sink = 4;   //!< attention-sink tokens of StreamingLLM (and DuoAttention)
+inline constexpr index_t h2o_interval = 1;         //!< H2O re-ranks at every step
+inline constexpr double pyramidkv_beta = 20.0;     //!< PyramidKV's mean cap over its top layer's cap
+inline constexpr double ada_kv_alpha = 0.2;        //!< Ada-KV's safeguard share
+inline constexpr index_t quest_page_tokens = 16;   //!< Quest's page size
+inline constexpr double duo_tau_stable = 0.5;      //!< stability below which a DuoAttention-style head is full
 
 //! A cache in which every KV head is compressed (all anchors) by `Budget`, its tokens chosen by `Monitor`.
 template <BudgetPolicy Budget, DriftMonitor Monitor, KvTensor Tensor = strided_kv_tensor<float>, class Storage = default_storage<Tensor>>
@@ -73,62 +81,69 @@ using heterocache_ada_kv_cache = kv_cache<Tensor, overlap_star_classifier, ada_k
 //! The full cache (every head keeps every token): a `full_kv_cache<Tensor, Storage>`, at r = 1 whatever
 //! `options.budget_ratio` says.
 template <KvTensor Tensor = strided_kv_tensor<float>, class Storage = default_storage<Tensor>>
-full_kv_cache<Tensor, Storage> make_full_cache(const model_shape& shape, const cache_options& options) {
+full_kv_cache<Tensor, Storage> make_full_cache(const model_shape& shape, const cache_options& options,
+                                               storage_binding<Tensor> binding = {}) {
     cache_options whole = options;
     whole.budget_ratio = 1.0;  // every head keeps every token, whatever r the options carry
-    return {shape, whole, uniform_profile(shape, head_role::volatile_)};
+    return {shape, whole, uniform_profile(shape, head_role::volatile_), {}, {}, {}, std::move(binding)};
 }
 
 //! An all-anchor cache with the given budget and monitor.
 template <KvTensor Tensor = strided_kv_tensor<float>, class Storage = default_storage<Tensor>, BudgetPolicy Budget, DriftMonitor Monitor>
 all_anchor_cache<Budget, Monitor, Tensor, Storage> make_all_anchor_cache(const model_shape& shape,
                                                                          const cache_options& options, Budget budget,
-                                                                         Monitor monitor) {
+                                                                         Monitor monitor, storage_binding<Tensor> binding = {}) {
     return all_anchor_cache<Budget, Monitor, Tensor, Storage>(shape, options, uniform_profile(shape, head_role::anchor),
                                                               fixed_role_classifier{head_role::anchor},
-                                                              std::move(budget), std::move(monitor));
+                                                              std::move(budget), std::move(monitor), std::move(binding));
 }
 
 //! StreamingLLM: the first `sink` prompt tokens and the most recent ones.
 template <KvTensor Tensor = strided_kv_tensor<float>, class Storage = default_storage<Tensor>>
 streaming_llm_cache<Tensor, Storage> make_streaming_llm_cache(const model_shape& shape, const cache_options& options,
-                                                              index_t sink = 4) {
-    return make_all_anchor_cache<Tensor, Storage>(shape, options, uniform_budget{}, streaming_monitor{sink});
+                                                              index_t sink = streaming_llm_sink,
+                                                              storage_binding<Tensor> binding = {}) {
+    return make_all_anchor_cache<Tensor, Storage>(shape, options, uniform_budget{}, streaming_monitor{sink}, std::move(binding));
 }
 
 //! H2O: heavy hitters by accumulated attention plus the most recent prompt tokens, half the mean cap each
 //! (`r * max_prompt_tokens / 2` recent tokens), re-ranked every `interval` steps.
 template <KvTensor Tensor = strided_kv_tensor<float>, class Storage = default_storage<Tensor>>
-h2o_cache<Tensor, Storage> make_h2o_cache(const model_shape& shape, const cache_options& options, index_t interval = 1) {
+h2o_cache<Tensor, Storage> make_h2o_cache(const model_shape& shape, const cache_options& options,
+                                          index_t interval = h2o_interval, storage_binding<Tensor> binding = {}) {
     const auto recent = static_cast<index_t>(options.budget_ratio * static_cast<double>(options.max_prompt_tokens) / 2.0);
-    return make_all_anchor_cache<Tensor, Storage>(shape, options, uniform_budget{}, heavy_hitter_monitor(recent, interval));
+    return make_all_anchor_cache<Tensor, Storage>(shape, options, uniform_budget{}, heavy_hitter_monitor(recent, interval),
+                                                  std::move(binding));
 }
 
 //! SnapKV: each head keeps the top-cap positions of its pooled window attention (window: `snapkv_window`).
 template <KvTensor Tensor = strided_kv_tensor<float>, class Storage = default_storage<Tensor>>
-snapkv_cache<Tensor, Storage> make_snapkv_cache(const model_shape& shape, const cache_options& options) {
-    return make_all_anchor_cache<Tensor, Storage>(shape, options, uniform_budget{}, static_monitor{});
+snapkv_cache<Tensor, Storage> make_snapkv_cache(const model_shape& shape, const cache_options& options,
+                                                storage_binding<Tensor> binding = {}) {
+    return make_all_anchor_cache<Tensor, Storage>(shape, options, uniform_budget{}, static_monitor{}, std::move(binding));
 }
 
 //! PyramidKV: SnapKV's selection with per-layer budgets decreasing from the bottom layer to the top.
 template <KvTensor Tensor = strided_kv_tensor<float>, class Storage = default_storage<Tensor>>
 pyramidkv_cache<Tensor, Storage> make_pyramidkv_cache(const model_shape& shape, const cache_options& options,
-                                                      double beta = 20.0) {
-    return make_all_anchor_cache<Tensor, Storage>(shape, options, pyramid_budget{beta}, static_monitor{});
+                                                      double beta = pyramidkv_beta, storage_binding<Tensor> binding = {}) {
+    return make_all_anchor_cache<Tensor, Storage>(shape, options, pyramid_budget{beta}, static_monitor{}, std::move(binding));
 }
 
 //! Ada-KV (Ada-SnapKV): SnapKV's selection with each layer's budget shared by attention mass.
 template <KvTensor Tensor = strided_kv_tensor<float>, class Storage = default_storage<Tensor>>
 ada_kv_cache<Tensor, Storage> make_ada_kv_cache(const model_shape& shape, const cache_options& options,
-                                                double alpha = 0.2) {
-    return make_all_anchor_cache<Tensor, Storage>(shape, options, ada_kv_budget<uniform_budget>{alpha}, static_monitor{});
+                                                double alpha = ada_kv_alpha, storage_binding<Tensor> binding = {}) {
+    return make_all_anchor_cache<Tensor, Storage>(shape, options, ada_kv_budget<uniform_budget>{alpha}, static_monitor{},
+                                                  std::move(binding));
 }
 
 //! Quest: the pages of `page_tokens` tokens with the highest key-digest bound for the current query.
 template <KvTensor Tensor = strided_kv_tensor<float>, class Storage = default_storage<Tensor>>
 quest_cache<Tensor, Storage> make_quest_cache(const model_shape& shape, const cache_options& options,
-                                              index_t page_tokens = 16) {
-    return make_all_anchor_cache<Tensor, Storage>(shape, options, uniform_budget{}, quest_monitor(page_tokens));
+                                              index_t page_tokens = quest_page_tokens, storage_binding<Tensor> binding = {}) {
+    return make_all_anchor_cache<Tensor, Storage>(shape, options, uniform_budget{}, quest_monitor(page_tokens),
+                                                  std::move(binding));
 }
 
 //! DuoAttention-style: heads below `tau_stable` stability keep the full KV ("retrieval heads"), the others
@@ -136,17 +151,20 @@ quest_cache<Tensor, Storage> make_quest_cache(const model_shape& shape, const ca
 template <KvTensor Tensor = strided_kv_tensor<float>, class Storage = default_storage<Tensor>>
 duo_attention_cache<Tensor, Storage> make_duo_attention_cache(const model_shape& shape, const cache_options& options,
                                                               std::optional<head_profile> profile = std::nullopt,
-                                                              index_t sink = 4, double tau_stable = 0.5) {
+                                                              index_t sink = streaming_llm_sink,
+                                                              double tau_stable = duo_tau_stable,
+                                                              storage_binding<Tensor> binding = {}) {
     return duo_attention_cache<Tensor, Storage>(shape, options, std::move(profile),
                                                 overlap_star_classifier{tau_stable, 0.5, false}, uniform_budget{},
-                                                streaming_monitor{sink});
+                                                streaming_monitor{sink}, std::move(binding));
 }
 
 //! HeteroCache with the paper's defaults; without `profile` the roles are profiled online.
 template <KvTensor Tensor = strided_kv_tensor<float>, class Storage = default_storage<Tensor>>
 heterocache_cache<Tensor, Storage> make_heterocache_cache(const model_shape& shape, const cache_options& options,
-                                                          std::optional<head_profile> profile = std::nullopt) {
-    return heterocache_cache<Tensor, Storage>(shape, options, std::move(profile));
+                                                          std::optional<head_profile> profile = std::nullopt,
+                                                          storage_binding<Tensor> binding = {}) {
+    return heterocache_cache<Tensor, Storage>(shape, options, std::move(profile), {}, {}, {}, std::move(binding));
 }
 
 //! HeteroCache's roles and drift monitor with Ada-KV's split of each layer's budget (safeguard `alpha`).
@@ -154,9 +172,11 @@ template <KvTensor Tensor = strided_kv_tensor<float>, class Storage = default_st
 heterocache_ada_kv_cache<Tensor, Storage> make_heterocache_ada_kv_cache(const model_shape& shape,
                                                                         const cache_options& options,
                                                                         std::optional<head_profile> profile = std::nullopt,
-                                                                        double alpha = 0.2) {
+                                                                        double alpha = ada_kv_alpha,
+                                                                        storage_binding<Tensor> binding = {}) {
     return heterocache_ada_kv_cache<Tensor, Storage>(shape, options, std::move(profile), overlap_star_classifier{},
-                                                     ada_kv_budget<drift_weighted_budget>{alpha});
+                                                     ada_kv_budget<drift_weighted_budget>{alpha}, pivot_overlap_monitor{},
+                                                     std::move(binding));
 }
 
 }  // namespace v1
