@@ -3,7 +3,7 @@
 #
 #   build-cuda/   the CUDA backend as well (only where nvcc is found); its tests skip without a device
 #   build-asan/   AddressSanitizer + UndefinedBehaviorSanitizer, every test but the consumer ones
-#   build-tsan/   ThreadSanitizer, the tests labelled `threads`
+#   build-tsan/   ThreadSanitizer, the tests labelled `threads` (those that start threads: pools, the async retriever)
 #   build/        Release, every test (unit, header self-containment, consumers, examples), then the
 #                 engine against a float64 reference and every policy at r = 1 on the real model
 #

@@ -142,6 +142,7 @@ TEST_CASE_TEMPLATE("nothing is lost: every token ever written is byte-exact in t
         };
         index_t mismatches = 0, checked_slots = 0;
         record_attention(cache, m, [&](index_t step, index_t layer) {
+            cache.wait_refreshes(layer);  // the refresh end_layer submitted runs beside us
             const auto& st = cache.storage();
             for (index_t seq = 0; seq < s.sequences; ++seq)
                 for (index_t head = 0; head < s.shape.kv_heads; ++head) {

@@ -236,6 +236,13 @@ public:
         if (completed >= 0) finish_profiling(completed, q);
     }
 
+    //! Waits until the refreshes `end_layer(layer, ...)` submitted have landed in the hot tier (`begin_layer` does it
+    //! itself): call it before reading a layer's hot tier between its `end_layer` and its next `begin_layer`.
+    void wait_refreshes(index_t layer) {
+        slots_.require_layer(layer);
+        retriever_.wait(layer);
+    }
+
     //! The head profile in use; empty while online profiling is still observing.
     [[nodiscard]] const std::optional<head_profile>& profile() const noexcept { return profile_; }
     //! Hot prompt tokens of each head (`layer * kv_heads + head`) for the sequence in `seq`; empty before a
