@@ -38,6 +38,7 @@
 #include <unistd.h>
 
 #include "cache.hpp"
+#include "cli.hpp"
 #include "gguf.hpp"
 #include "heterocache/profile/profile_io.hpp"
 #include "model.hpp"
@@ -69,17 +70,8 @@ std::vector<std::string> split(const std::string& s, char sep = ',') {
   return out;
 }
 
-template <class T>
-T num(const std::string& flag, const std::string& s) {
-  try {
-    std::size_t n = 0;
-    const double v = std::stod(s, &n);
-    if (n != s.size()) throw std::invalid_argument("trailing");
-    return static_cast<T>(v);
-  } catch (const std::exception&) {
-    die("invalid value '" + s + "' for " + flag);
-  }
-}
+// Token counts as written: at most 2^31 - 1 (the memory check after the model is opened bounds the prompts).
+constexpr std::size_t max_tokens = 2147483647;
 
 // ---- options --------------------------------------------------------------------------------------------
 
@@ -91,13 +83,16 @@ struct budget_spec {
 
 budget_spec parse_budget(const std::string& s) {
   budget_spec b;
-  if (s.empty()) die("empty budget");
-  if (s[0] == 't') {
-    b.tokens = num<std::size_t>("--budgets", s.substr(1));
-    if (b.tokens == 0) die("token budget must be positive: " + s);
-  } else {
-    b.ratio = num<double>("--budgets", s[0] == 'r' ? s.substr(1) : s);
-    if (!(b.ratio > 0.0 && b.ratio <= 1.0)) die("budget ratio must be in (0, 1]: " + s);
+  const std::string expected = ", expected r<fraction> with the fraction in (0, 1] or t<tokens> with tokens in " +
+                               cli::range_text<std::size_t>(1, max_tokens);
+  if (s.empty()) die("invalid --budgets: an empty item" + expected);
+  try {
+    if (s[0] == 't') b.tokens = cli::parse_int<std::size_t>("--budgets", std::string_view(s).substr(1), 1, max_tokens);
+    else b.ratio = cli::parse_real("--budgets", std::string_view(s).substr(s[0] == 'r' ? 1 : 0), 0.0, 1.0, true);
+  } catch (const cli::arg_error& e) {
+    const std::string m = e.what();  // "invalid --budgets 'X': WHY, expected ..."
+    const auto p = m.find("': "), q = m.find(", expected");
+    die("invalid --budgets '" + s + "': " + m.substr(p + 3, q - p - 3) + expected);
   }
   char buf[32];
   if (b.tokens) std::snprintf(buf, sizeof buf, "t%zu", b.tokens);
@@ -147,9 +142,9 @@ void usage(std::FILE* f) {
       "                        with --check-exact; writes a temporary CSV unless --out is given\n"
       "  --check-exact         fail (exit 3) unless every policy at r1 reproduces the full cache exactly\n"
       "                        (identical answers, KL 0, top-1 agreement 1, identical logits)\n"
-      "  --seed S              prompt seed (default 1)\n"
-      "  --threads N           threads (default: all cores)\n"
-      "  --memory-gib G        memory for the policies' caches per batch (default 6)\n"
+      "  --seed S              prompt seed in [0, 2^64 - 1] (default 1)\n"
+      "  --threads N           threads in [1, 1024] (default: all cores)\n"
+      "  --memory-gib G        memory for the policies' caches per batch, in (0, the machine's memory] (default 6)\n"
       "  --hc-floor A          heterocache-floor (an extra policy, not in the default list; also\n"
       "                        heterocache-floorA): demote full heads until the compressed heads' mean cap is\n"
       "                        A * r * T (default 0.5)\n"
@@ -158,7 +153,10 @@ void usage(std::FILE* f) {
       f);
 }
 
-options parse(int argc, char** argv) {
+options parse(int argc, char** argv) try {
+  using cli::parse_int;
+  using cli::parse_int_list;
+  using cli::parse_real;
   options o;
   if (const char* m = std::getenv("HETEROCACHE_MODEL")) o.model = m;
   bool quick = false, out_given = false;
@@ -181,26 +179,23 @@ options parse(int argc, char** argv) {
       if (!format) die("unknown --kv-format '" + f + "' (one of: fp32, fp16, bf16)");
       o.format = *format;
     }
-    else if (a == "--contexts") {
-      o.passkey_contexts.clear();
-      for (auto& s : split(next())) o.passkey_contexts.push_back(num<std::size_t>(a, s));
-    } else if (a == "--depths") {
-      o.depths.clear();
-      for (auto& s : split(next())) o.depths.push_back(num<double>(a, s));
-    } else if (a == "--needle-contexts") {
-      o.needle_contexts.clear();
-      for (auto& s : split(next())) o.needle_contexts.push_back(num<std::size_t>(a, s));
-    } else if (a == "--needle-samples") o.needle_samples = num<std::size_t>(a, next());
-    else if (a == "--kl-prefix") o.kl_prefix = num<std::size_t>(a, next());
-    else if (a == "--kl-positions") o.kl_positions = num<std::size_t>(a, next());
+    else if (a == "--contexts") o.passkey_contexts = parse_int_list<std::size_t>(a, next(), 64, max_tokens);
+    else if (a == "--depths") o.depths = cli::parse_real_list(a, next(), 0.0, 1.0);
+    else if (a == "--needle-contexts") o.needle_contexts = parse_int_list<std::size_t>(a, next(), 64, max_tokens);
+    else if (a == "--needle-samples") o.needle_samples = parse_int<std::size_t>(a, next(), 1, 100000);
+    else if (a == "--kl-prefix") o.kl_prefix = parse_int<std::size_t>(a, next(), 64, max_tokens);
+    else if (a == "--kl-positions") o.kl_positions = parse_int<std::size_t>(a, next(), 1, max_tokens);
     else if (a == "--subset") subset = next();
     else if (a == "--quick") quick = true;
     else if (a == "--check-exact") o.check_exact = true;
-    else if (a == "--seed") o.seed = num<std::uint64_t>(a, next());
-    else if (a == "--threads") o.threads = num<int>(a, next());
-    else if (a == "--memory-gib") o.memory_gib = num<double>(a, next());
-    else if (a == "--window") o.window = num<std::size_t>(a, next());
-    else if (a == "--hc-floor") o.hc_floor = num<double>(a, next());
+    else if (a == "--seed") o.seed = parse_int<std::uint64_t>(a, next(), 0, UINT64_MAX);
+    else if (a == "--threads") o.threads = parse_int<int>(a, next(), 1, cli::max_threads);
+    else if (a == "--memory-gib") {
+      // at most the machine's memory (or the cgroup's limit); 1 TiB where it is unknown
+      const std::uint64_t mem = cli::usable_memory_bytes();
+      o.memory_gib = parse_real(a, next(), 0.0, mem ? std::floor(static_cast<double>(mem) / 1073741824.0 * 10) / 10 : 1024.0, true);
+    } else if (a == "--window") o.window = parse_int<std::size_t>(a, next(), 1, max_tokens);
+    else if (a == "--hc-floor") o.hc_floor = parse_real(a, next(), 0.0, 1.0);
     else if (a == "--quiet") o.quiet = true;
     else if (a == "--help" || a == "-h") usage(stdout), std::exit(0);
     else usage(stderr), die("unknown argument '" + a + "'");
@@ -233,9 +228,11 @@ options parse(int argc, char** argv) {
   for (auto& t : o.tasks)
     if (t != "passkey" && t != "multikey" && t != "multineedle" && t != "kl") die("unknown task '" + t + "'");
   if (o.model.empty()) die("no model (--model or HETEROCACHE_MODEL; scripts/fetch-model.sh downloads it)");
-  if (o.threads <= 0) o.threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  if (o.kl_positions == 0 || o.kl_prefix < 64) die("--kl-prefix must be >= 64 and --kl-positions >= 1");
+  // without --threads: every hardware thread (within the flag's range)
+  if (o.threads == 0) o.threads = static_cast<int>(std::clamp(std::thread::hardware_concurrency(), 1u, 1024u));
   return o;
+} catch (const cli::arg_error& e) {
+  die(e.what());
 }
 
 // ---- samples --------------------------------------------------------------------------------------------
@@ -519,8 +516,11 @@ void run_sample(eval_state& st, const sample& s, const std::vector<config>& pend
   const std::size_t steps = kl ? s.forced.size() : s.max_new - 1;  // decode steps
   const std::size_t stride = steps + 1;
   const std::size_t budget_bytes = static_cast<std::size_t>(st.o.memory_gib * 1073741824.0);
+  // The streams that fit in --memory-gib, one of them the prompt's own (at least one policy per chunk, however
+  // small the budget: a budget below one stream runs the policies one at a time, never none).
+  const std::size_t fitting_streams = budget_bytes / bytes_per_stream(cfg, T, stride);
   const std::size_t per_chunk =
-      std::max<std::size_t>(1, std::min<std::size_t>(pending.size(), budget_bytes / bytes_per_stream(cfg, T, stride) - 1));
+      std::max<std::size_t>(1, std::min<std::size_t>(pending.size(), fitting_streams > 1 ? fitting_streams - 1 : 1));
   const std::size_t chunks = (pending.size() + per_chunk - 1) / per_chunk;
   const std::size_t max_streams = per_chunk + 1;
 
@@ -703,6 +703,21 @@ int main(int argc, char** argv) {
     const gguf_file file = gguf_file::open(o.model);
     const tokenizer tok(file);
     const llama_model model(file);
+    {
+      // Every prompt (and the KL prefix with its forced tokens) must fit in memory: the engine's K/V and the
+      // caches' hot tiers, as heterocache-llama counts them.
+      const auto& c = model.config();
+      const auto limit = cli::tokens_in_memory(2 * (2 * c.n_layer * c.n_head_kv * c.head_dim * sizeof(float)) + 4096, max_tokens);
+      auto check = [&](const char* flag, std::size_t n, std::size_t extra) {
+        if (n + extra > limit.tokens)
+          die("invalid " + std::string(flag) + " '" + std::to_string(n) + "': out of range, expected an integer in " +
+              cli::range_text<std::size_t>(64, limit.tokens > extra + 64 ? limit.tokens - extra : 64) +
+              limit.why("prompt + decoded tokens at most " + std::to_string(limit.tokens)));
+      };
+      for (auto n : o.passkey_contexts) check("--contexts", n, 64);
+      for (auto n : o.needle_contexts) check("--needle-contexts", n, 64);
+      check("--kl-prefix", o.kl_prefix, o.kl_positions + 1);
+    }
     eval_state st{o, model, tok, std::nullopt, {}, {}, 0};
     if (std::any_of(o.policies.begin(), o.policies.end(), [](const std::string& p) { return policy_uses_profile(p); })) {
       if (o.profile.empty()) std::fprintf(stderr, "heterocache-eval: note: no profile: heterocache/duo profile online\n");
@@ -755,6 +770,8 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "heterocache-eval: every policy at r=1 reproduces the full cache exactly\n");
     }
     return 0;
+  } catch (const std::bad_alloc&) {
+    die("out of memory (std::bad_alloc): smaller --contexts, --needle-contexts, --kl-prefix or --memory-gib need less");
   } catch (const std::exception& e) {
     die(e.what());
   }

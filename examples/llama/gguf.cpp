@@ -4,6 +4,7 @@
 #include <bit>
 #include <cmath>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <limits>
 
@@ -410,6 +411,18 @@ const gguf_array& gguf_value::as_array() const {
 
 gguf_file gguf_file::open(const std::string& path) {
   gguf_file f;
+  // What the path is, before opening it (opening a FIFO would block; mapping a directory says "No such device").
+  {
+    namespace fs = std::filesystem;
+    std::error_code ec;
+    const fs::file_status st = fs::status(path, ec);
+    if (path.empty()) fail("no model path given (an empty path)");
+    if (st.type() == fs::file_type::not_found) fail("cannot open '" + path + "': no such file");
+    if (ec) fail("cannot open '" + path + "': " + ec.message());
+    if (st.type() == fs::file_type::directory) fail("'" + path + "' is a directory, not a GGUF file");
+    if (st.type() != fs::file_type::regular)
+      fail("'" + path + "' is not a regular file (a device, FIFO or socket), not a GGUF file");
+  }
 #ifdef HCLLAMA_HAVE_MMAP
   const int fd = ::open(path.c_str(), O_RDONLY);
   if (fd < 0) fail("cannot open '" + path + "': " + std::strerror(errno));
@@ -422,7 +435,7 @@ gguf_file gguf_file::open(const std::string& path) {
   const auto size = static_cast<std::size_t>(st.st_size);
   if (size == 0) {
     ::close(fd);
-    fail("'" + path + "' is empty");
+    fail("'" + path + "' is empty (0 bytes), not a GGUF file");
   }
   void* p = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
   ::close(fd);
@@ -431,10 +444,11 @@ gguf_file gguf_file::open(const std::string& path) {
   f.bytes_ = {static_cast<const std::uint8_t*>(p), size};
 #else
   std::ifstream in(path, std::ios::binary);
-  if (!in) fail("cannot open '" + path + "'");
+  if (!in) fail("cannot open '" + path + "': " + std::strerror(errno));
   in.seekg(0, std::ios::end);
   const auto size = static_cast<std::size_t>(in.tellg());
   in.seekg(0);
+  if (size == 0) fail("'" + path + "' is empty (0 bytes), not a GGUF file");
   auto buf = std::make_shared<std::vector<std::uint8_t>>(size);
   if (!in.read(reinterpret_cast<char*>(buf->data()), static_cast<std::streamsize>(size)))
     fail("cannot read '" + path + "'");

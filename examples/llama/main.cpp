@@ -7,6 +7,7 @@
 //   heterocache-llama --model M.gguf --tokens 1,2,3 --dump-logits out.f32 --max-new 8 --print-ids
 #include <algorithm>
 #include <chrono>
+#include <climits>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -22,6 +23,7 @@
 #include <vector>
 
 #include "cache.hpp"
+#include "cli.hpp"
 #include "gguf.hpp"
 #include "heterocache/profile/profile_io.hpp"
 #include "model.hpp"
@@ -45,16 +47,17 @@ struct options {
   bool passkey = false, demo = false, sweep = false;
   int style = 1;
   std::size_t context = 4096;
+  std::string context_text = "4096";  // as written (error messages)
   std::optional<double> depth;
-  std::string sweep_contexts = "1024,2048,4096,8192";
-  std::string sweep_depths = "0,0.25,0.5,0.75,1";
+  std::vector<std::size_t> sweep_contexts = {1024, 2048, 4096, 8192};
+  std::vector<double> sweep_depths = {0, 0.25, 0.5, 0.75, 1};
   std::string policy = "full";
   kv_format format = kv_format::fp32;
   double budget = 0.5;
   std::size_t budget_tokens = 0;
   std::size_t window = 32;
   std::string profile, save_profile;
-  std::string tokens;
+  std::vector<std::int32_t> tokens;
   std::string dump_logits, dump_final_logits;
   bool print_ids = false;
   bool tokenize_only = false;
@@ -69,34 +72,40 @@ void usage(std::FILE* out) {
       "  --prompt TEXT       user prompt, wrapped in the chat template unless --raw\n"
       "  --system TEXT       system prompt (default: the model's own)\n"
       "  --raw               feed --prompt as is (special tokens still recognised)\n"
-      "  --max-new N         tokens to generate (default 256; passkey 12)\n"
-      "  --temperature T     0 = greedy (default), >0 = sampling\n"
-      "  --seed S            random seed (sampling, passkey and depth)\n"
-      "  --threads N         threads (prefill BLAS, decode attention; default: all cores)\n"
+      "  --max-new N         tokens to generate, >= 0 (default 256; passkey 12)\n"
+      "  --temperature T     in [0, 100]: 0 = greedy (default), > 0 = sampling\n"
+      "  --seed S            random seed in [0, 2^64 - 1] (sampling, passkey and depth)\n"
+      "  --threads N         threads in [1, 1024] (prefill BLAS, decode attention; default: all cores)\n"
       "  --policy NAME       KV cache: full | heterocache | streamingllm | h2o | snapkv | pyramidkv | adakv |\n"
       "                      quest | duo (default full; heterocache/baselines.hpp)\n"
       "  --kv-format F       the cache's hot-tier elements: fp32 (default) | fp16 | bf16 (fp32 accumulation;\n"
       "                      the cold tier stays fp32)\n"
       "  --budget R          compressed policies: kept fraction r of the prompt KV, in (0, 1] (default 0.5)\n"
-      "  --budget-tokens N   compressed policies: N prompt tokens per KV head on average (r = N / prompt tokens)\n"
+      "  --budget-tokens N   compressed policies: N >= 1 prompt tokens per KV head on average (r = N / prompt\n"
+      "                      tokens, at most 1)\n"
       "  --profile FILE      heterocache, duo: load this head profile (no online profiling)\n"
       "  --save-profile FILE heterocache, duo: save the profile found online\n"
-      "  --window W          observation window: last W prompt queries per layer (default 32)\n"
+      "  --window W          observation window: last W >= 1 prompt queries per layer (default 32)\n"
       "  --passkey           one passkey retrieval run over about --context tokens with --policy\n"
       "  --passkey-demo      the same prompt with the full cache and with --policy heterocache\n"
       "  --passkey-sweep     passkey accuracy table over --sweep-contexts x --sweep-depths\n"
       "  --passkey-style N   0 chat+classic filler, 1 plain+classic (default), 2 chat+varied, 3 plain+varied\n"
-      "  --context N         passkey prompt length in tokens (default 4096)\n"
-      "  --depth F           passkey depth in [0,1] (default: random)\n"
-      "  --sweep-contexts L  comma-separated prompt lengths (default 1024,2048,4096,8192)\n"
-      "  --sweep-depths L    comma-separated depths (default 0,0.25,0.5,0.75,1)\n"
-      "  --tokens IDS        comma-separated prompt token ids instead of --prompt\n"
+      "  --context N         passkey prompt length in tokens, >= 64 (default 4096; the most is what fits in\n"
+      "                      half the machine's memory, see below)\n"
+      "  --depth F           passkey depth in [0, 1] (default: random)\n"
+      "  --sweep-contexts L  comma-separated prompt lengths, each as --context (default 1024,2048,4096,8192)\n"
+      "  --sweep-depths L    comma-separated depths in [0, 1] (default 0,0.25,0.5,0.75,1)\n"
+      "  --tokens IDS        comma-separated prompt token ids (in [0, vocabulary size)) instead of --prompt\n"
       "  --tokenize          print the prompt's token ids and exit\n"
       "  --dump-logits FILE  write the prompt's last-token logits (raw float32)\n"
       "  --dump-final-logits FILE  write the logits after the last generated token (raw float32)\n"
       "  --print-ids         print the generated token ids\n"
       "  --ignore-eos        keep generating past the end of the turn\n"
-      "  --quiet             no progress display\n",
+      "  --quiet             no progress display\n"
+      "Token counts: the prompt plus --max-new plus one must fit in half the machine's memory (or its cgroup\n"
+      "limit) at the engine's KV bytes per token (an fp32 K/V row per layer and KV head, held twice: the\n"
+      "engine's tensors and the cache's hot tier), e.g. about 130K tokens of SmolLM2-135M per 24 GiB. Beyond the\n"
+      "model's training context (8192 for SmolLM2) a warning is printed: RoPE is not scaled.\n",
       out);
 }
 
@@ -105,35 +114,14 @@ void usage(std::FILE* out) {
   std::exit(1);
 }
 
-template <class T>
-T parse_num(const std::string& flag, const std::string& s) {
-  try {
-    std::size_t n = 0;
-    T v;
-    if constexpr (std::is_floating_point_v<T>) v = static_cast<T>(std::stod(s, &n));
-    else if constexpr (std::is_signed_v<T>) v = static_cast<T>(std::stoll(s, &n));
-    else {
-      if (!s.empty() && s[0] == '-') throw std::invalid_argument("negative");
-      v = static_cast<T>(std::stoull(s, &n));
-    }
-    if (n != s.size()) throw std::invalid_argument("trailing characters");
-    return v;
-  } catch (const std::exception&) {
-    die("invalid value '" + s + "' for " + flag);
-  }
-}
+// Token counts (--max-new, --window, ...): at most 2^31 - 1 as written. --context and --sweep-contexts have
+// no bound as written: the memory check after the model is opened (context_limit) gives their range.
+constexpr std::size_t max_tokens = INT_MAX;
+const std::string context_expected = "an integer >= 64 (at most what fits in memory, see --help)";
 
-template <class T>
-std::vector<T> parse_list(const std::string& flag, const std::string& s) {
-  std::vector<T> out;
-  std::stringstream ss(s);
-  for (std::string t; std::getline(ss, t, ',');)
-    if (!t.empty()) out.push_back(parse_num<T>(flag, t));
-  if (out.empty()) die("empty list for " + flag);
-  return out;
-}
-
-options parse_args(int argc, char** argv) {
+options parse_args(int argc, char** argv) try {
+  using cli::parse_int;
+  using cli::parse_real;
   options o;
   if (const char* m = std::getenv("HETEROCACHE_MODEL")) o.model = m;
   bool budget_given = false;
@@ -147,18 +135,22 @@ options parse_args(int argc, char** argv) {
     else if (a == "--prompt") o.prompt = next();
     else if (a == "--system") o.system = next();
     else if (a == "--raw") o.raw = true;
-    else if (a == "--max-new") o.max_new = parse_num<int>(a, next());
-    else if (a == "--temperature") o.temperature = parse_num<float>(a, next());
-    else if (a == "--seed") o.seed = parse_num<std::uint64_t>(a, next());
-    else if (a == "--threads") o.threads = parse_num<int>(a, next());
+    else if (a == "--max-new") o.max_new = parse_int<int>(a, next(), 0, INT_MAX);
+    else if (a == "--temperature") o.temperature = static_cast<float>(parse_real(a, next(), 0.0, 100.0));
+    else if (a == "--seed") o.seed = parse_int<std::uint64_t>(a, next(), 0, UINT64_MAX);
+    else if (a == "--threads") o.threads = parse_int<int>(a, next(), 1, cli::max_threads);
     else if (a == "--passkey") o.passkey = true;
     else if (a == "--passkey-demo") o.passkey = o.demo = true;
     else if (a == "--passkey-sweep") o.passkey = o.sweep = true;
-    else if (a == "--passkey-style") o.style = parse_num<int>(a, next());
-    else if (a == "--context") o.context = parse_num<std::size_t>(a, next());
-    else if (a == "--depth") o.depth = parse_num<double>(a, next());
-    else if (a == "--sweep-contexts") o.sweep_contexts = next();
-    else if (a == "--sweep-depths") o.sweep_depths = next();
+    else if (a == "--passkey-style") o.style = parse_int<int>(a, next(), 0, passkey_styles - 1);
+    else if (a == "--context") {
+      o.context_text = next();
+      o.context = parse_int<std::size_t>(a, o.context_text, 64, SIZE_MAX, context_expected);
+    }
+    else if (a == "--depth") o.depth = parse_real(a, next(), 0.0, 1.0);
+    else if (a == "--sweep-contexts")
+      o.sweep_contexts = cli::parse_int_list<std::size_t>(a, next(), 64, SIZE_MAX, context_expected);
+    else if (a == "--sweep-depths") o.sweep_depths = cli::parse_real_list(a, next(), 0.0, 1.0);
     else if (a == "--policy") o.policy = next();
     else if (a == "--kv-format") {
       const std::string f = next();
@@ -166,12 +158,12 @@ options parse_args(int argc, char** argv) {
       if (!format) die("unknown --kv-format '" + f + "' (one of: fp32, fp16, bf16)");
       o.format = *format;
     }
-    else if (a == "--budget") o.budget = parse_num<double>(a, next()), budget_given = true;
-    else if (a == "--budget-tokens") o.budget_tokens = parse_num<std::size_t>(a, next()), budget_given = true;
+    else if (a == "--budget") o.budget = parse_real(a, next(), 0.0, 1.0, true), budget_given = true;
+    else if (a == "--budget-tokens") o.budget_tokens = parse_int<std::size_t>(a, next(), 1, max_tokens), budget_given = true;
     else if (a == "--profile") o.profile = next();
     else if (a == "--save-profile") o.save_profile = next();
-    else if (a == "--window") o.window = parse_num<std::size_t>(a, next());
-    else if (a == "--tokens") o.tokens = next();
+    else if (a == "--window") o.window = parse_int<std::size_t>(a, next(), 1, max_tokens);
+    else if (a == "--tokens") o.tokens = cli::parse_int_list<std::int32_t>(a, next(), 0, INT32_MAX);
     else if (a == "--tokenize") o.tokenize_only = true;
     else if (a == "--dump-logits") o.dump_logits = next();
     else if (a == "--dump-final-logits") o.dump_final_logits = next();
@@ -192,18 +184,27 @@ options parse_args(int argc, char** argv) {
     for (auto n : policy_names()) names += (names.empty() ? "" : ", ") + std::string(n);
     die("unknown --policy '" + o.policy + "' (one of: " + names + ")");
   }
-  if (o.budget <= 0.0 || o.budget > 1.0) die("--budget must be in (0, 1]");
   if (budget_given && o.policy == "full" && !o.demo) die("--budget needs a compressed --policy (the full cache keeps every token)");
   if ((!o.profile.empty() || !o.save_profile.empty()) && !policy_uses_profile(o.policy) && !o.demo)
     die("--profile/--save-profile need --policy heterocache or duo");
   if (o.demo && o.policy == "full") o.policy = "heterocache";
-  if (o.temperature < 0) die("--temperature must be >= 0");
-  if (o.depth && (*o.depth < 0.0 || *o.depth > 1.0)) die("--depth must be in [0, 1]");
-  if (o.context < 64) die("--context must be at least 64");
-  if (o.window < 1) die("--window must be at least 1");
-  if (o.style < 0 || o.style > 3) die("--passkey-style must be in [0, 3]");
-  if (o.threads <= 0) o.threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  // without --threads: every hardware thread (within the flag's range)
+  if (o.threads == 0) o.threads = static_cast<int>(std::clamp(std::thread::hardware_concurrency(), 1u, 1024u));
   return o;
+} catch (const cli::arg_error& e) {
+  die(e.what());
+}
+
+// The most tokens (prompt + generated + 1) a context may hold here: the KV cache must fit in half the usable
+// memory (physical, or the cgroup's limit), at the engine's KV bytes per token held twice (the engine's K/V
+// and the cache's hot tier, fp32) plus 4 KiB for the rest (RoPE tables, prefill scores, ids and text).
+cli::token_limit context_limit_of(const llama_config& c) {
+  return cli::tokens_in_memory(2 * (2 * c.n_layer * c.n_head_kv * c.head_dim * sizeof(float)) + 4096, max_tokens);
+}
+
+[[noreturn]] void die_range(const std::string& flag, const std::string& value, std::size_t lo, std::size_t hi,
+                            const std::string& why) {
+  die("invalid " + flag + " '" + value + "': out of range, expected an integer in " + cli::range_text(lo, hi) + why);
 }
 
 double peak_rss_mib() {
@@ -216,16 +217,6 @@ double peak_rss_mib() {
 
 double seconds_since(clock_type::time_point t) {
   return std::chrono::duration<double>(clock_type::now() - t).count();
-}
-
-std::vector<std::int32_t> parse_ids(const std::string& s) {
-  std::vector<std::int32_t> ids;
-  std::stringstream ss(s);
-  for (std::string t; std::getline(ss, t, ',');) {
-    if (t.empty()) continue;
-    ids.push_back(parse_num<std::int32_t>("--tokens", t));
-  }
-  return ids;
 }
 
 struct run_result {
@@ -329,8 +320,8 @@ void print_run(const run_result& r, std::size_t prompt_tokens) {
 }
 
 int passkey_sweep(const options& opt, const llama_model& model, const tokenizer& tok) {
-  const auto contexts = parse_list<std::size_t>("--sweep-contexts", opt.sweep_contexts);
-  const auto depths = parse_list<double>("--sweep-depths", opt.sweep_depths);
+  const auto& contexts = opt.sweep_contexts;
+  const auto& depths = opt.sweep_depths;
   const int max_new = opt.max_new >= 0 ? opt.max_new : 12;
   const cache_config cc = cache_for(opt, opt.policy);
   std::printf("passkey sweep: policy %s, style %d, seed %llu\n", opt.policy.c_str(), opt.style,
@@ -373,13 +364,38 @@ int main(int argc, char** argv) {
     const gguf_file file = gguf_file::open(opt.model);
     const tokenizer tok(file);
 
+    // Token counts against what fits in memory (checked before any prompt is built or memory is taken).
+    cli::token_limit limit{max_tokens};
+    try {
+      limit = context_limit_of(read_llama_config(file));
+    } catch (const std::exception&) {
+      // not a llama model: loading it below says why
+    }
+    const int max_new = opt.max_new >= 0 ? opt.max_new : (opt.passkey ? 12 : 256);
+    const std::size_t reserve = static_cast<std::size_t>(std::max(max_new, 1)) + 1;  // as generate() sizes the context
+    if (opt.passkey) {
+      if (limit.tokens < 64 + reserve)
+        die_range("--max-new", std::to_string(max_new), 0, limit.tokens > 65 ? limit.tokens - 65 : 0,
+                  limit.why("a 64-token passkey prompt + --max-new + 1 tokens at most"));
+      for (std::size_t n : opt.sweep ? opt.sweep_contexts : std::vector<std::size_t>{opt.context})
+        if (n > limit.tokens - reserve)
+          die_range(opt.sweep ? "--sweep-contexts" : "--context", opt.sweep ? std::to_string(n) : opt.context_text, 64,
+                    limit.tokens - reserve,
+                    limit.why("with --max-new " + std::to_string(max_new) + ", --context + --max-new + 1 tokens at most " +
+                              std::to_string(limit.tokens)));
+    }
+
     std::vector<std::int32_t> prompt;
     passkey_prompt pk;
     if (opt.passkey && !opt.sweep) {
       pk = build_passkey_prompt(tok, opt.context, opt.seed, opt.depth, opt.style);
       prompt = tok.encode(pk.text);
     } else if (!opt.tokens.empty()) {
-      prompt = parse_ids(opt.tokens);
+      prompt = opt.tokens;
+      for (auto id : prompt)
+        if (static_cast<std::size_t>(id) >= tok.vocab_size())
+          die("invalid --tokens id '" + std::to_string(id) + "': out of range, expected token ids in " +
+              cli::range_text<std::size_t>(0, tok.vocab_size() - 1) + " (the model's vocabulary)");
     } else if (!opt.sweep) {
       if (opt.prompt.empty()) die("nothing to do: give --prompt, --tokens, --passkey, --passkey-demo or --passkey-sweep");
       std::string text = opt.prompt;
@@ -391,11 +407,20 @@ int main(int argc, char** argv) {
       }
       prompt = tok.encode(text);
     }
-    if (!opt.sweep && prompt.empty()) die("the prompt is empty");
-    if (opt.tokenize_only) {
+    if (opt.tokenize_only) {  // an empty line for a text without tokens
       for (std::size_t i = 0; i < prompt.size(); ++i) std::printf("%s%d", i ? "," : "", prompt[i]);
       std::printf("\n");
       return 0;
+    }
+    if (!opt.sweep && prompt.empty())
+      die("the prompt has no tokens (bytes without a token in the model's vocabulary are dropped)");
+    if (!opt.sweep && prompt.size() + reserve > limit.tokens) {
+      if (prompt.size() + 1 > limit.tokens)
+        die("the prompt has " + std::to_string(prompt.size()) + " tokens, more than fit here: at most " +
+            std::to_string(limit.tokens - 1) + limit.why("prompt + --max-new + 1 tokens at most " + std::to_string(limit.tokens)));
+      die_range("--max-new", std::to_string(max_new), 0, limit.tokens - prompt.size() - 1,
+                limit.why("with this " + std::to_string(prompt.size()) + "-token prompt, prompt + --max-new + 1 tokens at most " +
+                          std::to_string(limit.tokens)));
     }
 
     const llama_model model(file);
@@ -406,7 +431,6 @@ int main(int argc, char** argv) {
                    cfg.n_vocab, static_cast<double>(model.weight_bytes()) / (1 << 20), seconds_since(t_load), opt.threads);
     if (opt.sweep) return passkey_sweep(opt, model, tok);
 
-    const int max_new = opt.max_new >= 0 ? opt.max_new : (opt.passkey ? 12 : 256);
     if (prompt.size() + static_cast<std::size_t>(max_new) + 1 > cfg.n_ctx_train)
       std::fprintf(stderr, "heterocache-llama: warning: %zu tokens exceed the training context %zu\n",
                    prompt.size() + static_cast<std::size_t>(max_new) + 1, cfg.n_ctx_train);
@@ -473,6 +497,8 @@ int main(int argc, char** argv) {
       if (r.profile && !opt.quiet && policy_uses_profile(opt.policy)) std::fputs(role_map(*r.profile).c_str(), stderr);
     }
     return 0;
+  } catch (const std::bad_alloc&) {
+    die("out of memory (std::bad_alloc): a smaller --context, --max-new or prompt needs less");
   } catch (const std::exception& e) {
     die(e.what());
   }

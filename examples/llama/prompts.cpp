@@ -1,6 +1,7 @@
 #include "prompts.hpp"
 
 #include <random>
+#include <stdexcept>
 #include <vector>
 
 namespace hcllama {
@@ -30,6 +31,14 @@ const char* const varied_sentences[] = {
 
 passkey_prompt build_passkey_prompt(const tokenizer& tok, std::size_t target_tokens, std::uint64_t seed,
                                     std::optional<double> depth, int style) {
+  // The callers check their flags; these keep the arithmetic below defined whatever the caller passes.
+  if (depth && !(*depth >= 0.0 && *depth <= 1.0))  // also NaN
+    throw std::invalid_argument("passkey depth " + std::to_string(*depth) + " is not in [0, 1]");
+  if (style < 0 || style >= passkey_styles)
+    throw std::invalid_argument("passkey style " + std::to_string(style) + " is not in [0, " + std::to_string(passkey_styles - 1) + "]");
+  if (target_tokens > max_passkey_tokens)
+    throw std::invalid_argument("passkey prompt of " + std::to_string(target_tokens) + " tokens: at most " +
+                                std::to_string(max_passkey_tokens));
   std::mt19937_64 rng(seed);
   passkey_prompt p;
   p.key = std::to_string(std::uniform_int_distribution<int>(10000, 99999)(rng));

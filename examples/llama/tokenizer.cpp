@@ -1,7 +1,7 @@
 #include "tokenizer.hpp"
 
 #include <algorithm>
-#include <climits>
+#include <functional>
 
 namespace hcllama {
 
@@ -113,7 +113,11 @@ tokenizer::tokenizer(const gguf_file& f) {
   if (const auto* m = f.find("tokenizer.ggml.merges")) {
     const auto& a = m->as_array();
     merge_rank_.reserve(a.size());
-    for (std::size_t i = 0; i < a.size(); ++i) merge_rank_.emplace(a[i].as_string(), static_cast<std::int32_t>(i));
+    for (std::size_t i = 0; i < a.size(); ++i) {
+      const std::string& m = a[i].as_string();
+      merge_rank_.emplace(m, static_cast<std::int32_t>(i));
+      max_merge_len_ = std::max(max_merge_len_, m.size());
+    }
   }
   auto id_key = [&](const char* key) -> std::int32_t {
     const auto* v = f.find(key);
@@ -123,7 +127,6 @@ tokenizer::tokenizer(const gguf_file& f) {
   };
   bos_ = id_key("tokenizer.ggml.bos_token_id");
   eos_ = id_key("tokenizer.ggml.eos_token_id");
-  unk_ = id_key("tokenizer.ggml.unknown_token_id");
   if (const auto* v = f.find("tokenizer.ggml.add_bos_token")) add_bos_ = v->as_bool();
   im_end_ = find_token("<|im_end|>");
 
@@ -140,6 +143,7 @@ tokenizer::tokenizer(const gguf_file& f) {
     const bool keep = (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174 && b <= 255);
     const std::uint32_t cp = keep ? b : next++;
     byte_to_sym_[b] = utf8_encode(cp);
+    byte_known_[b] = token_to_id_.count(byte_to_sym_[b]) != 0;
     sym_to_byte_[cp] = static_cast<std::uint8_t>(b);
   }
 
@@ -243,60 +247,118 @@ std::vector<std::string> tokenizer::pre_tokenize(std::string_view text) const {
   return out;
 }
 
+// Byte-level BPE of one pre-tokenized word, in O(n log n) for a word of n bytes.
+//
+// The result is that of the textbook loop "find the adjacent pair with the lowest merge rank, merge every
+// occurrence of that pair left to right, repeat" (quadratic: 12 s for a 40,000-letter word), computed with
+// a linked list of symbols and a min-heap of candidate pairs keyed by (rank, position). One subtlety keeps
+// the two identical: every occurrence of the lowest-ranked pair is merged before any pair created by those
+// merges is looked at, even one of a lower rank (a GGUF's merge list need not be ordered so that a merge's
+// parts come before it), so the heap is drained one rank at a time.
+//
+// Bytes whose GPT-2 symbol is not in the vocabulary (SmolLM2 lacks 21 of them, e.g. 0x04, 0xC0, 0xF5..0xFF)
+// are dropped before merging, as the model's reference tokenizer (Hugging Face `tokenizers`, BPE without an
+// unknown token) does: their neighbours become adjacent and may merge (tests/tokenizer_reference.tsv holds
+// that tokenizer's ids, written by tools/check_tokenizer.py).
 void tokenizer::bpe_(const std::string& word, std::vector<std::int32_t>& out) const {
   if (auto it = cache_.find(word); it != cache_.end()) {
     out.insert(out.end(), it->second.begin(), it->second.end());
     return;
   }
-  std::vector<std::string> sym;
-  sym.reserve(word.size());
-  for (unsigned char b : word) sym.push_back(byte_to_sym_[b]);
-  std::string key;
-  while (sym.size() > 1) {
-    std::int32_t best = INT32_MAX;
-    std::size_t at = 0;
-    for (std::size_t i = 0; i + 1 < sym.size(); ++i) {
-      key.assign(sym[i]).append(" ").append(sym[i + 1]);
-      auto it = merge_rank_.find(key);
-      if (it != merge_rank_.end() && it->second < best) {
-        best = it->second;
-        at = i;
-      }
-    }
-    if (best == INT32_MAX) break;
-    // merge every occurrence of the best pair, left to right
-    const std::string a = sym[at], b = sym[at + 1];
-    std::vector<std::string> next;
-    next.reserve(sym.size());
-    for (std::size_t i = 0; i < sym.size();) {
-      if (i + 1 < sym.size() && sym[i] == a && sym[i + 1] == b) {
-        next.push_back(a + b);
-        i += 2;
-      } else {
-        next.push_back(std::move(sym[i]));
-        ++i;
-      }
-    }
-    sym.swap(next);
+  // The word as byte symbols, with the bytes that have no symbol in the vocabulary dropped. Symbol i covers
+  // text[off[i], off[i + 1]); a merged symbol covers consecutive ones, so it is (first symbol, symbol count).
+  std::string text;
+  std::vector<std::size_t> off;
+  text.reserve(word.size() * 2);
+  off.reserve(word.size() + 1);
+  for (unsigned char b : word) {
+    if (!byte_known_[b]) continue;
+    off.push_back(text.size());
+    text += byte_to_sym_[b];
   }
+  const std::size_t n = off.size();
+  off.push_back(text.size());
+
   std::vector<std::int32_t> ids;
-  for (const auto& s : sym) {
-    if (auto it = token_to_id_.find(s); it != token_to_id_.end()) {
-      ids.push_back(it->second);
-      continue;
+  if (n > 0) {
+    // Linked list of the current symbols, indexed by their first byte symbol; len 0: merged away.
+    struct node {
+      std::size_t len;
+      std::ptrdiff_t prev, next;
+    };
+    std::vector<node> sym(n);
+    for (std::size_t i = 0; i < n; ++i)
+      sym[i] = {1, static_cast<std::ptrdiff_t>(i) - 1, i + 1 < n ? static_cast<std::ptrdiff_t>(i + 1) : -1};
+    // A candidate merge of the adjacent symbols (left, left_len) and (left + left_len, right_len).
+    struct candidate {
+      std::int32_t rank;
+      std::size_t left, left_len, right_len;
+      bool operator>(const candidate& o) const noexcept { return rank != o.rank ? rank > o.rank : left > o.left; }
+    };
+    std::vector<candidate> heap;
+    heap.reserve(n);
+    const auto later = std::greater<candidate>();
+    std::string key;
+    auto consider = [&](std::ptrdiff_t l) {  // the pair (l, sym[l].next), if the merges have it
+      if (l < 0 || sym[static_cast<std::size_t>(l)].next < 0) return;
+      const auto a = static_cast<std::size_t>(l), b = static_cast<std::size_t>(sym[a].next);
+      const std::size_t la = sym[a].len, lb = sym[b].len;
+      if (off[b + lb] - off[a] + 1 > max_merge_len_) return;
+      key.assign(text, off[a], off[b] - off[a]).append(" ").append(text, off[b], off[b + lb] - off[b]);
+      if (auto it = merge_rank_.find(key); it != merge_rank_.end()) {
+        heap.push_back({it->second, a, la, lb});
+        std::push_heap(heap.begin(), heap.end(), later);
+      }
+    };
+    auto valid = [&](const candidate& c) {
+      return sym[c.left].len == c.left_len && sym[c.left].next == static_cast<std::ptrdiff_t>(c.left + c.left_len) &&
+             sym[c.left + c.left_len].len == c.right_len;
+    };
+    for (std::size_t i = 0; i + 1 < n; ++i) consider(static_cast<std::ptrdiff_t>(i));
+    std::vector<candidate> round;
+    while (!heap.empty()) {
+      // The lowest-ranked pair present now (entries left by earlier merges are skipped) ...
+      std::pop_heap(heap.begin(), heap.end(), later);
+      const candidate top = heap.back();
+      heap.pop_back();
+      if (!valid(top)) continue;
+      // ... and its other occurrences, left to right: each entry of that rank is an occurrence as of now
+      // (a merge of this pair cannot create another occurrence of it: the merged symbol is longer than both).
+      round.assign(1, top);
+      while (!heap.empty() && heap.front().rank == top.rank) {
+        std::pop_heap(heap.begin(), heap.end(), later);
+        round.push_back(heap.back());
+        heap.pop_back();
+      }
+      for (const candidate& c : round) {
+        if (!valid(c)) continue;  // overlapped by the occurrence just merged on its left
+        node& l = sym[c.left];
+        node& r = sym[c.left + c.left_len];
+        l.len += r.len;
+        l.next = r.next;
+        if (r.next >= 0) sym[static_cast<std::size_t>(r.next)].prev = static_cast<std::ptrdiff_t>(c.left);
+        r.len = 0;
+        consider(l.prev);
+        consider(static_cast<std::ptrdiff_t>(c.left));
+      }
     }
-    // not in the vocabulary: fall back to its single bytes
-    for (std::size_t i = 0; i < s.size();) {
-      std::uint32_t cp;
-      const auto n = utf8_decode(s, i, cp);
-      auto it = token_to_id_.find(s.substr(i, n));
-      if (it != token_to_id_.end()) ids.push_back(it->second);
-      else if (unk_ >= 0) ids.push_back(unk_);
-      i += n;
+    for (std::ptrdiff_t i = 0; i >= 0; i = sym[static_cast<std::size_t>(i)].next) {
+      const auto a = static_cast<std::size_t>(i);
+      key.assign(text, off[a], off[a + sym[a].len] - off[a]);
+      if (auto it = token_to_id_.find(key); it != token_to_id_.end()) {
+        ids.push_back(it->second);
+        continue;
+      }
+      // A merge whose result is not in the vocabulary (a malformed file): fall back to the single bytes.
+      for (std::size_t k = a; k < a + sym[a].len; ++k)
+        ids.push_back(token_to_id_.at(text.substr(off[k], off[k + 1] - off[k])));
     }
   }
-  if (cache_.size() > 100000) cache_.clear();
-  cache_.emplace(word, ids);
+  // Long words are rarely seen twice: cache the short ones only (bounded memory).
+  if (word.size() <= 256) {
+    if (cache_.size() > 100000) cache_.clear();
+    cache_.emplace(word, ids);
+  }
   out.insert(out.end(), ids.begin(), ids.end());
 }
 

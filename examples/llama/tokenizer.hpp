@@ -4,7 +4,10 @@
 // rules; the "smollm" pre-tokenizer (and other GPT-2 variants that first
 // split every \p{N} character off) is implemented by hand, without a regex
 // library. Control and user-defined tokens (e.g. <|im_start|>) are matched
-// in the input text as single tokens.
+// in the input text as single tokens. BPE runs in O(n log n) in the length
+// of a word; bytes without a byte token in the vocabulary are dropped, as
+// the Hugging Face reference tokenizer does (so decode(encode(x)) != x for
+// a text holding one of them).
 #pragma once
 
 #include <cstdint>
@@ -66,8 +69,10 @@ class tokenizer {
   std::unordered_map<std::string, std::int32_t> merge_rank_;  // "a b" -> rank
   std::vector<std::pair<std::string, std::int32_t>> specials_;  // sorted longest first
   std::string byte_to_sym_[256];
+  bool byte_known_[256] = {};  // byte_to_sym_[b] is in the vocabulary (else b is dropped, see bpe_)
+  std::size_t max_merge_len_ = 0;  // longest "a b" merge string
   std::unordered_map<std::uint32_t, std::uint8_t> sym_to_byte_;
-  std::int32_t bos_ = -1, eos_ = -1, im_end_ = -1, unk_ = -1;
+  std::int32_t bos_ = -1, eos_ = -1, im_end_ = -1;
   bool add_bos_ = false;
   bool split_digits_ = false;
   std::string pre_;
