@@ -532,8 +532,6 @@ void run_sample(eval_state& st, const sample& s, const std::vector<config>& pend
   ctx.keep_prefill_state = true;
   ctx.batch_rowwise = st.o.check_exact;  // streams bit-identical whatever their place in the batch
   ctx.window = st.o.window;
-  ctx.prefill_blas_threads = st.o.threads;
-  ctx.decode_blas_threads = st.o.threads;
   ctx.eval(s.prompt);
   const double prefill_s = seconds_since(t0);
   st.prefill_s += prefill_s;
@@ -699,7 +697,6 @@ void run_sample(eval_state& st, const sample& s, const std::vector<config>& pend
 int main(int argc, char** argv) {
   const options o = parse(argc, argv);
   try {
-    set_blas_threads(o.threads);
     const gguf_file file = gguf_file::open(o.model);
     const tokenizer tok(file);
     const llama_model model(file);

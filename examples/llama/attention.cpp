@@ -7,21 +7,16 @@
 
 #include "heterocache/attention/decode_attention.hpp"
 #include "heterocache/detail/vector_math.hpp"
+#include "kernel_isa.hpp"
 
 namespace hcllama {
 
 namespace {
 
-// x86-64 builds get an AVX2+FMA clone picked at run time (no -march needed).
-#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__)) && !defined(__clang__)
-#define HCLLAMA_CLONES __attribute__((target_clones("arch=haswell", "default")))
-#else
-#define HCLLAMA_CLONES
-#endif
-
 namespace hd = heterocache::detail;
 
-// The phases of attend_pages_impl are always inlined into it, so that each clone compiles them for its ISA.
+// The phases of attend_pages_body are always inlined into it, and it into one copy per kernel_isa
+// (kernel_isa.hpp), so that each copy compiles them for its instruction set.
 
 // First pool slot of page `page` of `run`.
 HETEROCACHE_ALWAYS_INLINE std::size_t page_slot(const page_run& run, std::size_t page) noexcept {
@@ -106,16 +101,40 @@ HETEROCACHE_ALWAYS_INLINE void page_values(const float* __restrict p, std::size_
   }
 }
 
-HCLLAMA_CLONES
-void attend_pages_impl(const float* __restrict q, std::size_t group, std::size_t d, const float* __restrict k,
-                       const float* __restrict v, const page_run& run, float scale, float* __restrict out, float* lse,
-                       float* __restrict s, const score_copy& capture) {
+HETEROCACHE_ALWAYS_INLINE void attend_pages_body(const float* __restrict q, std::size_t group, std::size_t d,
+                                                const float* __restrict k, const float* __restrict v,
+                                                const page_run& run, float scale, float* __restrict out, float* lse,
+                                                float* __restrict s, const score_copy& capture) {
   page_scores(q, group, d, k, run, scale, s);
   // the scores the cache asked for (a pivot's, read by its drift monitor), before the softmax
   for (std::size_t g = 0; capture.to != nullptr && g < group; ++g)
     std::copy_n(s + g * run.tokens, std::min(run.tokens, capture.count), capture.to + g * capture.stride);
   softmax_rows(s, group, run.tokens, lse);
   page_values(s, group, d, v, run, out);
+}
+
+using attend_pages_fn = void (*)(const float*, std::size_t, std::size_t, const float*, const float*, const page_run&,
+                                 float, float*, float*, float*, const score_copy&);
+
+#define HCLLAMA_ATTEND_PAGES_COPY(name, target)                                                                    \
+  target void name(const float* q, std::size_t group, std::size_t d, const float* k, const float* v,               \
+                   const page_run& run, float scale, float* out, float* lse, float* s, const score_copy& capture) { \
+    attend_pages_body(q, group, d, k, v, run, scale, out, lse, s, capture);                                        \
+  }
+HCLLAMA_ATTEND_PAGES_COPY(attend_pages_portable, )
+#if HCLLAMA_X86_DISPATCH
+HCLLAMA_ATTEND_PAGES_COPY(attend_pages_avx2, HCLLAMA_TARGET_AVX2)
+HCLLAMA_ATTEND_PAGES_COPY(attend_pages_avx512, HCLLAMA_TARGET_AVX512)
+#endif
+#undef HCLLAMA_ATTEND_PAGES_COPY
+
+attend_pages_fn attend_pages_for(kernel_isa isa) noexcept {
+#if HCLLAMA_X86_DISPATCH
+  if (isa == kernel_isa::avx512) return attend_pages_avx512;
+  if (isa == kernel_isa::avx2) return attend_pages_avx2;
+#endif
+  (void)isa;
+  return attend_pages_portable;
 }
 
 // Row `row`'s share of its capture for a chunk that starts at token `begin`: tokens [begin, capture.tokens).
@@ -136,11 +155,11 @@ void attend_pages(const float* q, std::size_t group, std::size_t head_dim, const
       for (std::size_t g = 0; g < group; ++g) lse[g] = -std::numeric_limits<float>::infinity();
     return;
   }
-  attend_pages_impl(q, group, head_dim, k, v, run, scale, out, lse, scratch, capture);
+  static const attend_pages_fn attend = attend_pages_for(best_isa());
+  attend(q, group, head_dim, k, v, run, scale, out, lse, scratch, capture);
 }
 
-selection_attention::selection_attention(std::size_t threads)
-    : pool_(static_cast<heterocache::index_t>(std::max<std::size_t>(1, threads))) {}
+selection_attention::selection_attention(heterocache::host_thread_pool& pool) : pool_(pool) {}
 
 selection_attention::chunking selection_attention::plan_chunks(const heterocache::paged_selection& sel) const noexcept {
   const auto page_size = static_cast<std::size_t>(std::max<heterocache::index_t>(sel.page_size, 1));  // 0: no rows

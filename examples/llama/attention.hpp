@@ -58,7 +58,8 @@ using kv_selection = std::variant<heterocache::paged_selection, heterocache::bas
 // the cache's monitor need not recompute them.
 class selection_attention {
  public:
-  explicit selection_attention(std::size_t threads);
+  // Runs on the threads of `pool`, which it borrows (the pool must outlive it).
+  explicit selection_attention(heterocache::host_thread_pool& pool);
   void run(const heterocache::paged_selection& sel, const float* queries, float* output, float scale);
   void run(const kv_selection& sel, const float* queries, float* output, float scale);
   std::size_t threads() const noexcept { return static_cast<std::size_t>(pool_.size()); }
@@ -73,7 +74,7 @@ class selection_attention {
   chunking plan_chunks(const heterocache::paged_selection& sel) const noexcept;
   void merge_chunks(std::size_t rows, std::size_t group, std::size_t head_dim, std::size_t chunks, float* output);
 
-  heterocache::host_thread_pool pool_;
+  heterocache::host_thread_pool& pool_;
   heterocache::split_attention_workspace split_;
   std::vector<float> scratch_, part_out_, part_lse_;
 };

@@ -117,6 +117,9 @@ class gguf_file {
 
   // Raw bytes of a tensor's data.
   std::span<const std::uint8_t> tensor_bytes(const gguf_tensor_info& t) const;
+  // A share of the file's bytes (the mapping or the owned copy; null for view_bytes, whose caller keeps them
+  // alive): what lets an object that points into tensor_bytes() outlive this gguf_file.
+  std::shared_ptr<const void> bytes_owner() const noexcept { return owner_; }
   // Whole tensor dequantized to float (row-major, dims[0] innermost).
   std::vector<float> to_float(const gguf_tensor_info& t) const;
   void to_float(const gguf_tensor_info& t, float* out) const;

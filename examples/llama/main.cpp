@@ -75,7 +75,7 @@ void usage(std::FILE* out) {
       "  --max-new N         tokens to generate, >= 0 (default 256; passkey 12)\n"
       "  --temperature T     in [0, 100]: 0 = greedy (default), > 0 = sampling\n"
       "  --seed S            random seed in [0, 2^64 - 1] (sampling, passkey and depth)\n"
-      "  --threads N         threads in [1, 1024] (prefill BLAS, decode attention; default: all cores)\n"
+      "  --threads N         threads in [1, 1024] (weights, prefill and decode attention; default: all cores)\n"
       "  --policy NAME       KV cache: full | heterocache | streamingllm | h2o | snapkv | pyramidkv | adakv |\n"
       "                      quest | duo (default full; heterocache/baselines.hpp)\n"
       "  --kv-format F       the cache's hot-tier elements: fp32 (default) | fp16 | bf16 (fp32 accumulation;\n"
@@ -236,8 +236,6 @@ run_result generate(const llama_model& model, const tokenizer& tok, const std::v
   const std::size_t capacity = prompt.size() + static_cast<std::size_t>(std::max(max_new, 1)) + 1;
   llama_context ctx(model, capacity, make_cache_factory(model.config(), cc), static_cast<std::size_t>(opt.threads));
   ctx.window = opt.window;
-  ctx.prefill_blas_threads = opt.threads;
-  ctx.decode_blas_threads = 1;  // decode GEMVs: one BLAS thread (see README of examples/llama)
   run_result r;
   r.policy = cc.policy;
   const bool progress = !opt.quiet && prompt.size() > 256;
@@ -359,7 +357,6 @@ int passkey_sweep(const options& opt, const llama_model& model, const tokenizer&
 int main(int argc, char** argv) {
   const options opt = parse_args(argc, argv);
   try {
-    set_blas_threads(opt.threads);
     const auto t_load = clock_type::now();
     const gguf_file file = gguf_file::open(opt.model);
     const tokenizer tok(file);

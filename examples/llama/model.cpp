@@ -2,17 +2,11 @@
 
 #include "cache.hpp"
 
-#include <cblas.h>
-
 #include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <limits>
 #include <variant>
-
-#ifdef HCLLAMA_OPENBLAS
-extern "C" void openblas_set_num_threads(int num_threads);
-#endif
 
 namespace hcllama {
 
@@ -32,18 +26,6 @@ void check_selection(const decode_cache& cache, const kv_selection& sel, std::si
   if (!fits) fail(std::string("cache '") + cache.name() + "' returned a selection of the wrong shape");
 }
 
-// Softmax of row[0, n) in place (sum accumulated in double).
-void softmax_in_place(float* row, std::size_t n) {
-  const float mx = *std::max_element(row, row + n);
-  double sum = 0;
-  for (std::size_t i = 0; i < n; ++i) {
-    row[i] = std::exp(row[i] - mx);
-    sum += row[i];
-  }
-  const float inv = static_cast<float>(1.0 / sum);
-  for (std::size_t i = 0; i < n; ++i) row[i] *= inv;
-}
-
 std::size_t meta_size(const gguf_file& f, const std::string& key) {
   const gguf_value* v = f.find(key);
   if (!v) fail("missing metadata key '" + key + "'");
@@ -52,7 +34,9 @@ std::size_t meta_size(const gguf_file& f, const std::string& key) {
   return static_cast<std::size_t>(x);
 }
 
-std::vector<float> load(const gguf_file& f, const std::string& name, std::vector<std::uint64_t> dims) {
+// The tensor `name` of `f`, checked to have the shape `dims` (dims[0] innermost).
+const gguf_tensor_info& checked_tensor(const gguf_file& f, const std::string& name,
+                                       const std::vector<std::uint64_t>& dims) {
   const gguf_tensor_info& t = f.tensor(name);
   if (t.dims != dims) {
     std::string want, got;
@@ -60,7 +44,17 @@ std::vector<float> load(const gguf_file& f, const std::string& name, std::vector
     for (auto d : t.dims) got += std::to_string(d) + " ";
     fail("tensor '" + name + "' has shape [ " + got + "], expected [ " + want + "]");
   }
-  return f.to_float(t);
+  return t;
+}
+
+// A norm vector, widened to float.
+std::vector<float> load_vector(const gguf_file& f, const std::string& name, std::uint64_t length) {
+  return f.to_float(checked_tensor(f, name, {length}));
+}
+
+// A weight matrix [rows][cols], in place in the file's bytes.
+quantized_matrix load_matrix(const gguf_file& f, const std::string& name, std::uint64_t cols, std::uint64_t rows) {
+  return quantized_matrix::from_gguf(f, checked_tensor(f, name, {cols, rows}));
 }
 
 void rmsnorm(const float* x, const float* w, float* y, std::size_t n, float eps) {
@@ -70,38 +64,9 @@ void rmsnorm(const float* x, const float* w, float* y, std::size_t n, float eps)
   for (std::size_t i = 0; i < n; ++i) y[i] = x[i] * r * w[i];
 }
 
-inline int ci(std::size_t x) { return static_cast<int>(x); }
-
-// C[m][n] = alpha * A[m][k] * B[n][k]^T + beta * C   (B is a row-major [out][in] weight)
-void gemm_nt(std::size_t m, std::size_t n, std::size_t k, float alpha, const float* a, std::size_t lda, const float* b,
-             std::size_t ldb, float beta, float* c, std::size_t ldc) {
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, ci(m), ci(n), ci(k), alpha, a, ci(lda), b, ci(ldb), beta, c,
-              ci(ldc));
-}
-// C[m][n] = alpha * A[m][k] * B[k][n] + beta * C
-void gemm_nn(std::size_t m, std::size_t n, std::size_t k, float alpha, const float* a, std::size_t lda, const float* b,
-             std::size_t ldb, float beta, float* c, std::size_t ldc) {
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, ci(m), ci(n), ci(k), alpha, a, ci(lda), b, ci(ldb), beta, c,
-              ci(ldc));
-}
-// y[out] = W[out][in] x + beta*y
-void gemv(const std::vector<float>& w, std::size_t out, std::size_t in, const float* x, float beta, float* y) {
-  cblas_sgemv(CblasRowMajor, CblasNoTrans, ci(out), ci(in), 1.0f, w.data(), ci(in), x, 1, beta, y, 1);
-}
-
 inline float silu(float x) { return x / (1.0f + std::exp(-x)); }
 
 }  // namespace
-
-bool set_blas_threads(int n) noexcept {
-#ifdef HCLLAMA_OPENBLAS
-  if (n > 0) openblas_set_num_threads(n);
-  return true;
-#else
-  (void)n;
-  return false;
-#endif
-}
 
 llama_config read_llama_config(const gguf_file& f) {
   const std::string arch = f.get_string("general.architecture", "");
@@ -130,99 +95,41 @@ llama_config read_llama_config(const gguf_file& f) {
 llama_model::llama_model(const gguf_file& f) : cfg_(read_llama_config(f)) {
   const std::uint64_t E = cfg_.n_embd, F = cfg_.n_ff, V = cfg_.n_vocab;
   const std::uint64_t Q = cfg_.n_head * cfg_.head_dim, KV = cfg_.n_head_kv * cfg_.head_dim;
-  tok_embd_ = load(f, "token_embd.weight", {E, V});
-  out_norm_ = load(f, "output_norm.weight", {E});
-  if (f.find_tensor("output.weight")) output_ = load(f, "output.weight", {E, V});
+  tok_embd_ = load_matrix(f, "token_embd.weight", E, V);
+  out_norm_ = load_vector(f, "output_norm.weight", E);
+  if (f.find_tensor("output.weight")) output_ = load_matrix(f, "output.weight", E, V);
   layers_.resize(cfg_.n_layer);
   for (std::size_t i = 0; i < cfg_.n_layer; ++i) {
     const std::string p = "blk." + std::to_string(i) + ".";
     auto& L = layers_[i];
-    L.attn_norm = load(f, p + "attn_norm.weight", {E});
-    L.wq = load(f, p + "attn_q.weight", {E, Q});
-    L.wk = load(f, p + "attn_k.weight", {E, KV});
-    L.wv = load(f, p + "attn_v.weight", {E, KV});
-    L.wo = load(f, p + "attn_output.weight", {Q, E});
-    L.ffn_norm = load(f, p + "ffn_norm.weight", {E});
-    L.w_gate = load(f, p + "ffn_gate.weight", {E, F});
-    L.w_up = load(f, p + "ffn_up.weight", {E, F});
-    L.w_down = load(f, p + "ffn_down.weight", {F, E});
+    L.attn_norm = load_vector(f, p + "attn_norm.weight", E);
+    L.wq = load_matrix(f, p + "attn_q.weight", E, Q);
+    L.wk = load_matrix(f, p + "attn_k.weight", E, KV);
+    L.wv = load_matrix(f, p + "attn_v.weight", E, KV);
+    L.wo = load_matrix(f, p + "attn_output.weight", Q, E);
+    L.ffn_norm = load_vector(f, p + "ffn_norm.weight", E);
+    L.w_gate = load_matrix(f, p + "ffn_gate.weight", E, F);
+    L.w_up = load_matrix(f, p + "ffn_up.weight", E, F);
+    L.w_down = load_matrix(f, p + "ffn_down.weight", F, E);
   }
 }
 
 std::size_t llama_model::weight_bytes() const noexcept {
-  std::size_t n = tok_embd_.size() + out_norm_.size() + output_.size();
+  std::size_t n = tok_embd_.bytes() + (output_ ? output_->bytes() : 0) + out_norm_.size() * sizeof(float);
   for (const auto& L : layers_)
-    n += L.attn_norm.size() + L.wq.size() + L.wk.size() + L.wv.size() + L.wo.size() + L.ffn_norm.size() +
-         L.w_gate.size() + L.w_up.size() + L.w_down.size();
-  return n * sizeof(float);
+    n += (L.attn_norm.size() + L.ffn_norm.size()) * sizeof(float) + L.wq.bytes() + L.wk.bytes() + L.wv.bytes() +
+         L.wo.bytes() + L.w_gate.bytes() + L.w_up.bytes() + L.w_down.bytes();
+  return n;
 }
 
 kv_store::kv_store(std::size_t n_layer, std::size_t n_head_kv, std::size_t capacity, std::size_t head_dim)
     : n_layer_(n_layer), n_head_kv_(n_head_kv), capacity_(capacity), head_dim_(head_dim),
       k_(n_layer * n_head_kv * capacity * head_dim), v_(n_layer * n_head_kv * capacity * head_dim) {}
 
-namespace {
-
-// Calls f(first, length) for each run of consecutive slots, in order.
-template <class F>
-void for_each_slot_run(std::span<const std::int32_t> slots, F&& f) {
-  for (std::size_t i = 0; i < slots.size();) {
-    std::size_t j = i + 1;
-    while (j < slots.size() && slots[j] == slots[j - 1] + 1) ++j;
-    f(i, j - i);
-    i = j;
-  }
-}
-
-}  // namespace
-
-void attend_selected(const float* q, std::size_t group, std::size_t head_dim, const float* k, const float* v,
-                     std::span<const std::int32_t> slots, float scale, float* out, std::vector<float>& scratch) {
-  const std::size_t n = slots.size();
-  std::fill(out, out + group * head_dim, 0.0f);
-  if (n == 0) return;
-  if (scratch.size() < group * n) scratch.resize(group * n);
-  float* s = scratch.data();
-  constexpr std::size_t kMinRun = 8;
-  // scores s[g][i] = scale * q_g . k[slots[i]]
-  for_each_slot_run(slots, [&](std::size_t i, std::size_t len) {
-    const float* kr = k + static_cast<std::size_t>(slots[i]) * head_dim;
-    if (len >= kMinRun) {
-      gemm_nt(group, len, head_dim, scale, q, head_dim, kr, head_dim, 0.0f, s + i, n);
-    } else {
-      for (std::size_t t = 0; t < len; ++t)
-        for (std::size_t g = 0; g < group; ++g) {
-          const float* qg = q + g * head_dim;
-          const float* kt = kr + t * head_dim;
-          float acc = 0;
-          for (std::size_t d = 0; d < head_dim; ++d) acc += qg[d] * kt[d];
-          s[g * n + i + t] = acc * scale;
-        }
-    }
-  });
-  for (std::size_t g = 0; g < group; ++g) {
-    softmax_in_place(s + g * n, n);
-  }
-  // out[g] = sum_i s[g][i] * v[slots[i]]
-  for_each_slot_run(slots, [&](std::size_t i, std::size_t len) {
-    const float* vr = v + static_cast<std::size_t>(slots[i]) * head_dim;
-    if (len >= kMinRun) {
-      gemm_nn(group, head_dim, len, 1.0f, s + i, n, vr, head_dim, 1.0f, out, head_dim);
-    } else {
-      for (std::size_t t = 0; t < len; ++t)
-        for (std::size_t g = 0; g < group; ++g) {
-          const float p = s[g * n + i + t];
-          float* og = out + g * head_dim;
-          const float* vt = vr + t * head_dim;
-          for (std::size_t d = 0; d < head_dim; ++d) og[d] += p * vt[d];
-        }
-    }
-  });
-}
-
 llama_context::llama_context(const llama_model& m, std::size_t capacity, cache_factory factory, std::size_t threads)
-    : m_(m), kv_(m.config().n_layer, m.config().n_head_kv, capacity, m.config().head_dim),
-      factory_(factory ? std::move(factory) : make_cache_factory(m.config(), cache_config{})), attention_(threads) {
+    : m_(m), pool_(static_cast<heterocache::index_t>(std::max<std::size_t>(1, threads))), weights_(pool_), kv_(m.config().n_layer, m.config().n_head_kv, capacity, m.config().head_dim),
+      factory_(factory ? std::move(factory) : make_cache_factory(m.config(), cache_config{})), attention_(pool_),
+      prefill_attention_(pool_) {
   if (capacity == 0) fail("context capacity must be positive");
   const auto& c = m_.config();
   const std::size_t half = c.rope_dim / 2;
@@ -289,14 +196,12 @@ void llama_context::prefill_(std::span<const std::int32_t> tokens, const std::fu
   const std::size_t T = tokens.size(), QD = c.n_head * c.head_dim;
   window_count_ = std::max<std::size_t>(1, std::min(window, T));
   window_q_.assign(c.n_layer * window_count_ * QD, 0.0f);
-  if (prefill_blas_threads > 0) set_blas_threads(prefill_blas_threads);
   const std::size_t B = std::max<std::size_t>(1, prefill_block);
   for (std::size_t i = 0; i < T; i += B) {
     const std::size_t n = std::min(B, T - i);
     prefill_block_(tokens.data() + i, n, i + n == T, T);
     if (progress) progress({i + n, T});
   }
-  if (decode_blas_threads > 0) set_blas_threads(decode_blas_threads);
   prompt_tokens_ = T;
   cache_ = factory_(T, kv_.capacity() - T, tensor());
   prefill_cache(*cache_);
@@ -339,21 +244,12 @@ void llama_context::decode_batch(std::span<decode_cache* const> caches, std::spa
   att_.resize(B * QD);
   ff_a_.resize(B * F);
   ff_b_.resize(B * F);
-  for (std::size_t b = 0; b < B; ++b)
-    std::memcpy(&x_[b * E], &m_.token_embd()[static_cast<std::size_t>(tokens[b]) * E], E * sizeof(float));
-  // x[B][in] times the weight W[out][in]: one GEMM, or one product per stream (batch_rowwise) so that a stream's
-  // numbers do not depend on its place in the batch.
-  const auto mat = [&](std::size_t out, std::size_t in, const float* x, const float* w, float beta, float* y) {
-    if (!batch_rowwise) return gemm_nt(B, out, in, 1.0f, x, in, w, in, beta, y, out);
-    for (std::size_t b = 0; b < B; ++b) gemm_nt(1, out, in, 1.0f, x + b * in, in, w, in, beta, y + b * out, out);
-  };
+  for (std::size_t b = 0; b < B; ++b) m_.token_embd().dequantize_row(static_cast<std::size_t>(tokens[b]), &x_[b * E]);
   const engine_kv_tensor kv = tensor();
   for (std::size_t l = 0; l < c.n_layer; ++l) {
     const auto& L = m_.layer(l);
     for (std::size_t b = 0; b < B; ++b) rmsnorm(&x_[b * E], L.attn_norm.data(), &xn_[b * E], E, c.rms_eps);
-    mat(QD, E, xn_.data(), L.wq.data(), 0.0f, q_.data());
-    mat(KD, E, xn_.data(), L.wk.data(), 0.0f, k_.data());
-    mat(KD, E, xn_.data(), L.wv.data(), 0.0f, v_.data());
+    weights_.multiply({{&L.wq, q_.data()}, {&L.wk, k_.data()}, {&L.wv, v_.data()}}, xn_.data(), B);
     for (std::size_t b = 0; b < B; ++b) {
       rope_(&q_[b * QD], H, pos);
       rope_(&k_[b * KD], Hkv, pos);
@@ -368,15 +264,14 @@ void llama_context::decode_batch(std::span<decode_cache* const> caches, std::spa
       attention_.run(sel, &q_[b * QD], &att_[b * QD], scale);
       cache.end_layer(l, &q_[b * QD], hd);
     }
-    mat(E, QD, att_.data(), L.wo.data(), 1.0f, x_.data());
+    weights_.matmat(L.wo, att_.data(), B, x_.data(), 1.0f);
     for (std::size_t b = 0; b < B; ++b) rmsnorm(&x_[b * E], L.ffn_norm.data(), &xn_[b * E], E, c.rms_eps);
-    mat(F, E, xn_.data(), L.w_gate.data(), 0.0f, ff_a_.data());
-    mat(F, E, xn_.data(), L.w_up.data(), 0.0f, ff_b_.data());
+    weights_.multiply({{&L.w_gate, ff_a_.data()}, {&L.w_up, ff_b_.data()}}, xn_.data(), B);
     for (std::size_t i = 0; i < B * F; ++i) ff_a_[i] = silu(ff_a_[i]) * ff_b_[i];
-    mat(E, F, ff_a_.data(), L.w_down.data(), 1.0f, x_.data());
+    weights_.matmat(L.w_down, ff_a_.data(), B, x_.data(), 1.0f);
   }
   for (std::size_t b = 0; b < B; ++b) rmsnorm(&x_[b * E], m_.output_norm().data(), &xn_[b * E], E, c.rms_eps);
-  mat(c.n_vocab, E, xn_.data(), m_.output().data(), 0.0f, logits);
+  weights_.matmat(m_.output(), xn_.data(), B, logits);
 }
 
 void llama_context::prefill_block_(const std::int32_t* tokens, std::size_t n, bool want_logits,
@@ -384,28 +279,22 @@ void llama_context::prefill_block_(const std::int32_t* tokens, std::size_t n, bo
   const auto& c = m_.config();
   const std::size_t E = c.n_embd, F = c.n_ff, hd = c.head_dim, H = c.n_head, Hkv = c.n_head_kv, G = c.group();
   const std::size_t QD = H * hd, KD = Hkv * hd;
-  const std::size_t p0 = n_past_, T = p0 + n;
-  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+  const std::size_t p0 = n_past_;
   x_.resize(n * E);
   xn_.resize(n * E);
   q_.resize(n * QD);
   k_.resize(n * KD);
   v_.resize(n * KD);
-  att_.resize(std::max(n * QD, G * n * hd));
+  att_.resize(n * QD);
   ff_a_.resize(n * F);
   ff_b_.resize(n * F);
-  scores_.resize(G * n * T);
-  std::vector<float> qg(G * n * hd), og(G * n * hd);
 
-  for (std::size_t t = 0; t < n; ++t)
-    std::memcpy(&x_[t * E], &m_.token_embd()[static_cast<std::size_t>(tokens[t]) * E], E * sizeof(float));
+  for (std::size_t t = 0; t < n; ++t) m_.token_embd().dequantize_row(static_cast<std::size_t>(tokens[t]), &x_[t * E]);
 
   for (std::size_t l = 0; l < c.n_layer; ++l) {
     const auto& L = m_.layer(l);
     for (std::size_t t = 0; t < n; ++t) rmsnorm(&x_[t * E], L.attn_norm.data(), &xn_[t * E], E, c.rms_eps);
-    gemm_nt(n, QD, E, 1.0f, xn_.data(), E, L.wq.data(), E, 0.0f, q_.data(), QD);
-    gemm_nt(n, KD, E, 1.0f, xn_.data(), E, L.wk.data(), E, 0.0f, k_.data(), KD);
-    gemm_nt(n, KD, E, 1.0f, xn_.data(), E, L.wv.data(), E, 0.0f, v_.data(), KD);
+    weights_.multiply({{&L.wq, q_.data()}, {&L.wk, k_.data()}, {&L.wv, v_.data()}}, xn_.data(), n);
     for (std::size_t t = 0; t < n; ++t) {
       rope_(&q_[t * QD], H, p0 + t);
       rope_(&k_[t * KD], Hkv, p0 + t);
@@ -416,37 +305,20 @@ void llama_context::prefill_block_(const std::int32_t* tokens, std::size_t n, bo
         std::memcpy(kv_.v(l, h) + (p0 + t) * hd, &v_[t * KD + h * hd], hd * sizeof(float));
       }
     }
-    // attention: one GEMM per KV head for the whole query group
-    std::vector<float>& att = att_;  // [n][QD]
-    for (std::size_t h = 0; h < Hkv; ++h) {
-      for (std::size_t g = 0; g < G; ++g)
-        for (std::size_t t = 0; t < n; ++t)
-          std::memcpy(&qg[(g * n + t) * hd], &q_[t * QD + (h * G + g) * hd], hd * sizeof(float));
-      gemm_nt(G * n, T, hd, scale, qg.data(), hd, kv_.k(l, h), hd, 0.0f, scores_.data(), T);
-      for (std::size_t g = 0; g < G; ++g)
-        for (std::size_t t = 0; t < n; ++t) {
-          float* row = &scores_[(g * n + t) * T];
-          const std::size_t valid = p0 + t + 1;
-          softmax_in_place(row, valid);
-          std::fill(row + valid, row + T, 0.0f);
-        }
-      gemm_nn(G * n, hd, T, 1.0f, scores_.data(), T, kv_.v(l, h), hd, 0.0f, og.data(), hd);
-      for (std::size_t g = 0; g < G; ++g)
-        for (std::size_t t = 0; t < n; ++t)
-          std::memcpy(&att[t * QD + (h * G + g) * hd], &og[(g * n + t) * hd], hd * sizeof(float));
-    }
-    gemm_nt(n, E, QD, 1.0f, att.data(), QD, L.wo.data(), QD, 1.0f, x_.data(), E);
+    // causal attention of the block's queries over positions 0 .. p0 + n - 1, tiled (prefill_attention.hpp)
+    prefill_attention_.run(prefill_block_shape{Hkv, G, hd, p0, n},
+                           sequence_kv<float>{kv_.k(l, 0), kv_.v(l, 0), kv_.head_stride()}, q_.data(), att_.data());
+    weights_.matmat(L.wo, att_.data(), n, x_.data(), 1.0f);
 
     for (std::size_t t = 0; t < n; ++t) rmsnorm(&x_[t * E], L.ffn_norm.data(), &xn_[t * E], E, c.rms_eps);
-    gemm_nt(n, F, E, 1.0f, xn_.data(), E, L.w_gate.data(), E, 0.0f, ff_a_.data(), F);
-    gemm_nt(n, F, E, 1.0f, xn_.data(), E, L.w_up.data(), E, 0.0f, ff_b_.data(), F);
+    weights_.multiply({{&L.w_gate, ff_a_.data()}, {&L.w_up, ff_b_.data()}}, xn_.data(), n);
     for (std::size_t i = 0; i < n * F; ++i) ff_a_[i] = silu(ff_a_[i]) * ff_b_[i];
-    gemm_nt(n, E, F, 1.0f, ff_a_.data(), F, L.w_down.data(), F, 1.0f, x_.data(), E);
+    weights_.matmat(L.w_down, ff_a_.data(), n, x_.data(), 1.0f);
   }
   n_past_ += n;
   if (want_logits) {
     rmsnorm(&x_[(n - 1) * E], m_.output_norm().data(), xn_.data(), E, c.rms_eps);
-    gemv(m_.output(), c.n_vocab, E, xn_.data(), 0.0f, logits_.data());
+    weights_.matvec(m_.output(), xn_.data(), logits_.data());
   }
 }
 
@@ -464,14 +336,12 @@ void llama_context::decode_one_(std::int32_t token) {
   att_.resize(QD);
   ff_a_.resize(F);
   ff_b_.resize(F);
-  std::memcpy(x_.data(), &m_.token_embd()[static_cast<std::size_t>(token) * E], E * sizeof(float));
+  m_.token_embd().dequantize_row(static_cast<std::size_t>(token), x_.data());
   const engine_kv_tensor kv = tensor();
   for (std::size_t l = 0; l < c.n_layer; ++l) {
     const auto& L = m_.layer(l);
     rmsnorm(x_.data(), L.attn_norm.data(), xn_.data(), E, c.rms_eps);
-    gemv(L.wq, QD, E, xn_.data(), 0.0f, q_.data());
-    gemv(L.wk, KD, E, xn_.data(), 0.0f, k_.data());
-    gemv(L.wv, KD, E, xn_.data(), 0.0f, v_.data());
+    weights_.multiply({{&L.wq, q_.data()}, {&L.wk, k_.data()}, {&L.wv, v_.data()}}, xn_.data(), 1);
     rope_(q_.data(), H, pos);
     rope_(k_.data(), Hkv, pos);
     for (std::size_t h = 0; h < Hkv; ++h) {
@@ -482,16 +352,15 @@ void llama_context::decode_one_(std::int32_t token) {
     check_selection(*cache_, sel, Hkv, G, hd);
     attention_.run(sel, q_.data(), att_.data(), scale);
     cache_->end_layer(l, q_.data(), hd);
-    gemv(L.wo, E, QD, att_.data(), 1.0f, x_.data());
+    weights_.matvec(L.wo, att_.data(), x_.data(), 1.0f);
     rmsnorm(x_.data(), L.ffn_norm.data(), xn_.data(), E, c.rms_eps);
-    gemv(L.w_gate, F, E, xn_.data(), 0.0f, ff_a_.data());
-    gemv(L.w_up, F, E, xn_.data(), 0.0f, ff_b_.data());
+    weights_.multiply({{&L.w_gate, ff_a_.data()}, {&L.w_up, ff_b_.data()}}, xn_.data(), 1);
     for (std::size_t i = 0; i < F; ++i) ff_a_[i] = silu(ff_a_[i]) * ff_b_[i];
-    gemv(L.w_down, E, F, ff_a_.data(), 1.0f, x_.data());
+    weights_.matvec(L.w_down, ff_a_.data(), x_.data(), 1.0f);
   }
   n_past_ += 1;
   rmsnorm(x_.data(), m_.output_norm().data(), xn_.data(), E, c.rms_eps);
-  gemv(m_.output(), c.n_vocab, E, xn_.data(), 0.0f, logits_.data());
+  weights_.matvec(m_.output(), xn_.data(), logits_.data());
 }
 
 std::int32_t argmax(std::span<const float> logits) {

@@ -1,9 +1,12 @@
 // Minimal llama-architecture forward pass (SmolLM2-135M and similar models)
-// with float32 weights dequantized from a GGUF file.
+// on the weights as the GGUF file stores them (quantized_matrix: the blocks in
+// place in the file's read-only mapping, multiplied by matrix_multiplier with
+// fp32 activations; only the norm vectors are widened to float).
 //
 // The engine owns K and V as [layer][kv_head][token][head_dim] float (kv_store,
-// keys after RoPE). The first eval() is the prompt prefill (blocked BLAS, full
-// causal attention); it keeps the last `window` queries of every layer, then
+// keys after RoPE). The first eval() is the prompt prefill (blocks of tokens
+// through the weights' matrix-matrix kernels, causal attention in tiles with an
+// online softmax, prefill_attention.hpp); it keeps the last `window` queries of every layer, then
 // builds the decode cache (cache_factory) and prefills it layer by layer with
 // that observation window. Each decode step, per layer: write K/V,
 // begin_layer (appends the token, returns the paged selection), attention over
@@ -23,6 +26,8 @@
 
 #include "attention.hpp"
 #include "gguf.hpp"
+#include "prefill_attention.hpp"
+#include "quantized_matrix.hpp"
 #include "heterocache/algorithm/pooled_attention.hpp"
 #include "heterocache/profile/head_profile.hpp"
 #include "heterocache/tensor/kv_tensor.hpp"
@@ -51,23 +56,30 @@ struct llama_config {
 llama_config read_llama_config(const gguf_file& f);
 
 struct layer_weights {
-  std::vector<float> attn_norm, wq, wk, wv, wo;  // W: [out][in] row-major
-  std::vector<float> ffn_norm, w_gate, w_up, w_down;
+  std::vector<float> attn_norm, ffn_norm;                 // [n_embd], widened to float
+  quantized_matrix wq, wk, wv, wo, w_gate, w_up, w_down;  // [out][in], as the file stores them
 };
 
+// The weights of a GGUF file. The matrices point into the file's bytes and keep them alive (a share of
+// gguf_file's mapping), so the model may outlive the gguf_file; one built from gguf_file::view_bytes needs
+// the caller's buffer for as long as the model lives.
 class llama_model {
  public:
   explicit llama_model(const gguf_file& f);
   const llama_config& config() const noexcept { return cfg_; }
-  const std::vector<float>& token_embd() const noexcept { return tok_embd_; }
+  const quantized_matrix& token_embd() const noexcept { return tok_embd_; }  // [n_vocab][n_embd]
   const std::vector<float>& output_norm() const noexcept { return out_norm_; }
-  const std::vector<float>& output() const noexcept { return output_.empty() ? tok_embd_ : output_; }
+  // The output projection: output.weight, or the token embedding when the file ties them.
+  const quantized_matrix& output() const noexcept { return output_ ? *output_ : tok_embd_; }
   const layer_weights& layer(std::size_t i) const { return layers_.at(i); }
+  // Bytes of weights the model holds: the matrices' blocks and the norm vectors.
   std::size_t weight_bytes() const noexcept;
 
  private:
   llama_config cfg_;
-  std::vector<float> tok_embd_, out_norm_, output_;
+  quantized_matrix tok_embd_;
+  std::optional<quantized_matrix> output_;
+  std::vector<float> out_norm_;
   std::vector<layer_weights> layers_;
 };
 
@@ -128,14 +140,6 @@ class decode_cache {
 using cache_factory = std::function<std::unique_ptr<decode_cache>(std::size_t prompt_tokens, std::size_t max_new_tokens,
                                                                   const engine_kv_tensor& engine_kv)>;
 
-// Attention of the `group` query heads that share one KV head over the
-// selected slots. q: [group][head_dim]; k, v: one head of kv_store
-// ([capacity][head_dim]); out: [group][head_dim]. scratch is resized as needed.
-// Contiguous runs of slots are processed with BLAS so that every K/V row is
-// read once for the whole group.
-void attend_selected(const float* q, std::size_t group, std::size_t head_dim, const float* k, const float* v,
-                     std::span<const std::int32_t> slots, float scale, float* out, std::vector<float>& scratch);
-
 struct eval_progress {
   std::size_t done = 0;
   std::size_t total = 0;
@@ -145,11 +149,12 @@ class llama_context {
  public:
   // capacity: the most tokens this context can hold. factory: builds the
   // decode cache at the prompt prefill (nullptr = heterocache::full_kv_cache).
-  // threads: attention threads at decode (and BLAS threads at prefill).
+  // threads: the threads of the weights' matrix products and of the prefill and
+  // decode attention (one pool, the caller included).
   llama_context(const llama_model& m, std::size_t capacity, cache_factory factory = nullptr, std::size_t threads = 1);
 
   // Appends tokens and returns the logits of the last one. The first call is
-  // the prompt prefill (blocked BLAS, full causal attention, then the decode
+  // the prompt prefill (blocks of tokens, full causal attention, then the decode
   // cache is built and prefilled); later calls go through the decode path one
   // token at a time (attention over the cache's selection).
   const std::vector<float>& eval(std::span<const std::int32_t> tokens,
@@ -176,18 +181,20 @@ class llama_context {
   // One decode step of several independent streams that share this context's prompt (one prompt prefill, many
   // policies): stream b attends through caches[b] (prefilled with prefill_cache), takes tokens[b] at position
   // prompt_tokens() + step and writes its K/V at slot prompt_tokens() + b * slot_stride + step of kv(). The
-  // weights are read once for all streams (GEMM instead of GEMV). logits: [streams][n_vocab]. Does not touch
-  // n_past() or cache(). Needs keep_prefill_state. A stream's decode token is not at its position in kv(), so
-  // its cache must keep its own cold tier (make_decode_cache without a cold alias).
+  // weights are read once for all streams (matrix-matrix products), and each stream's numbers are the ones it
+  // would get alone (matrix_multiplier computes every output the same way). logits: [streams][n_vocab]. Does
+  // not touch n_past() or cache(). Needs keep_prefill_state. A stream's decode token is not at its position in
+  // kv(), so its cache must keep its own cold tier (make_decode_cache without a cold alias).
   void decode_batch(std::span<decode_cache* const> caches, std::span<const std::int32_t> tokens, std::size_t step,
                     std::size_t slot_stride, float* logits);
 
   bool keep_prefill_state = false;  // keep the observation window and prompt logits after the prompt prefill
-  bool batch_rowwise = false;  // decode_batch: one matrix product per stream (bit-identical streams, slower)
+  // decode_batch once multiplied stream by stream when this was set, so that a stream's numbers would not depend
+  // on its place in the batch; matrix_multiplier gives every stream those bits in one product, so it changes
+  // nothing now (examples/eval still sets it).
+  bool batch_rowwise = false;
   std::size_t prefill_block = 128;
   std::size_t window = 32;     // observation window (last prompt queries per layer)
-  int prefill_blas_threads = 0;  // BLAS threads during prefill (0: leave as is)
-  int decode_blas_threads = 0;   // BLAS threads during decode (0: leave as is)
 
  private:
   void prefill_(std::span<const std::int32_t> tokens, const std::function<void(const eval_progress&)>& progress);
@@ -197,10 +204,15 @@ class llama_context {
   void rope_(float* x, std::size_t n_heads, std::size_t pos) const;
 
   const llama_model& m_;
+  // One pool for every kernel (the weights' products, the prefill and decode attention: they never overlap),
+  // so that its spinning workers never compete with another pool's.
+  heterocache::host_thread_pool pool_;
+  matrix_multiplier weights_;
   kv_store kv_;
   cache_factory factory_;
   std::unique_ptr<decode_cache> cache_;
   selection_attention attention_;
+  prefill_attention prefill_attention_;
   std::size_t n_past_ = 0;
   std::size_t window_count_ = 0;
   std::size_t prompt_tokens_ = 0;
@@ -209,11 +221,8 @@ class llama_context {
   std::vector<float> rope_cos_, rope_sin_, rope_freq_;
   std::vector<float> logits_;
   // scratch
-  std::vector<float> x_, xn_, q_, k_, v_, att_, ff_a_, ff_b_, scores_;
+  std::vector<float> x_, xn_, q_, k_, v_, att_, ff_a_, ff_b_;
 };
-
-// Sets the BLAS thread count (OpenBLAS); returns false if not supported.
-bool set_blas_threads(int n) noexcept;
 
 // Sampling helpers.
 std::int32_t argmax(std::span<const float> logits);

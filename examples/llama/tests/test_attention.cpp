@@ -85,35 +85,6 @@ std::vector<float> random_queries(std::size_t heads, std::size_t hd, unsigned se
 }
 }  // namespace
 
-TEST_CASE("attend_selected matches a naive softmax attention for any selection") {
-  const std::size_t hd = 64, group = 3, cap = 300;
-  std::mt19937 rng(7);
-  std::normal_distribution<float> nd;
-  std::vector<float> k(cap * hd), v(cap * hd), q(group * hd);
-  for (auto& x : k) x = nd(rng);
-  for (auto& x : v) x = nd(rng);
-  for (auto& x : q) x = nd(rng);
-  std::vector<std::vector<std::int32_t>> selections;
-  std::vector<std::int32_t> all(cap);
-  for (std::size_t i = 0; i < cap; ++i) all[i] = std::int32_t(i);
-  selections.push_back(all);
-  selections.push_back({5});
-  selections.push_back({0, 1, 2, 50, 51, 52, 53, 54, 55, 56, 57, 58, 59, 60, 200, 299});
-  std::vector<std::int32_t> sparse;
-  for (std::size_t i = 0; i < cap; i += 3) sparse.push_back(std::int32_t(i));
-  selections.push_back(sparse);
-  selections.push_back({});
-  std::vector<float> scratch, out(group * hd);
-  const float scale = 0.125f;
-  for (const auto& sel : selections) {
-    attend_selected(q.data(), group, hd, k.data(), v.data(), sel, scale, out.data(), scratch);
-    for (std::size_t g = 0; g < group; ++g) {
-      const auto ref = sel.empty() ? std::vector<float>(hd, 0.0f) : naive(&q[g * hd], hd, k.data(), v.data(), sel, scale);
-      for (std::size_t d = 0; d < hd; ++d) REQUIRE(out[g * hd + d] == doctest::Approx(ref[d]).epsilon(1e-4));
-    }
-  }
-}
-
 TEST_CASE("selection_attention matches a naive softmax attention, split or not, for any page size") {
   const std::size_t hd = 64, group = 3;
   const std::vector<std::size_t> lengths{700, 611, 0, 5};  // split rows, an empty row, a row of part of a page
@@ -122,7 +93,8 @@ TEST_CASE("selection_attention matches a naive softmax attention, split or not, 
   for (std::size_t page_size : {1, 16}) {
     const paged_rows data(lengths, page_size, hd, 5, 17);
     for (std::size_t threads : {1, 2, 3}) {
-      selection_attention att(threads);
+      heterocache::host_thread_pool pool(static_cast<heterocache::index_t>(threads));
+      selection_attention att(pool);
       att.min_split = 100;
       std::vector<float> out(rows * group * hd, -1.0f);
       att.run(data.selection(group, hd), q.data(), out.data(), 0.125f);
@@ -145,7 +117,8 @@ TEST_CASE("selection_attention does not depend on where the pages lie") {
   std::vector<std::vector<float>> outs;
   for (unsigned shuffle : {1u, 2u, 3u}) {
     const paged_rows data(lengths, 16, hd, 9, shuffle);
-    selection_attention att(2);
+    heterocache::host_thread_pool pool(2);
+    selection_attention att(pool);
     att.min_split = 100;
     outs.emplace_back(q.size());
     att.run(data.selection(group, hd), q.data(), outs.back().data(), 0.125f);
@@ -164,7 +137,8 @@ TEST_CASE("selection_attention writes and stamps the scores the selection's capt
       std::vector<float> captured(group * tokens + 1, std::nanf(""));
       std::uint64_t stamp = 0;
       const std::vector<heterocache::score_capture> captures{{}, {captured.data(), tokens, &stamp, 7}};
-      selection_attention att(threads);
+      heterocache::host_thread_pool pool(static_cast<heterocache::index_t>(threads));
+      selection_attention att(pool);
       att.min_split = 100;
       att.run(data.selection(group, hd, captures), q.data(), out.data(), 0.125f);
       for (std::size_t g = 0; g < group; ++g)

@@ -1,0 +1,365 @@
+#include "quantized_matrix.hpp"
+
+#include <algorithm>
+#include <cstring>
+
+#include "heterocache/detail/isa_dispatch.hpp"
+
+#if HCLLAMA_X86_DISPATCH
+#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ < 13
+// GCC 12's AVX-512 intrinsics read an undefined vector on purpose and warn about it where they are inlined, at
+// their own lines in the header (GCC bug 105593): the warnings can only be silenced for the whole file.
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#endif
+#include <immintrin.h>
+#endif
+
+namespace hcllama {
+
+namespace {
+
+[[noreturn]] void fail(const std::string& msg) { throw weight_error("weights: " + msg); }
+
+#define HCLLAMA_UNROLL _Pragma("GCC unroll 16")
+
+constexpr std::size_t kBlock = 32;     // weights per block of every type the kernels take (float types too)
+constexpr std::size_t kMaxLanes = 16;  // the widest vector of any kernel (AVX-512)
+
+// One thread's share of one product: rows [first, last) of the matrix at `data` for the n inputs x.
+struct rows_job {
+  ggml_type type;
+  const std::uint8_t* data;
+  std::size_t row_bytes, cols, first, last;
+  const float* x;  // [n][cols]
+  std::size_t n;
+  const float* sums;  // sum(x) of input t's block j at sums[j * sums_stride + t] (types with an offset)
+  std::size_t sums_stride;
+  float* y;  // [n][ldy]
+  std::size_t ldy;
+  float beta;
+};
+
+// The kernels of one instruction set.
+struct kernel_table {
+  std::size_t row_tile;  // rows one tile computes: the unit the rows are shared out in
+  void (*multiply_rows)(const rows_job& job);
+  void (*block_sums)(const float* x, std::size_t n, std::size_t cols, float* sums, std::size_t stride);
+};
+
+HETEROCACHE_ALWAYS_INLINE std::uint16_t load_u16(const std::uint8_t* p) {
+  std::uint16_t v;
+  std::memcpy(&v, p, 2);
+  return v;
+}
+
+// ---- portable C++: lanes the compiler may vectorize for the build's target -----------------------------
+namespace portable {
+
+constexpr std::size_t W = 8;
+constexpr std::size_t kRows = 2, kTokens = 3;
+struct vf {
+  float v[W];
+};
+
+HETEROCACHE_ALWAYS_INLINE vf zero() { return {}; }
+HETEROCACHE_ALWAYS_INLINE vf splat(float a) {
+  vf r;
+  for (std::size_t l = 0; l < W; ++l) r.v[l] = a;
+  return r;
+}
+HETEROCACHE_ALWAYS_INLINE vf load(const float* p) {
+  vf r;
+  std::memcpy(r.v, p, sizeof r.v);
+  return r;
+}
+HETEROCACHE_ALWAYS_INLINE void store(float* p, vf a) { std::memcpy(p, a.v, sizeof a.v); }
+HETEROCACHE_ALWAYS_INLINE vf add(vf a, vf b) {
+  for (std::size_t l = 0; l < W; ++l) a.v[l] += b.v[l];
+  return a;
+}
+HETEROCACHE_ALWAYS_INLINE vf mul(vf a, vf b) {
+  for (std::size_t l = 0; l < W; ++l) a.v[l] *= b.v[l];
+  return a;
+}
+HETEROCACHE_ALWAYS_INLINE vf fmadd(vf a, vf b, vf c) {
+  for (std::size_t l = 0; l < W; ++l) c.v[l] += a.v[l] * b.v[l];
+  return c;
+}
+HETEROCACHE_ALWAYS_INLINE float reduce_add(vf a) {
+  for (std::size_t half = W / 2; half > 0; half /= 2)
+    for (std::size_t l = 0; l < half; ++l) a.v[l] += a.v[l + half];
+  return a.v[0];
+}
+HETEROCACHE_ALWAYS_INLINE void nibbles(const std::uint8_t* p, vf* w) {
+  for (std::size_t i = 0; i < 16; ++i) {
+    w[i / W].v[i % W] = static_cast<float>(p[i] & 0x0F);
+    w[(i + 16) / W].v[i % W] = static_cast<float>(p[i] >> 4);
+  }
+}
+HETEROCACHE_ALWAYS_INLINE void signed_bytes(const std::uint8_t* p, vf* w) {
+  for (std::size_t i = 0; i < 32; ++i) w[i / W].v[i % W] = static_cast<float>(static_cast<std::int8_t>(p[i]));
+}
+HETEROCACHE_ALWAYS_INLINE vf load_f16(const std::uint8_t* p) {
+  vf r;
+  dequantize_row(ggml_type::f16, p, r.v, W);
+  return r;
+}
+HETEROCACHE_ALWAYS_INLINE vf load_bf16(const std::uint8_t* p) {
+  vf r;
+  dequantize_row(ggml_type::bf16, p, r.v, W);
+  return r;
+}
+HETEROCACHE_ALWAYS_INLINE float half_at(const std::uint8_t* p) { return fp16_to_fp32(load_u16(p)); }
+
+#include "quantized_kernels.inc"
+
+}  // namespace portable
+
+#if HCLLAMA_X86_DISPATCH
+
+// The x86 kernels are compiled for their instruction set by a target region rather than a flag on the file,
+// so every other function of the program stays on the build's baseline.
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx2,fma,f16c"))), apply_to = function)
+#else
+#pragma GCC push_options
+#pragma GCC target("avx2,fma,f16c")
+#endif
+
+// ---- AVX2 + FMA + F16C -----------------------------------------------------------------------------------
+namespace avx2 {
+
+constexpr std::size_t W = 8;
+constexpr std::size_t kRows = 2, kTokens = 3;  // 6 sums, 2 offsets, 4 weights and 2 temporaries of 16 registers
+using vf = __m256;
+
+HETEROCACHE_ALWAYS_INLINE vf zero() { return _mm256_setzero_ps(); }
+HETEROCACHE_ALWAYS_INLINE vf splat(float a) { return _mm256_set1_ps(a); }
+HETEROCACHE_ALWAYS_INLINE vf load(const float* p) { return _mm256_loadu_ps(p); }
+HETEROCACHE_ALWAYS_INLINE void store(float* p, vf a) { _mm256_storeu_ps(p, a); }
+HETEROCACHE_ALWAYS_INLINE vf add(vf a, vf b) { return _mm256_add_ps(a, b); }
+HETEROCACHE_ALWAYS_INLINE vf mul(vf a, vf b) { return _mm256_mul_ps(a, b); }
+HETEROCACHE_ALWAYS_INLINE vf fmadd(vf a, vf b, vf c) { return _mm256_fmadd_ps(a, b, c); }
+HETEROCACHE_ALWAYS_INLINE float reduce_add(vf a) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+HETEROCACHE_ALWAYS_INLINE __m128i load8(const std::uint8_t* p) {
+  return _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p));
+}
+HETEROCACHE_ALWAYS_INLINE __m128i load16(const std::uint8_t* p) {
+  return _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+}
+// Each byte widened once to 32 bits, both of its nibbles taken from there.
+HETEROCACHE_ALWAYS_INLINE void nibbles(const std::uint8_t* p, vf* w) {
+  const __m256i low = _mm256_set1_epi32(0x0F);
+  const __m256i first = _mm256_cvtepu8_epi32(load8(p)), second = _mm256_cvtepu8_epi32(load8(p + 8));
+  w[0] = _mm256_cvtepi32_ps(_mm256_and_si256(first, low));
+  w[1] = _mm256_cvtepi32_ps(_mm256_and_si256(second, low));
+  w[2] = _mm256_cvtepi32_ps(_mm256_srli_epi32(first, 4));
+  w[3] = _mm256_cvtepi32_ps(_mm256_srli_epi32(second, 4));
+}
+HETEROCACHE_ALWAYS_INLINE void signed_bytes(const std::uint8_t* p, vf* w) {
+  HCLLAMA_UNROLL
+  for (std::size_t k = 0; k < 4; ++k) w[k] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(load8(p + 8 * k)));
+}
+HETEROCACHE_ALWAYS_INLINE vf load_f16(const std::uint8_t* p) { return _mm256_cvtph_ps(load16(p)); }
+HETEROCACHE_ALWAYS_INLINE vf load_bf16(const std::uint8_t* p) {
+  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(load16(p)), 16));
+}
+HETEROCACHE_ALWAYS_INLINE float half_at(const std::uint8_t* p) { return _cvtsh_ss(load_u16(p)); }
+
+#include "quantized_kernels.inc"
+
+}  // namespace avx2
+
+#if defined(__clang__)
+#pragma clang attribute pop
+#pragma clang attribute push(__attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx2,fma,f16c"))), apply_to = function)
+#else
+#pragma GCC pop_options
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512dq,avx512vl,avx2,fma,f16c")
+#endif
+
+// ---- AVX-512F --------------------------------------------------------------------------------------------
+namespace avx512 {
+
+constexpr std::size_t W = 16;
+constexpr std::size_t kRows = 4, kTokens = 4;  // 16 sums, 4 offsets, 2 weights and 2 temporaries of 32 registers
+using vf = __m512;
+
+HETEROCACHE_ALWAYS_INLINE vf zero() { return _mm512_setzero_ps(); }
+HETEROCACHE_ALWAYS_INLINE vf splat(float a) { return _mm512_set1_ps(a); }
+HETEROCACHE_ALWAYS_INLINE vf load(const float* p) { return _mm512_loadu_ps(p); }
+HETEROCACHE_ALWAYS_INLINE void store(float* p, vf a) { _mm512_storeu_ps(p, a); }
+HETEROCACHE_ALWAYS_INLINE vf add(vf a, vf b) { return _mm512_add_ps(a, b); }
+HETEROCACHE_ALWAYS_INLINE vf mul(vf a, vf b) { return _mm512_mul_ps(a, b); }
+HETEROCACHE_ALWAYS_INLINE vf fmadd(vf a, vf b, vf c) { return _mm512_fmadd_ps(a, b, c); }
+HETEROCACHE_ALWAYS_INLINE float reduce_add(vf a) {
+  // Halves folded in place (every lane ends up with the sum), which keeps the sums in one fixed order.
+  a = _mm512_add_ps(a, _mm512_shuffle_f32x4(a, a, _MM_SHUFFLE(1, 0, 3, 2)));
+  a = _mm512_add_ps(a, _mm512_shuffle_f32x4(a, a, _MM_SHUFFLE(2, 3, 0, 1)));
+  a = _mm512_add_ps(a, _mm512_permute_ps(a, _MM_SHUFFLE(1, 0, 3, 2)));
+  a = _mm512_add_ps(a, _mm512_permute_ps(a, _MM_SHUFFLE(2, 3, 0, 1)));
+  return _mm512_cvtss_f32(a);
+}
+HETEROCACHE_ALWAYS_INLINE __m128i load16(const std::uint8_t* p) {
+  return _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+}
+// Each byte widened once to 32 bits, both of its nibbles taken from there.
+HETEROCACHE_ALWAYS_INLINE void nibbles(const std::uint8_t* p, vf* w) {
+  const __m512i codes = _mm512_cvtepu8_epi32(load16(p));
+  w[0] = _mm512_cvtepi32_ps(_mm512_and_si512(codes, _mm512_set1_epi32(0x0F)));
+  w[1] = _mm512_cvtepi32_ps(_mm512_srli_epi32(codes, 4));
+}
+HETEROCACHE_ALWAYS_INLINE void signed_bytes(const std::uint8_t* p, vf* w) {
+  w[0] = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(load16(p)));
+  w[1] = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(load16(p + 16)));
+}
+HETEROCACHE_ALWAYS_INLINE vf load_f16(const std::uint8_t* p) {
+  return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+}
+HETEROCACHE_ALWAYS_INLINE vf load_bf16(const std::uint8_t* p) {
+  const __m256i bits = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(bits), 16));
+}
+HETEROCACHE_ALWAYS_INLINE float half_at(const std::uint8_t* p) { return _cvtsh_ss(load_u16(p)); }
+
+#include "quantized_kernels.inc"
+
+}  // namespace avx512
+
+#if defined(__clang__)
+#pragma clang attribute pop
+#else
+#pragma GCC pop_options
+#endif
+
+#endif  // HCLLAMA_X86_DISPATCH
+
+const kernel_table& kernels(kernel_isa isa) noexcept {
+#if HCLLAMA_X86_DISPATCH
+  if (isa == kernel_isa::avx512) return avx512::table;
+  if (isa == kernel_isa::avx2) return avx2::table;
+#endif
+  (void)isa;
+  return portable::table;
+}
+
+bool has_offset(ggml_type t) noexcept { return t == ggml_type::q4_0 || t == ggml_type::q4_1; }
+
+std::size_t tiles_of(const quantized_matrix& w, const kernel_table& k) noexcept {
+  return (w.rows() + k.row_tile - 1) / k.row_tile;
+}
+
+// Tiles [first_tile, last_tile) of the products' rows, counted across the products in order.
+void multiply_tiles(const kernel_table& k, std::span<const weight_product> products, const float* x, std::size_t n,
+                    const std::vector<float>& sums, std::size_t sums_stride, std::size_t first_tile,
+                    std::size_t last_tile) {
+  std::size_t tile0 = 0;  // the first tile of product p
+  for (const weight_product& p : products) {
+    const quantized_matrix& w = *p.w;
+    const std::size_t from = std::max(first_tile, tile0), to = std::min(last_tile, tile0 + tiles_of(w, k));
+    if (from < to)
+      k.multiply_rows({w.type(), w.row_data(0), w.row_bytes(), w.cols(), (from - tile0) * k.row_tile,
+                       std::min(w.rows(), (to - tile0) * k.row_tile), x, n, sums.data(), sums_stride, p.y, w.rows(),
+                       p.beta});
+    tile0 += tiles_of(w, k);
+  }
+}
+
+}  // namespace
+
+// ---- quantized_matrix ----------------------------------------------------------------------------------
+
+bool quantized_matrix::supports(ggml_type t) noexcept {
+  switch (t) {
+    case ggml_type::f32: case ggml_type::f16: case ggml_type::bf16:
+    case ggml_type::q4_0: case ggml_type::q4_1: case ggml_type::q8_0:
+      return true;
+    default:
+      return false;
+  }
+}
+
+quantized_matrix::quantized_matrix(std::string name, ggml_type type, std::size_t rows, std::size_t cols,
+                                   std::span<const std::uint8_t> blocks, std::shared_ptr<const void> owner)
+    : name_(std::move(name)), type_(type), rows_(rows), cols_(cols), data_(blocks.data()), owner_(std::move(owner)) {
+  if (!supports(type))
+    fail("tensor " + describe() + ": the matrix kernels take F32, F16, BF16, Q4_0, Q4_1 and Q8_0, not " +
+         to_string(type));
+  if (rows == 0 || cols == 0) fail("tensor " + describe() + " is empty");
+  if (cols % block_size(type) != 0)
+    fail("tensor " + describe() + ": rows of " + std::to_string(cols) + " weights are not whole blocks of " +
+         std::to_string(block_size(type)));
+  row_bytes_ = cols / block_size(type) * type_size(type);
+  if (blocks.size() % row_bytes_ != 0 || blocks.size() / row_bytes_ != rows)
+    fail("tensor " + describe() + " holds " + std::to_string(blocks.size()) + " bytes, not " +
+         std::to_string(rows) + " rows of " + std::to_string(row_bytes_));
+}
+
+quantized_matrix quantized_matrix::from_gguf(const gguf_file& f, const gguf_tensor_info& t) {
+  return quantized_matrix(t.name, t.type, static_cast<std::size_t>(t.rows()), static_cast<std::size_t>(t.row_length()),
+                          f.tensor_bytes(t), f.bytes_owner());
+}
+
+void quantized_matrix::dequantize_row(std::size_t r, float* out) const {
+  if (r >= rows_) fail("row " + std::to_string(r) + " of tensor " + describe() + " is out of range");
+  hcllama::dequantize_row(type_, row_data(r), out, cols_);
+}
+
+std::string quantized_matrix::describe() const {
+  return "'" + name_ + "' (" + to_string(type_) + ", " + std::to_string(rows_) + " x " + std::to_string(cols_) + ")";
+}
+
+// ---- matrix_multiplier ---------------------------------------------------------------------------------
+
+matrix_multiplier::matrix_multiplier(heterocache::host_thread_pool& pool, kernel_isa isa)
+    : pool_(pool), isa_(isa) {
+  if (!runs(isa)) fail(std::string("the ") + to_string(isa) + " kernels do not run on this processor");
+}
+
+void matrix_multiplier::matvec(const quantized_matrix& w, const float* x, float* y, float beta) {
+  matmat(w, x, 1, y, beta);
+}
+
+void matrix_multiplier::matmat(const quantized_matrix& w, const float* x, std::size_t n, float* y, float beta) {
+  const weight_product p{&w, y, beta};
+  multiply({&p, 1}, x, n);
+}
+
+void matrix_multiplier::compute_block_sums_(std::span<const weight_product> products, const float* x, std::size_t n) {
+  if (std::none_of(products.begin(), products.end(), [](const weight_product& p) { return has_offset(p.w->type()); }))
+    return;
+  const std::size_t cols = products.front().w->cols();
+  // Each tile loads the sums of its inputs as one vector: room for a whole vector after the last input.
+  block_sums_stride_ = n + kMaxLanes;
+  block_sums_.assign(cols / kBlock * block_sums_stride_, 0.0f);
+  kernels(isa_).block_sums(x, n, cols, block_sums_.data(), block_sums_stride_);
+}
+
+void matrix_multiplier::multiply(std::span<const weight_product> products, const float* x, std::size_t n) {
+  if (products.empty() || n == 0) return;
+  for (const weight_product& p : products) {
+    if (!p.w || !p.y) fail("a matrix product needs a matrix and an output");
+    if (p.w->cols() != products.front().w->cols())
+      fail("tensors " + products.front().w->describe() + " and " + p.w->describe() + " do not take the same input");
+  }
+  compute_block_sums_(products, x, n);
+  const kernel_table& k = kernels(isa_);
+  // The tiles of all products shared out in equal runs, one per thread (every row costs the same: all the
+  // products take the same input).
+  std::size_t tiles = 0;
+  for (const weight_product& p : products) tiles += tiles_of(*p.w, k);
+  const std::size_t shares = std::min(tiles, threads());
+  pool_.for_each(static_cast<heterocache::index_t>(shares), [&](heterocache::index_t share) {
+    const std::size_t s = static_cast<std::size_t>(share);
+    multiply_tiles(k, products, x, n, block_sums_, block_sums_stride_, tiles * s / shares, tiles * (s + 1) / shares);
+  });
+}
+
+}  // namespace hcllama
