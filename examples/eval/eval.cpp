@@ -106,7 +106,8 @@ struct options {
   std::vector<std::string> tasks = {"kl", "passkey", "multikey", "multineedle"};
   std::vector<std::string> policies;
   std::vector<budget_spec> budgets;
-  kv_format format = kv_format::fp32;
+  kv_format format = kv_format::bf16;
+  std::optional<kv_format> reference_format;  // the full reference's, when not `format`
   std::vector<std::size_t> passkey_contexts = {1024, 2048, 4096, 8192};
   std::vector<double> depths = {0, 0.25, 0.5, 0.75, 1};
   std::vector<std::size_t> needle_contexts = {2048, 4096};
@@ -129,8 +130,10 @@ void usage(std::FILE* f) {
       "  --tasks LIST          passkey,multikey,multineedle,kl (default: all)\n"
       "  --policies LIST       default: full and every baseline of heterocache/baselines.hpp\n"
       "  --budgets LIST        r<fraction> or t<tokens per head> (default r0.5,r0.25,r0.1,t128,t512)\n"
-      "  --kv-format F         hot-tier elements of every cache, the full reference's included: fp32 (default),\n"
-      "                        fp16 or bf16 (rows do not record it: give each format its own --out)\n"
+      "  --kv-format F         hot-tier elements of every cache, the full reference's included: bf16 (default),\n"
+      "                        fp16 or fp32 (rows do not record it: give each format its own --out)\n"
+      "  --reference-kv-format F  the full reference's hot-tier elements instead (e.g. fp32 with --kv-format bf16\n"
+      "                        --policies full: the KL of the 16-bit hot tier itself)\n"
       "  --contexts LIST       passkey prompt lengths (default 1024,2048,4096,8192)\n"
       "  --depths LIST         passkey depths (default 0,0.25,0.5,0.75,1)\n"
       "  --needle-contexts L   multikey/multineedle prompt lengths (default 2048,4096)\n"
@@ -178,6 +181,12 @@ options parse(int argc, char** argv) try {
       const auto format = parse_kv_format(f);
       if (!format) die("unknown --kv-format '" + f + "' (one of: fp32, fp16, bf16)");
       o.format = *format;
+    }
+    else if (a == "--reference-kv-format") {
+      const std::string f = next();
+      const auto format = parse_kv_format(f);
+      if (!format) die("unknown --reference-kv-format '" + f + "' (one of: fp32, fp16, bf16)");
+      o.reference_format = *format;
     }
     else if (a == "--contexts") o.passkey_contexts = parse_int_list<std::size_t>(a, next(), 64, max_tokens);
     else if (a == "--depths") o.depths = cli::parse_real_list(a, next(), 0.0, 1.0);
@@ -551,8 +560,10 @@ void run_sample(eval_state& st, const sample& s, const std::vector<config>& pend
     for (std::size_t i = 0; i <= n; ++i) {
       cache_config& cc = ccs[i];
       cc.format = st.o.format;
-      if (i == 0) cc.policy = "full";
-      else {
+      if (i == 0) {
+        cc.policy = "full";
+        if (st.o.reference_format) cc.format = *st.o.reference_format;
+      } else {
         conf[i] = &pending[first + i - 1];
         cc.policy = conf[i]->policy;
         cc.budget = conf[i]->budget.ratio;

@@ -18,28 +18,35 @@ namespace hd = heterocache::detail;
 // The phases of attend_pages_body are always inlined into it, and it into one copy per kernel_isa
 // (kernel_isa.hpp), so that each copy compiles them for its instruction set.
 
+// An element of the hot pages as float (bf16: a shift; fp16: the library's branch-free conversion, which the
+// compiler vectorizes in each copy).
+HETEROCACHE_ALWAYS_INLINE float widen(float x) noexcept { return x; }
+HETEROCACHE_ALWAYS_INLINE float widen(heterocache::bf16_t x) noexcept { return heterocache::bf16_to_float(x.bits); }
+HETEROCACHE_ALWAYS_INLINE float widen(heterocache::fp16_t x) noexcept { return heterocache::fp16_to_float(x.bits); }
+
 // First pool slot of page `page` of `run`.
 HETEROCACHE_ALWAYS_INLINE std::size_t page_slot(const page_run& run, std::size_t page) noexcept {
   return static_cast<std::size_t>(run.pages[page]) * run.page_size;
 }
 
 // s[g][i] = scale * q_g . k_i, each key read once for the group, a page (contiguous keys) at a time.
+template <class E>
 HETEROCACHE_ALWAYS_INLINE void page_scores(const float* __restrict q, std::size_t group, std::size_t d,
-                                           const float* __restrict k, const page_run& run, float scale,
+                                           const E* __restrict k, const page_run& run, float scale,
                                            float* __restrict s) noexcept {
   const std::size_t n = run.tokens;
   for (std::size_t first = 0, page = 0; first < n; first += run.page_size, ++page) {
-    const float* keys = k + page_slot(run, page) * d;
+    const E* keys = k + page_slot(run, page) * d;
     const std::size_t len = std::min(run.page_size, n - first);
     for (std::size_t t = 0; t < len; ++t) {
-      const float* kt = keys + t * d;
+      const E* kt = keys + t * d;
       for (std::size_t g = 0; g < group; ++g) {
         const float* qg = q + g * d;
         float lanes[8] = {};
         std::size_t c = 0;
         for (; c + 8 <= d; c += 8)
-          for (std::size_t l = 0; l < 8; ++l) lanes[l] += qg[c + l] * kt[c + l];
-        for (std::size_t l = 0; c < d; ++c, ++l) lanes[l] += qg[c] * kt[c];
+          for (std::size_t l = 0; l < 8; ++l) lanes[l] += qg[c + l] * widen(kt[c + l]);
+        for (std::size_t l = 0; c < d; ++c, ++l) lanes[l] += qg[c] * widen(kt[c]);
         s[g * n + first + t] = hd::sum_lanes(lanes) * scale;
       }
     }
@@ -71,38 +78,41 @@ HETEROCACHE_ALWAYS_INLINE void softmax_rows(float* __restrict s, std::size_t gro
 }
 
 // out[g] = sum_i p[g][i] v_i, a page (contiguous values) at a time, four values per pass over out.
+template <class E>
 HETEROCACHE_ALWAYS_INLINE void page_values(const float* __restrict p, std::size_t group, std::size_t d,
-                                           const float* __restrict v, const page_run& run,
+                                           const E* __restrict v, const page_run& run,
                                            float* __restrict out) noexcept {
   const std::size_t n = run.tokens;
   std::fill(out, out + group * d, 0.0f);
   for (std::size_t first = 0, page = 0; first < n; first += run.page_size, ++page) {
-    const float* values = v + page_slot(run, page) * d;
+    const E* values = v + page_slot(run, page) * d;
     const std::size_t len = std::min(run.page_size, n - first);
     std::size_t i = 0;
     for (; i + 4 <= len; i += 4) {
-      const float* v0 = values + i * d;
-      const float *v1 = v0 + d, *v2 = v1 + d, *v3 = v2 + d;
+      const E* v0 = values + i * d;
+      const E *v1 = v0 + d, *v2 = v1 + d, *v3 = v2 + d;
       for (std::size_t g = 0; g < group; ++g) {
         const float* w = p + g * n + first + i;
         const float w0 = w[0], w1 = w[1], w2 = w[2], w3 = w[3];
         float* o = out + g * d;
-        for (std::size_t c = 0; c < d; ++c) o[c] += ((w0 * v0[c] + w1 * v1[c]) + w2 * v2[c]) + w3 * v3[c];
+        for (std::size_t c = 0; c < d; ++c)
+          o[c] += ((w0 * widen(v0[c]) + w1 * widen(v1[c])) + w2 * widen(v2[c])) + w3 * widen(v3[c]);
       }
     }
     for (; i < len; ++i) {
-      const float* vt = values + i * d;
+      const E* vt = values + i * d;
       for (std::size_t g = 0; g < group; ++g) {
         const float w = p[g * n + first + i];
         float* o = out + g * d;
-        for (std::size_t c = 0; c < d; ++c) o[c] += w * vt[c];
+        for (std::size_t c = 0; c < d; ++c) o[c] += w * widen(vt[c]);
       }
     }
   }
 }
 
+template <class E>
 HETEROCACHE_ALWAYS_INLINE void attend_pages_body(const float* __restrict q, std::size_t group, std::size_t d,
-                                                const float* __restrict k, const float* __restrict v,
+                                                const E* __restrict k, const E* __restrict v,
                                                 const page_run& run, float scale, float* __restrict out, float* lse,
                                                 float* __restrict s, const score_copy& capture) {
   page_scores(q, group, d, k, run, scale, s);
@@ -113,12 +123,14 @@ HETEROCACHE_ALWAYS_INLINE void attend_pages_body(const float* __restrict q, std:
   page_values(s, group, d, v, run, out);
 }
 
-using attend_pages_fn = void (*)(const float*, std::size_t, std::size_t, const float*, const float*, const page_run&,
-                                 float, float*, float*, float*, const score_copy&);
+template <class E>
+using attend_pages_fn = void (*)(const float*, std::size_t, std::size_t, const E*, const E*, const page_run&, float,
+                                 float*, float*, float*, const score_copy&);
 
 #define HCLLAMA_ATTEND_PAGES_COPY(name, target)                                                                    \
-  target void name(const float* q, std::size_t group, std::size_t d, const float* k, const float* v,               \
-                   const page_run& run, float scale, float* out, float* lse, float* s, const score_copy& capture) { \
+  template <class E>                                                                                               \
+  target void name(const float* q, std::size_t group, std::size_t d, const E* k, const E* v, const page_run& run,  \
+                   float scale, float* out, float* lse, float* s, const score_copy& capture) {                     \
     attend_pages_body(q, group, d, k, v, run, scale, out, lse, s, capture);                                        \
   }
 HCLLAMA_ATTEND_PAGES_COPY(attend_pages_portable, )
@@ -128,17 +140,19 @@ HCLLAMA_ATTEND_PAGES_COPY(attend_pages_avx512, HCLLAMA_TARGET_AVX512)
 #endif
 #undef HCLLAMA_ATTEND_PAGES_COPY
 
-attend_pages_fn attend_pages_for(kernel_isa isa) noexcept {
+template <class E>
+attend_pages_fn<E> attend_pages_for(kernel_isa isa) noexcept {
 #if HCLLAMA_X86_DISPATCH
-  if (isa == kernel_isa::avx512) return attend_pages_avx512;
-  if (isa == kernel_isa::avx2) return attend_pages_avx2;
+  if (isa == kernel_isa::avx512) return attend_pages_avx512<E>;
+  if (isa == kernel_isa::avx2) return attend_pages_avx2<E>;
 #endif
   (void)isa;
-  return attend_pages_portable;
+  return attend_pages_portable<E>;
 }
 
 // Row `row`'s share of its capture for a chunk that starts at token `begin`: tokens [begin, capture.tokens).
-score_copy chunk_capture(const heterocache::paged_selection& sel, std::size_t row, std::size_t begin) noexcept {
+template <class E>
+score_copy chunk_capture(const heterocache::basic_paged_selection<E>& sel, std::size_t row, std::size_t begin) noexcept {
   if (sel.captures.empty() || sel.captures[row].scores == nullptr) return {};
   const auto tokens = static_cast<std::size_t>(sel.captures[row].tokens);
   if (begin >= tokens) return {};
@@ -147,21 +161,23 @@ score_copy chunk_capture(const heterocache::paged_selection& sel, std::size_t ro
 
 }  // namespace
 
-void attend_pages(const float* q, std::size_t group, std::size_t head_dim, const float* k, const float* v,
-                  const page_run& run, float scale, float* out, float* lse, float* scratch, const score_copy& capture) {
+template <class E>
+void attend_pages(const float* q, std::size_t group, std::size_t head_dim, const E* k, const E* v, const page_run& run,
+                  float scale, float* out, float* lse, float* scratch, const score_copy& capture) {
   if (run.tokens == 0) {
     std::fill(out, out + group * head_dim, 0.0f);
     if (lse)
       for (std::size_t g = 0; g < group; ++g) lse[g] = -std::numeric_limits<float>::infinity();
     return;
   }
-  static const attend_pages_fn attend = attend_pages_for(best_isa());
+  static const attend_pages_fn<E> attend = attend_pages_for<E>(best_isa());
   attend(q, group, head_dim, k, v, run, scale, out, lse, scratch, capture);
 }
 
 selection_attention::selection_attention(heterocache::host_thread_pool& pool) : pool_(pool) {}
 
-selection_attention::chunking selection_attention::plan_chunks(const heterocache::paged_selection& sel) const noexcept {
+template <class E>
+selection_attention::chunking selection_attention::plan_chunks(const heterocache::basic_paged_selection<E>& sel) const noexcept {
   const auto page_size = static_cast<std::size_t>(std::max<heterocache::index_t>(sel.page_size, 1));  // 0: no rows
   std::size_t longest = 0;
   for (heterocache::index_t r = 0; r < sel.rows; ++r)
@@ -173,7 +189,9 @@ selection_attention::chunking selection_attention::plan_chunks(const heterocache
   return {chunks, (longest_pages + chunks - 1) / chunks * page_size};
 }
 
-void selection_attention::run(const heterocache::paged_selection& sel, const float* queries, float* output, float scale) {
+template <class E>
+void selection_attention::run(const heterocache::basic_paged_selection<E>& sel, const float* queries, float* output,
+                              float scale) {
   const std::size_t rows = static_cast<std::size_t>(sel.rows), G = static_cast<std::size_t>(sel.group_size),
                     d = static_cast<std::size_t>(sel.head_dim), page_size = static_cast<std::size_t>(sel.page_size);
   const chunking plan = plan_chunks(sel);
@@ -218,17 +236,16 @@ void selection_attention::merge_chunks(std::size_t rows, std::size_t group, std:
 }
 
 void selection_attention::run(const kv_selection& sel, const float* queries, float* output, float scale) {
-  std::visit(
-      [&](const auto& s) {
-        if constexpr (std::is_same_v<std::decay_t<decltype(s)>, heterocache::paged_selection>) {
-          run(s, queries, output, scale);
-        } else {
-          const auto heads = static_cast<std::size_t>(s.rows * s.group_size);
-          if (part_lse_.size() < heads) part_lse_.resize(heads);
-          heterocache::decode_attention(s, queries, output, part_lse_.data(), scale, pool_, split_);
-        }
-      },
-      sel);
+  std::visit([&](const auto& s) { run(s, queries, output, scale); }, sel);
 }
+
+#define HCLLAMA_ATTENTION_INSTANCES(E)                                                                            \
+  template void attend_pages(const float*, std::size_t, std::size_t, const E*, const E*, const page_run&, float,   \
+                             float*, float*, float*, const score_copy&);                                           \
+  template void selection_attention::run(const heterocache::basic_paged_selection<E>&, const float*, float*, float);
+HCLLAMA_ATTENTION_INSTANCES(float)
+HCLLAMA_ATTENTION_INSTANCES(heterocache::fp16_t)
+HCLLAMA_ATTENTION_INSTANCES(heterocache::bf16_t)
+#undef HCLLAMA_ATTENTION_INSTANCES
 
 }  // namespace hcllama

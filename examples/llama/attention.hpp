@@ -5,10 +5,9 @@
 // read once for the whole group (GQA-shared reads) and each page is one
 // contiguous [page_size][head_dim] block. Rows longer than `min_split` tokens
 // are cut into as many chunks as the pool has threads, on page boundaries, and
-// the partial results are merged exactly through their log-sum-exp. A 16-bit
-// selection (--kv-format fp16|bf16) goes through the library's host kernel
-// instead (each key and value widened to fp32 as read; rows longer than 4096
-// tokens split into chunks over the pool, split_attention.hpp).
+// the partial results are merged exactly through their log-sum-exp. Hot pages
+// of float, fp16 or bf16 (--kv-format): each key and value widened to fp32 as
+// it is read, fp32 accumulation. Compiled once per kernel_isa (kernel_isa.hpp).
 #pragma once
 
 #include <cstddef>
@@ -18,7 +17,6 @@
 
 #include "heterocache/attention/host_thread_pool.hpp"
 #include "heterocache/attention/paged_selection.hpp"
-#include "heterocache/attention/split_attention.hpp"
 #include "heterocache/tensor/element.hpp"
 
 namespace hcllama {
@@ -44,7 +42,9 @@ struct page_run {
 // (-inf for no token). scratch: at least group * run.tokens floats. The result
 // depends on the tokens and page_size only, not on where the pages lie.
 // Allocates nothing.
-void attend_pages(const float* q, std::size_t group, std::size_t head_dim, const float* k, const float* v,
+// E: float, heterocache::fp16_t or heterocache::bf16_t (widened to float as read; fp32 accumulation).
+template <class E>
+void attend_pages(const float* q, std::size_t group, std::size_t head_dim, const E* k, const E* v,
                   const page_run& run, float scale, float* out, float* lse, float* scratch,
                   const score_copy& capture = {});
 
@@ -60,7 +60,9 @@ class selection_attention {
  public:
   // Runs on the threads of `pool`, which it borrows (the pool must outlive it).
   explicit selection_attention(heterocache::host_thread_pool& pool);
-  void run(const heterocache::paged_selection& sel, const float* queries, float* output, float scale);
+  // E: float, heterocache::fp16_t or heterocache::bf16_t.
+  template <class E>
+  void run(const heterocache::basic_paged_selection<E>& sel, const float* queries, float* output, float scale);
   void run(const kv_selection& sel, const float* queries, float* output, float scale);
   std::size_t threads() const noexcept { return static_cast<std::size_t>(pool_.size()); }
   std::size_t min_split = 512;  // rows shorter than this are not split
@@ -71,11 +73,11 @@ class selection_attention {
   struct chunking {
     std::size_t chunks = 1, chunk_tokens = 0;
   };
-  chunking plan_chunks(const heterocache::paged_selection& sel) const noexcept;
+  template <class E>
+  chunking plan_chunks(const heterocache::basic_paged_selection<E>& sel) const noexcept;
   void merge_chunks(std::size_t rows, std::size_t group, std::size_t head_dim, std::size_t chunks, float* output);
 
   heterocache::host_thread_pool& pool_;
-  heterocache::split_attention_workspace split_;
   std::vector<float> scratch_, part_out_, part_lse_;
 };
 

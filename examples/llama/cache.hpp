@@ -29,7 +29,7 @@ std::optional<kv_format> parse_kv_format(std::string_view name) noexcept;
 
 struct cache_config {
   std::string policy = "full";  // one of policy_names()
-  kv_format format = kv_format::fp32;  // hot-tier element type
+  kv_format format = kv_format::bf16;  // hot-tier element type (bf16: half the bytes a decode step reads)
   double budget = 0.5;          // r, kept fraction of the prompt KV (every policy but full)
   // Fixed budget in tokens per KV head on average (> 0 overrides `budget`: r = min(1, tokens / prompt tokens)).
   std::size_t budget_tokens = 0;

@@ -52,7 +52,7 @@ struct options {
   std::vector<std::size_t> sweep_contexts = {1024, 2048, 4096, 8192};
   std::vector<double> sweep_depths = {0, 0.25, 0.5, 0.75, 1};
   std::string policy = "full";
-  kv_format format = kv_format::fp32;
+  kv_format format = kv_format::bf16;
   double budget = 0.5;
   std::size_t budget_tokens = 0;
   std::size_t window = 32;
@@ -78,8 +78,8 @@ void usage(std::FILE* out) {
       "  --threads N         threads in [1, 1024] (weights, prefill and decode attention; default: all cores)\n"
       "  --policy NAME       KV cache: full | heterocache | streamingllm | h2o | snapkv | pyramidkv | adakv |\n"
       "                      quest | duo (default full; heterocache/baselines.hpp)\n"
-      "  --kv-format F       the cache's hot-tier elements: fp32 (default) | fp16 | bf16 (fp32 accumulation;\n"
-      "                      the cold tier stays fp32)\n"
+      "  --kv-format F       the cache's hot-tier elements: bf16 (default) | fp16 | fp32 (fp32 accumulation;\n"
+      "                      the cold tier, the engine's own K/V, stays fp32)\n"
       "  --budget R          compressed policies: kept fraction r of the prompt KV, in (0, 1] (default 0.5)\n"
       "  --budget-tokens N   compressed policies: N >= 1 prompt tokens per KV head on average (r = N / prompt\n"
       "                      tokens, at most 1)\n"
