@@ -222,22 +222,19 @@ double seconds_since(clock_type::time_point t) {
 struct run_result {
   std::vector<std::int32_t> ids;
   std::string text;
+  std::string answer;  // text up to the first end of turn (all of it when there is none)
   std::vector<float> prompt_logits, final_logits;
   double prefill_s = 0, decode_s = 0, steady_s = 0;
   std::size_t decode_steps = 0, steady_steps = 0;
   std::uint64_t resident_bytes = 0, resident_tokens = 0;
+  double peak_rss_mib = 0;  // the process's, at the end of the run
   std::optional<heterocache::head_profile> profile;
   std::string policy;
 };
 
-// Prefills `prompt` and generates up to max_new tokens with the cache `cc`.
-run_result generate(const llama_model& model, const tokenizer& tok, const std::vector<std::int32_t>& prompt,
-                    const options& opt, const cache_config& cc, int max_new, bool stream, const std::string& label) {
-  const std::size_t capacity = prompt.size() + static_cast<std::size_t>(std::max(max_new, 1)) + 1;
-  llama_context ctx(model, capacity, make_cache_factory(model.config(), cc), static_cast<std::size_t>(opt.threads));
-  ctx.window = opt.window;
-  run_result r;
-  r.policy = cc.policy;
+// The prompt prefill of `ctx` (its first eval), with a progress line unless quiet; returns its seconds.
+double prefill(llama_context& ctx, const std::vector<std::int32_t>& prompt, const options& opt,
+               const std::string& label) {
   const bool progress = !opt.quiet && prompt.size() > 256;
   const auto t_pre = clock_type::now();
   ctx.eval(prompt, [&](const eval_progress& p) {
@@ -247,17 +244,28 @@ run_result generate(const llama_model& model, const tokenizer& tok, const std::v
                  100.0 * static_cast<double>(p.done) / static_cast<double>(p.total), static_cast<double>(p.done) / s);
     std::fflush(stderr);
   });
-  r.prefill_s = seconds_since(t_pre);
   if (progress) std::fprintf(stderr, "\n");
+  return seconds_since(t_pre);
+}
+
+// Generates up to max_new tokens from ctx's logits (the prompt's) through ctx's cache; stops at the end of
+// the turn unless opt.ignore_eos or keep_going.
+void decode(llama_context& ctx, const tokenizer& tok, const options& opt, int max_new, bool stream, bool keep_going,
+            run_result& r) {
   r.prompt_logits = ctx.logits();
   std::uint64_t rng = opt.seed;
+  bool ended = false;
   const auto t_dec = clock_type::now();
   for (int i = 0; i < max_new; ++i) {
     const std::int32_t next = sample_temperature(ctx.logits(), opt.temperature, rng);
-    if (tok.is_end_of_turn(next) && !opt.ignore_eos) break;
+    if (tok.is_end_of_turn(next)) {
+      ended = true;
+      if (!opt.ignore_eos && !keep_going) break;
+    }
     r.ids.push_back(next);
     const std::string piece = tok.token_text(next);
     r.text += piece;
+    if (!ended) r.answer += piece;
     if (stream) {
       std::fwrite(piece.data(), 1, piece.size(), stdout);
       std::fflush(stdout);
@@ -275,6 +283,19 @@ run_result generate(const llama_model& model, const tokenizer& tok, const std::v
   r.resident_bytes = ctx.cache()->resident_bytes();
   r.resident_tokens = ctx.cache()->resident_tokens();
   r.profile = ctx.cache()->profile();
+  r.peak_rss_mib = peak_rss_mib();
+}
+
+// Prefills `prompt` and generates up to max_new tokens with the cache `cc`.
+run_result generate(const llama_model& model, const tokenizer& tok, const std::vector<std::int32_t>& prompt,
+                    const options& opt, const cache_config& cc, int max_new, bool stream, const std::string& label) {
+  const std::size_t capacity = prompt.size() + static_cast<std::size_t>(std::max(max_new, 1)) + 1;
+  llama_context ctx(model, capacity, make_cache_factory(model.config(), cc), static_cast<std::size_t>(opt.threads));
+  ctx.window = opt.window;
+  run_result r;
+  r.policy = cc.policy;
+  r.prefill_s = prefill(ctx, prompt, opt, label);
+  decode(ctx, tok, opt, max_new, stream, false, r);
   return r;
 }
 
@@ -314,7 +335,7 @@ void print_run(const run_result& r, std::size_t prompt_tokens) {
               tps(r.decode_steps, r.decode_s));
   if (r.steady_steps != r.decode_steps) std::printf(" (%.1f tok/s after profiling)", tps(r.steady_steps, r.steady_s));
   std::printf(" | hot KV %.1f MiB, %llu tokens | peak RSS %.0f MiB\n", static_cast<double>(r.resident_bytes) / (1 << 20),
-              static_cast<unsigned long long>(r.resident_tokens), peak_rss_mib());
+              static_cast<unsigned long long>(r.resident_tokens), r.peak_rss_mib);
 }
 
 int passkey_sweep(const options& opt, const llama_model& model, const tokenizer& tok) {
@@ -368,7 +389,7 @@ int main(int argc, char** argv) {
     } catch (const std::exception&) {
       // not a llama model: loading it below says why
     }
-    const int max_new = opt.max_new >= 0 ? opt.max_new : (opt.passkey ? 12 : 256);
+    const int max_new = opt.max_new >= 0 ? opt.max_new : (opt.demo ? 32 : opt.passkey ? 12 : 256);
     const std::size_t reserve = static_cast<std::size_t>(std::max(max_new, 1)) + 1;  // as generate() sizes the context
     if (opt.passkey) {
       if (limit.tokens < 64 + reserve)
@@ -435,26 +456,46 @@ int main(int argc, char** argv) {
     if (opt.demo) {
       std::printf("passkey demo: %zu prompt tokens, key %s at depth %.2f (style %d, seed %llu)\n", prompt.size(),
                   pk.key.c_str(), pk.depth, opt.style, static_cast<unsigned long long>(opt.seed));
+      // One prefill; each cache then decodes from the same prompt state (llama_context::restart_decode), all
+      // max_new tokens (past the end of the turn, so that both decode as many steps to time; the answer shown
+      // is the text up to the end of the turn).
       std::vector<run_result> runs;
       const std::string budget_label =
           opt.budget_tokens > 0 ? std::to_string(opt.budget_tokens) + " tokens" : "r=" + std::to_string(opt.budget).substr(0, 4);
+      const std::size_t capacity = prompt.size() + static_cast<std::size_t>(std::max(max_new, 1)) + 1;
+      llama_context ctx(model, capacity, nullptr, static_cast<std::size_t>(opt.threads));
+      ctx.window = opt.window;
+      ctx.keep_prefill_state = true;
+      const double prefill_s = prefill(ctx, prompt, opt, "");
       for (const std::string& policy : {std::string("full"), opt.policy}) {
         const cache_config cc = cache_for(opt, policy);
         if (policy_uses_profile(policy) && !cc.profile && !opt.quiet)
           std::fprintf(stderr, "note: no --profile: %s profiles online during the first decode steps, which "
                                "still attend the full prompt\n", policy.c_str());
-        const std::string label = policy == "full" ? "[full] " : "[" + policy + " " + budget_label + "] ";
-        runs.push_back(generate(model, tok, prompt, opt, cc, max_new, false, label));
+        ctx.restart_decode(make_cache_factory(model.config(), cc));
+        run_result r;
+        r.policy = policy;
+        r.prefill_s = prefill_s;
+        decode(ctx, tok, opt, max_new, false, true, r);
+        runs.push_back(std::move(r));
       }
-      std::printf("\n%-24s %-8s %-12s %-14s %s\n", "cache", "correct", "hot KV MiB", "decode tok/s", "answer");
+      std::printf("\none prefill of %zu tokens: %.1f tok/s (%.2f s); then %d tokens decoded by each cache from it\n\n",
+                  prompt.size(), tps(prompt.size(), prefill_s), prefill_s, max_new);
+      std::printf("%-24s %-8s %-11s %-13s %s\n", "cache", "correct", "hot KV MiB", "decode tok/s", "answer");
       for (const auto& r : runs) {
         const std::string name = r.policy == "full" ? "full" : r.policy + " " + budget_label;
-        std::printf("%-24s %-8s %-12.1f %-14.1f %s\n", name.c_str(), r.text.find(pk.key) != std::string::npos ? "yes" : "NO",
+        std::printf("%-24s %-8s %-11.1f %-13.1f %s\n", name.c_str(), r.answer.find(pk.key) != std::string::npos ? "yes" : "NO",
                     static_cast<double>(r.resident_bytes) / (1 << 20), tps(r.decode_steps, r.decode_s),
-                    one_line(r.text).c_str());
+                    one_line(r.answer).c_str());
       }
-      std::printf("\n");
-      for (const auto& r : runs) print_run(r, prompt.size());
+      const double full_tps = tps(runs[0].decode_steps, runs[0].decode_s), hc_tps = tps(runs[1].decode_steps, runs[1].decode_s);
+      std::printf("\n%s decodes %.2fx as fast as the full cache, from %.1f%% of its hot KV\n",
+                  (runs[1].policy + " " + budget_label).c_str(), full_tps > 0 ? hc_tps / full_tps : 0.0,
+                  runs[0].resident_bytes ? 100.0 * static_cast<double>(runs[1].resident_bytes) /
+                                               static_cast<double>(runs[0].resident_bytes)
+                                         : 0.0);
+      std::printf("peak RSS %.0f MiB (one process: the weights' mapping, the engine's fp32 K/V and one cache's hot tier "
+                  "at a time)\n", peak_rss_mib());
       const auto& hc = runs[1];
       if (hc.profile) {
         const auto& p = *hc.profile;
@@ -466,7 +507,7 @@ int main(int argc, char** argv) {
                     static_cast<long long>(p.count(heterocache::head_role::volatile_)), role_map(p).c_str());
         if (!opt.save_profile.empty()) heterocache::save_profile(opt.save_profile, p);
       }
-      return runs[0].text.find(pk.key) != std::string::npos ? 0 : 2;
+      return runs[0].answer.find(pk.key) != std::string::npos ? 0 : 2;
     }
 
     const cache_config cc = cache_for(opt, opt.policy);

@@ -209,6 +209,16 @@ void llama_context::prefill_(std::span<const std::int32_t> tokens, const std::fu
   else std::vector<float>().swap(window_q_);
 }
 
+void llama_context::restart_decode(cache_factory factory) {
+  if (prompt_tokens_ == 0 || window_q_.empty()) fail("restart_decode needs a prompt prefilled with keep_prefill_state");
+  cache_.reset();  // the old cache's hot tier goes before the new one is built
+  factory_ = factory ? std::move(factory) : make_cache_factory(m_.config(), cache_config{});
+  n_past_ = prompt_tokens_;
+  cache_ = factory_(prompt_tokens_, kv_.capacity() - prompt_tokens_, tensor());
+  prefill_cache(*cache_);
+  logits_ = prompt_logits_;
+}
+
 void llama_context::prefill_cache(decode_cache& cache) const {
   const auto& c = m_.config();
   const std::size_t QD = c.n_head * c.head_dim;

@@ -177,6 +177,11 @@ class llama_context {
   // Builds nothing: starts the sequence of `cache` (any policy, built for prompt_tokens()) and prefills it
   // from the prompt K/V and the observation window kept at the prompt prefill. Needs keep_prefill_state.
   void prefill_cache(decode_cache& cache) const;
+  // Starts the decode over from the end of the prompt with a new cache (one prompt prefill, several caches
+  // decoded one after the other): drops the current cache, builds one with `factory` (nullptr: the full
+  // cache) and prefills it with prefill_cache; n_past() is prompt_tokens() again and logits() the prompt's.
+  // The next decode tokens overwrite the earlier ones' K/V. Needs keep_prefill_state.
+  void restart_decode(cache_factory factory);
 
   // One decode step of several independent streams that share this context's prompt (one prompt prefill, many
   // policies): stream b attends through caches[b] (prefilled with prefill_cache), takes tokens[b] at position
