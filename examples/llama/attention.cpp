@@ -9,145 +9,61 @@
 #include "heterocache/detail/vector_math.hpp"
 #include "kernel_isa.hpp"
 
+#if HCLLAMA_X86_DISPATCH
+#include <immintrin.h>
+#endif
+
 namespace hcllama {
 
 namespace {
 
 namespace hd = heterocache::detail;
 
-// The phases of attend_pages_body are always inlined into it, and it into one copy per kernel_isa
-// (kernel_isa.hpp), so that each copy compiles them for its instruction set.
-
-// An element of the hot pages as float (bf16: a shift; fp16: the library's branch-free conversion, which the
-// compiler vectorizes in each copy).
-HETEROCACHE_ALWAYS_INLINE float widen(float x) noexcept { return x; }
-HETEROCACHE_ALWAYS_INLINE float widen(heterocache::bf16_t x) noexcept { return heterocache::bf16_to_float(x.bits); }
-HETEROCACHE_ALWAYS_INLINE float widen(heterocache::fp16_t x) noexcept { return heterocache::fp16_to_float(x.bits); }
-
-// First pool slot of page `page` of `run`.
-HETEROCACHE_ALWAYS_INLINE std::size_t page_slot(const page_run& run, std::size_t page) noexcept {
-  return static_cast<std::size_t>(run.pages[page]) * run.page_size;
-}
-
-// s[g][i] = scale * q_g . k_i, each key read once for the group, a page (contiguous keys) at a time.
-template <class E>
-HETEROCACHE_ALWAYS_INLINE void page_scores(const float* __restrict q, std::size_t group, std::size_t d,
-                                           const E* __restrict k, const page_run& run, float scale,
-                                           float* __restrict s) noexcept {
-  const std::size_t n = run.tokens;
-  for (std::size_t first = 0, page = 0; first < n; first += run.page_size, ++page) {
-    const E* keys = k + page_slot(run, page) * d;
-    const std::size_t len = std::min(run.page_size, n - first);
-    for (std::size_t t = 0; t < len; ++t) {
-      const E* kt = keys + t * d;
-      for (std::size_t g = 0; g < group; ++g) {
-        const float* qg = q + g * d;
-        float lanes[8] = {};
-        std::size_t c = 0;
-        for (; c + 8 <= d; c += 8)
-          for (std::size_t l = 0; l < 8; ++l) lanes[l] += qg[c + l] * widen(kt[c + l]);
-        for (std::size_t l = 0; c < d; ++c, ++l) lanes[l] += qg[c] * widen(kt[c]);
-        s[g * n + first + t] = hd::sum_lanes(lanes) * scale;
-      }
-    }
+#define HCLLAMA_ATTEND_PAGES()                                                                                    \
+  template <class E>                                                                                               \
+  void attend_pages(const float* q, std::size_t group, std::size_t d, const E* k, const E* v, const page_run& run, \
+                    float scale, float* out, float* lse, float* s, const score_copy& capture) {                    \
+    attend_pages_body(q, group, d, k, v, run, scale, out, lse, s, capture);                                        \
   }
-}
 
-// Softmax of each head's scores in place; lse[g] = log of its denominator (if lse is not null).
-HETEROCACHE_ALWAYS_INLINE void softmax_rows(float* __restrict s, std::size_t group, std::size_t n, float* lse) noexcept {
-  for (std::size_t g = 0; g < group; ++g) {
-    float* row = s + g * n;
-    float mx = -std::numeric_limits<float>::infinity();
-    for (std::size_t i = 0; i < n; ++i) mx = std::max(mx, row[i]);
-    float lanes[8] = {};
-    std::size_t i = 0;
-    for (; i + 8 <= n; i += 8)
-      for (std::size_t l = 0; l < 8; ++l) {
-        row[i + l] = hd::exp_nonpositive(row[i + l] - mx);
-        lanes[l] += row[i + l];
-      }
-    for (std::size_t l = 0; i < n; ++i, ++l) {
-      row[i] = hd::exp_nonpositive(row[i] - mx);
-      lanes[l] += row[i];
-    }
-    const float sum = hd::sum_lanes(lanes);
-    const float inv = 1.0f / sum;
-    for (std::size_t j = 0; j < n; ++j) row[j] *= inv;
-    if (lse) lse[g] = mx + std::log(sum);
-  }
-}
+namespace portable {
+#define HCLLAMA_ATTENTION_X86 0
+#include "attention_kernels.inc"
+#undef HCLLAMA_ATTENTION_X86
+HCLLAMA_ATTEND_PAGES()
+}  // namespace portable
 
-// out[g] = sum_i p[g][i] v_i, a page (contiguous values) at a time, four values per pass over out.
-template <class E>
-HETEROCACHE_ALWAYS_INLINE void page_values(const float* __restrict p, std::size_t group, std::size_t d,
-                                           const E* __restrict v, const page_run& run,
-                                           float* __restrict out) noexcept {
-  const std::size_t n = run.tokens;
-  std::fill(out, out + group * d, 0.0f);
-  for (std::size_t first = 0, page = 0; first < n; first += run.page_size, ++page) {
-    const E* values = v + page_slot(run, page) * d;
-    const std::size_t len = std::min(run.page_size, n - first);
-    std::size_t i = 0;
-    for (; i + 4 <= len; i += 4) {
-      const E* v0 = values + i * d;
-      const E *v1 = v0 + d, *v2 = v1 + d, *v3 = v2 + d;
-      for (std::size_t g = 0; g < group; ++g) {
-        const float* w = p + g * n + first + i;
-        const float w0 = w[0], w1 = w[1], w2 = w[2], w3 = w[3];
-        float* o = out + g * d;
-        for (std::size_t c = 0; c < d; ++c)
-          o[c] += ((w0 * widen(v0[c]) + w1 * widen(v1[c])) + w2 * widen(v2[c])) + w3 * widen(v3[c]);
-      }
-    }
-    for (; i < len; ++i) {
-      const E* vt = values + i * d;
-      for (std::size_t g = 0; g < group; ++g) {
-        const float w = p[g * n + first + i];
-        float* o = out + g * d;
-        for (std::size_t c = 0; c < d; ++c) o[c] += w * widen(vt[c]);
-      }
-    }
-  }
-}
-
-template <class E>
-HETEROCACHE_ALWAYS_INLINE void attend_pages_body(const float* __restrict q, std::size_t group, std::size_t d,
-                                                const E* __restrict k, const E* __restrict v,
-                                                const page_run& run, float scale, float* __restrict out, float* lse,
-                                                float* __restrict s, const score_copy& capture) {
-  page_scores(q, group, d, k, run, scale, s);
-  // the scores the cache asked for (a pivot's, read by its drift monitor), before the softmax
-  for (std::size_t g = 0; capture.to != nullptr && g < group; ++g)
-    std::copy_n(s + g * run.tokens, std::min(run.tokens, capture.count), capture.to + g * capture.stride);
-  softmax_rows(s, group, run.tokens, lse);
-  page_values(s, group, d, v, run, out);
-}
+#if HCLLAMA_X86_DISPATCH
+#define HCLLAMA_ATTENTION_X86 1
+HCLLAMA_BEGIN_AVX2
+namespace avx2 {
+#include "attention_kernels.inc"
+HCLLAMA_ATTEND_PAGES()
+}  // namespace avx2
+HCLLAMA_END_TARGET
+HCLLAMA_BEGIN_AVX512
+namespace avx512 {
+#include "attention_kernels.inc"
+HCLLAMA_ATTEND_PAGES()
+}  // namespace avx512
+HCLLAMA_END_TARGET
+#undef HCLLAMA_ATTENTION_X86
+#endif
+#undef HCLLAMA_ATTEND_PAGES
 
 template <class E>
 using attend_pages_fn = void (*)(const float*, std::size_t, std::size_t, const E*, const E*, const page_run&, float,
                                  float*, float*, float*, const score_copy&);
 
-#define HCLLAMA_ATTEND_PAGES_COPY(name, target)                                                                    \
-  template <class E>                                                                                               \
-  target void name(const float* q, std::size_t group, std::size_t d, const E* k, const E* v, const page_run& run,  \
-                   float scale, float* out, float* lse, float* s, const score_copy& capture) {                     \
-    attend_pages_body(q, group, d, k, v, run, scale, out, lse, s, capture);                                        \
-  }
-HCLLAMA_ATTEND_PAGES_COPY(attend_pages_portable, )
-#if HCLLAMA_X86_DISPATCH
-HCLLAMA_ATTEND_PAGES_COPY(attend_pages_avx2, HCLLAMA_TARGET_AVX2)
-HCLLAMA_ATTEND_PAGES_COPY(attend_pages_avx512, HCLLAMA_TARGET_AVX512)
-#endif
-#undef HCLLAMA_ATTEND_PAGES_COPY
 
 template <class E>
 attend_pages_fn<E> attend_pages_for(kernel_isa isa) noexcept {
 #if HCLLAMA_X86_DISPATCH
-  if (isa == kernel_isa::avx512) return attend_pages_avx512<E>;
-  if (isa == kernel_isa::avx2) return attend_pages_avx2<E>;
+  if (isa == kernel_isa::avx512) return avx512::attend_pages<E>;
+  if (isa == kernel_isa::avx2) return avx2::attend_pages<E>;
 #endif
   (void)isa;
-  return attend_pages_portable<E>;
+  return portable::attend_pages<E>;
 }
 
 // Row `row`'s share of its capture for a chunk that starts at token `begin`: tokens [begin, capture.tokens).

@@ -13,8 +13,26 @@
 // 1 when the x86 copies are compiled in (GCC or Clang on x86-64).
 #if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
 #define HCLLAMA_X86_DISPATCH 1
-#define HCLLAMA_TARGET_AVX2 __attribute__((target("avx2,fma,f16c")))
-#define HCLLAMA_TARGET_AVX512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx2,fma,f16c")))
+#define HCLLAMA_AVX2_FEATURES "avx2,fma,f16c"
+#define HCLLAMA_AVX512_FEATURES "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma,f16c"
+#define HCLLAMA_TARGET_AVX2 __attribute__((target(HCLLAMA_AVX2_FEATURES)))
+#define HCLLAMA_TARGET_AVX512 __attribute__((target(HCLLAMA_AVX512_FEATURES)))
+// A target region: every function defined between HCLLAMA_BEGIN_AVX2 (or _AVX512) and HCLLAMA_END_TARGET,
+// templates included, is compiled for that set (what a file of kernels included once per set needs).
+#if defined(__clang__)
+#define HCLLAMA_BEGIN_AVX2 \
+  _Pragma("clang attribute push(__attribute__((target(\"avx2,fma,f16c\"))), apply_to = function)")
+#define HCLLAMA_BEGIN_AVX512                                                                                    \
+  _Pragma(                                                                                                       \
+      "clang attribute push(__attribute__((target(\"avx512f,avx512bw,avx512dq,avx512vl,avx2,fma,f16c\"))), " \
+      "apply_to = function)")
+#define HCLLAMA_END_TARGET _Pragma("clang attribute pop")
+#else
+#define HCLLAMA_BEGIN_AVX2 _Pragma("GCC push_options") _Pragma("GCC target(\"avx2,fma,f16c\")")
+#define HCLLAMA_BEGIN_AVX512 \
+  _Pragma("GCC push_options") _Pragma("GCC target(\"avx512f,avx512bw,avx512dq,avx512vl,avx2,fma,f16c\")")
+#define HCLLAMA_END_TARGET _Pragma("GCC pop_options")
+#endif
 #else
 #define HCLLAMA_X86_DISPATCH 0
 #endif

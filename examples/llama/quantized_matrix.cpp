@@ -120,12 +120,7 @@ HETEROCACHE_ALWAYS_INLINE float half_at(const std::uint8_t* p) { return fp16_to_
 
 // The x86 kernels are compiled for their instruction set by a target region rather than a flag on the file,
 // so every other function of the program stays on the build's baseline.
-#if defined(__clang__)
-#pragma clang attribute push(__attribute__((target("avx2,fma,f16c"))), apply_to = function)
-#else
-#pragma GCC push_options
-#pragma GCC target("avx2,fma,f16c")
-#endif
+HCLLAMA_BEGIN_AVX2
 
 // ---- AVX2 + FMA + F16C -----------------------------------------------------------------------------------
 namespace avx2 {
@@ -175,15 +170,9 @@ HETEROCACHE_ALWAYS_INLINE float half_at(const std::uint8_t* p) { return _cvtsh_s
 #include "quantized_kernels.inc"
 
 }  // namespace avx2
+HCLLAMA_END_TARGET
 
-#if defined(__clang__)
-#pragma clang attribute pop
-#pragma clang attribute push(__attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx2,fma,f16c"))), apply_to = function)
-#else
-#pragma GCC pop_options
-#pragma GCC push_options
-#pragma GCC target("avx512f,avx512bw,avx512dq,avx512vl,avx2,fma,f16c")
-#endif
+HCLLAMA_BEGIN_AVX512
 
 // ---- AVX-512F --------------------------------------------------------------------------------------------
 namespace avx512 {
@@ -233,11 +222,7 @@ HETEROCACHE_ALWAYS_INLINE float half_at(const std::uint8_t* p) { return _cvtsh_s
 
 }  // namespace avx512
 
-#if defined(__clang__)
-#pragma clang attribute pop
-#else
-#pragma GCC pop_options
-#endif
+HCLLAMA_END_TARGET
 
 #endif  // HCLLAMA_X86_DISPATCH
 
