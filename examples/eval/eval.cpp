@@ -514,8 +514,10 @@ double ordered_score(const std::string& answer, const std::vector<std::string>& 
 }
 
 std::size_t bytes_per_stream(const llama_config& c, std::size_t t, std::size_t steps) {
-  // cold tier (whole prompt) + hot tier (at most the whole prompt) + decode tokens, K and V in float
-  return 2 * c.n_layer * c.n_head_kv * c.head_dim * sizeof(float) * (2 * t + steps) + 64 * t;
+  // cold tier (whole prompt, the engine's element) + hot tier (at most the whole prompt, at most fp32) + decode
+  // tokens, K and V
+  return 2 * c.n_layer * c.n_head_kv * c.head_dim * ((sizeof(kv_element) + sizeof(float)) * t + sizeof(float) * steps) +
+         64 * t;
 }
 
 void run_sample(eval_state& st, const sample& s, const std::vector<config>& pending, double sample_units) {

@@ -193,11 +193,11 @@ std::unique_ptr<decode_cache> make_decode_cache(const llama_config& c, const cac
   o.profiling_steps = std::min<hc::index_t>(cc.profiling_steps, o.max_new_tokens);
   const hc::storage_binding<engine_kv_tensor> kv{{}, std::move(cold_alias)};
   switch (cc.format) {
-    case kv_format::fp16: return make_policy_cache<hc::host_storage_fp16>(c, cc, prompt_tokens, o, kv);
-    case kv_format::bf16: return make_policy_cache<hc::host_storage_bf16>(c, cc, prompt_tokens, o, kv);
+    case kv_format::fp16: return make_policy_cache<hc::basic_host_storage<hc::fp16_t, engine_kv_tensor>>(c, cc, prompt_tokens, o, kv);
+    case kv_format::bf16: return make_policy_cache<hc::basic_host_storage<hc::bf16_t, engine_kv_tensor>>(c, cc, prompt_tokens, o, kv);
     case kv_format::fp32: break;
   }
-  return make_policy_cache<hc::host_storage>(c, cc, prompt_tokens, o, kv);
+  return make_policy_cache<hc::basic_host_storage<float, engine_kv_tensor>>(c, cc, prompt_tokens, o, kv);
 }
 
 cache_factory make_cache_factory(const llama_config& c, cache_config cc) {

@@ -21,8 +21,9 @@ bool is_policy_name(std::string_view name) noexcept;
 // True for the policies that use a head profile (heterocache, duo): without one they profile online.
 bool policy_uses_profile(std::string_view name) noexcept;
 
-// Element type of a cache's hot tier (--kv-format): fp32, or 16 bits (heterocache::host_storage_fp16/bf16,
-// half the hot-tier bytes, attention accumulates in fp32). The cold tier stays fp32.
+// Element type of a cache's hot tier (--kv-format): fp32, or 16 bits (heterocache::basic_host_storage over
+// the engine's tensor: half the hot-tier bytes, attention accumulates in fp32). The cold tier is the engine's
+// own K/V (kv_element, fp16).
 enum class kv_format { fp32, fp16, bf16 };
 // "fp32", "fp16" or "bf16"; empty for any other name.
 std::optional<kv_format> parse_kv_format(std::string_view name) noexcept;

@@ -103,8 +103,8 @@ void usage(std::FILE* out) {
       "  --ignore-eos        keep generating past the end of the turn\n"
       "  --quiet             no progress display\n"
       "Token counts: the prompt plus --max-new plus one must fit in half the machine's memory (or its cgroup\n"
-      "limit) at the engine's KV bytes per token (an fp32 K/V row per layer and KV head, held twice: the\n"
-      "engine's tensors and the cache's hot tier), e.g. about 130K tokens of SmolLM2-135M per 24 GiB. Beyond the\n"
+      "limit) at the engine's KV bytes per token (a K/V row per layer and KV head in the engine's fp16 tensors,\n"
+      "and at most an fp32 one in the cache's hot tier), e.g. about 175K tokens of SmolLM2-135M per 24 GiB. Beyond the\n"
       "model's training context (8192 for SmolLM2) a warning is printed: RoPE is not scaled.\n",
       out);
 }
@@ -196,10 +196,11 @@ options parse_args(int argc, char** argv) try {
 }
 
 // The most tokens (prompt + generated + 1) a context may hold here: the KV cache must fit in half the usable
-// memory (physical, or the cgroup's limit), at the engine's KV bytes per token held twice (the engine's K/V
-// and the cache's hot tier, fp32) plus 4 KiB for the rest (RoPE tables, prefill scores, ids and text).
+// memory (physical, or the cgroup's limit), at the engine's KV bytes per token (its kv_element tensors, and
+// the cache's hot tier, at most fp32) plus 4 KiB for the rest (RoPE tables, ids and text).
 cli::token_limit context_limit_of(const llama_config& c) {
-  return cli::tokens_in_memory(2 * (2 * c.n_layer * c.n_head_kv * c.head_dim * sizeof(float)) + 4096, max_tokens);
+  return cli::tokens_in_memory(2 * c.n_layer * c.n_head_kv * c.head_dim * (sizeof(kv_element) + sizeof(float)) + 4096,
+                               max_tokens);
 }
 
 [[noreturn]] void die_range(const std::string& flag, const std::string& value, std::size_t lo, std::size_t hi,
@@ -494,7 +495,7 @@ int main(int argc, char** argv) {
                   runs[0].resident_bytes ? 100.0 * static_cast<double>(runs[1].resident_bytes) /
                                                static_cast<double>(runs[0].resident_bytes)
                                          : 0.0);
-      std::printf("peak RSS %.0f MiB (one process: the weights' mapping, the engine's fp32 K/V and one cache's hot tier "
+      std::printf("peak RSS %.0f MiB (one process: the weights' mapping, the engine's fp16 K/V and one cache's hot tier "
                   "at a time)\n", peak_rss_mib());
       const auto& hc = runs[1];
       if (hc.profile) {

@@ -126,6 +126,13 @@ kv_store::kv_store(std::size_t n_layer, std::size_t n_head_kv, std::size_t capac
     : n_layer_(n_layer), n_head_kv_(n_head_kv), capacity_(capacity), head_dim_(head_dim),
       k_(n_layer * n_head_kv * capacity * head_dim), v_(n_layer * n_head_kv * capacity * head_dim) {}
 
+void kv_store::write(std::size_t layer, std::size_t head, std::size_t token, const float* key,
+                     const float* value) noexcept {
+  const auto d = static_cast<heterocache::index_t>(head_dim_);
+  heterocache::from_floats(key, k(layer, head) + token * head_dim_, d);
+  heterocache::from_floats(value, v(layer, head) + token * head_dim_, d);
+}
+
 llama_context::llama_context(const llama_model& m, std::size_t capacity, cache_factory factory, std::size_t threads)
     : m_(m), pool_(static_cast<heterocache::index_t>(std::max<std::size_t>(1, threads))), weights_(pool_), kv_(m.config().n_layer, m.config().n_head_kv, capacity, m.config().head_dim),
       factory_(factory ? std::move(factory) : make_cache_factory(m.config(), cache_config{})), attention_(pool_),
@@ -265,8 +272,7 @@ void llama_context::decode_batch(std::span<decode_cache* const> caches, std::spa
       rope_(&k_[b * KD], Hkv, pos);
       const std::size_t slot = prompt_tokens_ + b * slot_stride + step;
       for (std::size_t h = 0; h < Hkv; ++h) {
-        std::memcpy(kv_.k(l, h) + slot * hd, &k_[b * KD + h * hd], hd * sizeof(float));
-        std::memcpy(kv_.v(l, h) + slot * hd, &v_[b * KD + h * hd], hd * sizeof(float));
+        kv_.write(l, h, slot, &k_[b * KD + h * hd], &v_[b * KD + h * hd]);
       }
       decode_cache& cache = *caches[b];
       const kv_selection sel = cache.begin_layer(l, kv, slot);
@@ -311,13 +317,12 @@ void llama_context::prefill_block_(const std::int32_t* tokens, std::size_t n, bo
       if (const std::size_t pos = p0 + t, first = prompt_tokens - window_count_; pos >= first)
         std::memcpy(&window_q_[(l * window_count_ + (pos - first)) * QD], &q_[t * QD], QD * sizeof(float));
       for (std::size_t h = 0; h < Hkv; ++h) {
-        std::memcpy(kv_.k(l, h) + (p0 + t) * hd, &k_[t * KD + h * hd], hd * sizeof(float));
-        std::memcpy(kv_.v(l, h) + (p0 + t) * hd, &v_[t * KD + h * hd], hd * sizeof(float));
+        kv_.write(l, h, p0 + t, &k_[t * KD + h * hd], &v_[t * KD + h * hd]);
       }
     }
     // causal attention of the block's queries over positions 0 .. p0 + n - 1, tiled (prefill_attention.hpp)
     prefill_attention_.run(prefill_block_shape{Hkv, G, hd, p0, n},
-                           sequence_kv<float>{kv_.k(l, 0), kv_.v(l, 0), kv_.head_stride()}, q_.data(), att_.data());
+                           sequence_kv<kv_element>{kv_.k(l, 0), kv_.v(l, 0), kv_.head_stride()}, q_.data(), att_.data());
     weights_.matmat(L.wo, att_.data(), n, x_.data(), 1.0f);
 
     for (std::size_t t = 0; t < n; ++t) rmsnorm(&x_[t * E], L.ffn_norm.data(), &xn_[t * E], E, c.rms_eps);
@@ -355,8 +360,7 @@ void llama_context::decode_one_(std::int32_t token) {
     rope_(q_.data(), H, pos);
     rope_(k_.data(), Hkv, pos);
     for (std::size_t h = 0; h < Hkv; ++h) {
-      std::memcpy(kv_.k(l, h) + pos * hd, &k_[h * hd], hd * sizeof(float));
-      std::memcpy(kv_.v(l, h) + pos * hd, &v_[h * hd], hd * sizeof(float));
+      kv_.write(l, h, pos, &k_[h * hd], &v_[h * hd]);
     }
     const kv_selection sel = cache_->begin_layer(l, kv, pos);
     check_selection(*cache_, sel, Hkv, G, hd);

@@ -3,7 +3,7 @@
 // place in the file's read-only mapping, multiplied by matrix_multiplier with
 // fp32 activations; only the norm vectors are widened to float).
 //
-// The engine owns K and V as [layer][kv_head][token][head_dim] float (kv_store,
+// The engine owns K and V as [layer][kv_head][token][head_dim] fp16 (kv_store,
 // keys after RoPE). The first eval() is the prompt prefill (blocks of tokens
 // through the weights' matrix-matrix kernels, causal attention in tiles with an
 // online softmax, prefill_attention.hpp); it keeps the last `window` queries of every layer, then
@@ -83,7 +83,11 @@ class llama_model {
   std::vector<layer_weights> layers_;
 };
 
-// K/V tensors owned by the engine: [layer][kv_head][slot][head_dim].
+// The element of the engine's own K/V: fp16 (half of fp32's bytes, 10 mantissa bits; keys and values are
+// computed in fp32 and rounded as they are written). Every read widens it to fp32.
+using kv_element = heterocache::fp16_t;
+
+// K/V tensors owned by the engine: [layer][kv_head][slot][head_dim] of kv_element.
 class kv_store {
  public:
   kv_store(std::size_t n_layer, std::size_t n_head_kv, std::size_t capacity, std::size_t head_dim);
@@ -91,21 +95,23 @@ class kv_store {
   std::size_t n_head_kv() const noexcept { return n_head_kv_; }
   std::size_t capacity() const noexcept { return capacity_; }
   std::size_t head_dim() const noexcept { return head_dim_; }
-  std::size_t head_stride() const noexcept { return capacity_ * head_dim_; }  // floats
+  std::size_t head_stride() const noexcept { return capacity_ * head_dim_; }  // elements
   std::size_t layer_stride() const noexcept { return n_head_kv_ * head_stride(); }
-  float* k(std::size_t layer, std::size_t head) noexcept { return k_.data() + layer * layer_stride() + head * head_stride(); }
-  float* v(std::size_t layer, std::size_t head) noexcept { return v_.data() + layer * layer_stride() + head * head_stride(); }
-  const float* k(std::size_t layer, std::size_t head) const noexcept { return k_.data() + layer * layer_stride() + head * head_stride(); }
-  const float* v(std::size_t layer, std::size_t head) const noexcept { return v_.data() + layer * layer_stride() + head * head_stride(); }
+  kv_element* k(std::size_t layer, std::size_t head) noexcept { return k_.data() + layer * layer_stride() + head * head_stride(); }
+  kv_element* v(std::size_t layer, std::size_t head) noexcept { return v_.data() + layer * layer_stride() + head * head_stride(); }
+  const kv_element* k(std::size_t layer, std::size_t head) const noexcept { return k_.data() + layer * layer_stride() + head * head_stride(); }
+  const kv_element* v(std::size_t layer, std::size_t head) const noexcept { return v_.data() + layer * layer_stride() + head * head_stride(); }
+  // Token `token` of KV head `head` of `layer`: its key and value (head_dim floats each), rounded to kv_element.
+  void write(std::size_t layer, std::size_t head, std::size_t token, const float* key, const float* value) noexcept;
   std::size_t bytes() const noexcept { return (k_.size() + v_.size()) * sizeof(float); }
 
  private:
   std::size_t n_layer_, n_head_kv_, capacity_, head_dim_;
-  std::vector<float> k_, v_;
+  std::vector<kv_element> k_, v_;
 };
 
 // kv_store as the library sees it (llama_context::tensor()): one sequence, token index == position.
-using engine_kv_tensor = heterocache::strided_kv_tensor<float>;
+using engine_kv_tensor = heterocache::strided_kv_tensor<kv_element>;
 
 // The decode-time KV cache the engine attends through: a heterocache::kv_cache
 // (or full_kv_cache) of one sequence behind a small virtual interface (see
