@@ -541,7 +541,6 @@ void run_sample(eval_state& st, const sample& s, const std::vector<config>& pend
   st.bar.show();
   llama_context ctx(st.model, T + max_streams * stride + 1, nullptr, static_cast<std::size_t>(st.o.threads));
   ctx.keep_prefill_state = true;
-  ctx.batch_rowwise = st.o.check_exact;  // streams bit-identical whatever their place in the batch
   ctx.window = st.o.window;
   ctx.eval(s.prompt);
   const double prefill_s = seconds_since(t0);

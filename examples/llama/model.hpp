@@ -200,10 +200,6 @@ class llama_context {
                     std::size_t slot_stride, float* logits);
 
   bool keep_prefill_state = false;  // keep the observation window and prompt logits after the prompt prefill
-  // decode_batch once multiplied stream by stream when this was set, so that a stream's numbers would not depend
-  // on its place in the batch; matrix_multiplier gives every stream those bits in one product, so it changes
-  // nothing now (examples/eval still sets it).
-  bool batch_rowwise = false;
   std::size_t prefill_block = 128;
   std::size_t window = 32;     // observation window (last prompt queries per layer)
 

@@ -75,6 +75,20 @@ struct paged_rows {
   }
 };
 
+// out ([row][group][hd]) is, within 1e-4, the naive attention of each row's queries over its tokens of `data`
+// (scale 0.125; zeros for an empty row).
+void require_naive_attention(const paged_rows& data, const std::vector<float>& q, std::size_t group, std::size_t hd,
+                             const std::vector<float>& out) {
+  for (std::size_t r = 0; r < data.slots.size(); ++r)
+    for (std::size_t g = 0; g < group; ++g) {
+      const auto ref = data.slots[r].empty()
+                           ? std::vector<float>(hd, 0.0f)
+                           : naive(&q[(r * group + g) * hd], hd, data.k.data(), data.v.data(), data.slots[r], 0.125f);
+      for (std::size_t d = 0; d < hd; ++d)
+        REQUIRE(out[(r * group + g) * hd + d] == doctest::Approx(ref[d]).epsilon(1e-4));
+    }
+}
+
 // Normal random queries for `heads` query heads.
 std::vector<float> random_queries(std::size_t heads, std::size_t hd, unsigned seed) {
   std::mt19937 rng(seed);
@@ -98,14 +112,7 @@ TEST_CASE("selection_attention matches a naive softmax attention, split or not, 
       att.min_split = 100;
       std::vector<float> out(rows * group * hd, -1.0f);
       att.run(data.selection(group, hd), q.data(), out.data(), 0.125f);
-      for (std::size_t r = 0; r < rows; ++r)
-        for (std::size_t g = 0; g < group; ++g) {
-          const auto ref = data.slots[r].empty() ? std::vector<float>(hd, 0.0f)
-                                                 : naive(&q[(r * group + g) * hd], hd, data.k.data(), data.v.data(),
-                                                         data.slots[r], 0.125f);
-          for (std::size_t d = 0; d < hd; ++d)
-            REQUIRE(out[(r * group + g) * hd + d] == doctest::Approx(ref[d]).epsilon(1e-4));
-        }
+      require_naive_attention(data, q, group, hd, out);
     }
   }
 }
@@ -135,14 +142,7 @@ TEST_CASE_TEMPLATE("selection_attention over 16-bit pages matches a naive attent
     att.min_split = 100;
     std::vector<float> out(rows * group * hd, -1.0f);
     att.run(kv_selection{sel}, q.data(), out.data(), 0.125f);
-    for (std::size_t r = 0; r < rows; ++r)
-      for (std::size_t g = 0; g < group; ++g) {
-        const auto ref = data.slots[r].empty() ? std::vector<float>(hd, 0.0f)
-                                               : naive(&q[(r * group + g) * hd], hd, data.k.data(), data.v.data(),
-                                                       data.slots[r], 0.125f);
-        for (std::size_t d = 0; d < hd; ++d)
-          REQUIRE(out[(r * group + g) * hd + d] == doctest::Approx(ref[d]).epsilon(1e-4));
-      }
+    require_naive_attention(data, q, group, hd, out);
   }
 }
 

@@ -10,15 +10,13 @@
 
 #include "cache.hpp"
 #include "model.hpp"
+#include "test_model_path.hpp"
 
 using namespace hcllama;
 
 namespace {
 
-const char* model_path() {
-  const char* path = std::getenv("HETEROCACHE_MODEL");
-  return path && std::filesystem::exists(path) ? path : nullptr;
-}
+using hcllama::testing::model_path;
 
 // `n` token ids of the vocabulary's ordinary range (a fixed pseudo-random text).
 std::vector<std::int32_t> some_tokens(std::size_t n, std::uint32_t seed) {

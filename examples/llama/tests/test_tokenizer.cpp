@@ -1,5 +1,7 @@
 #include <doctest/doctest.h>
 
+#include "test_model_path.hpp"
+
 #include <algorithm>
 #include <chrono>
 #include <climits>
@@ -210,10 +212,7 @@ std::string from_hex(const std::string& h) {
   return s;
 }
 
-const char* model_path() {
-  const char* path = std::getenv("HETEROCACHE_MODEL");
-  return path && std::filesystem::exists(path) ? path : nullptr;
-}
+using hcllama::testing::model_path;
 
 }  // namespace
 
