@@ -41,6 +41,7 @@ class cache_adapter final : public decode_cache {
   std::uint64_t resident_bytes() const override { return cache_.resident_bytes(); }
   std::uint64_t resident_tokens() const override { return static_cast<std::uint64_t>(cache_.resident_tokens()); }
   const std::optional<hc::head_profile>& profile() const override { return cache_.profile(); }
+  hc::transfer_counters counters() const override { return cache_.storage().counters(); }
 
  private:
   static hc::index_t idx(std::size_t x) { return static_cast<hc::index_t>(x); }

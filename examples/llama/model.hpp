@@ -139,6 +139,8 @@ class decode_cache {
   virtual std::uint64_t resident_tokens() const = 0;
   // The head profile in use (empty while online profiling is still observing).
   virtual const std::optional<heterocache::head_profile>& profile() const = 0;
+  // Bytes the storage tier has moved so far (into the hot tier, into the cold tier, cold -> hot).
+  virtual heterocache::transfer_counters counters() const = 0;
 };
 
 // Builds the cache once the prompt length is known. `engine_kv` is the context's K/V: a cache may read its
