@@ -41,6 +41,12 @@ struct streaming_llm_method {
 struct h2o_method {
     static auto make(const planted::model& m, const hc::cache_options& o) { return hc::make_h2o_cache(m.spec().shape, o); }
 };
+struct h2o_oracle_method {
+    static auto make(const planted::model& m, const hc::cache_options& o) { return hc::make_h2o_oracle_cache(m.spec().shape, o); }
+};
+struct tova_method {
+    static auto make(const planted::model& m, const hc::cache_options& o) { return hc::make_tova_cache(m.spec().shape, o); }
+};
 struct snapkv_method {
     static auto make(const planted::model& m, const hc::cache_options& o) { return hc::make_snapkv_cache(m.spec().shape, o); }
 };
@@ -153,11 +159,22 @@ struct tiny_model {
     }
 };
 
+//! One head, d = 2, `tokens` tokens: the window query (0, 20) attends key 9 = (0, 10), the decode query
+//! (20, 0) key 5 = (10, 0).
+tiny_model h2o_scene(index_t tokens) {
+    tiny_model model(1, 1, tokens);
+    model.set_key(0, 9, 0.0f, 10.0f);
+    model.set_key(0, 5, 10.0f, 0.0f);
+    model.window = {0.0f, 20.0f};
+    model.decode = {20.0f, 0.0f};
+    return model;
+}
+
 }  // namespace
 
 TEST_CASE_TEMPLATE("every method with a budget of the whole context reproduces the full cache bit for bit", Method,
-                   full_method, streaming_llm_method, h2o_method, snapkv_method, pyramidkv_method, ada_kv_method,
-                   quest_method, duo_attention_profiled_online, duo_attention_with_profile, heterocache_profiled_online,
+                   full_method, streaming_llm_method, h2o_method, h2o_oracle_method, tova_method, snapkv_method,
+                   pyramidkv_method, ada_kv_method, quest_method, duo_attention_profiled_online, duo_attention_with_profile, heterocache_profiled_online,
                    heterocache_with_profile, heterocache_ada_kv_profiled_online, heterocache_ada_kv_with_profile) {
     const planted::model m(small_scenario());
     const auto o = options_for(m.spec(), 1.0);
@@ -174,7 +191,7 @@ TEST_CASE_TEMPLATE("every method with a budget of the whole context reproduces t
 }
 
 TEST_CASE_TEMPLATE("every method at r = 0.25 keeps its budget and a finite attention", Method, streaming_llm_method,
-                   h2o_method, snapkv_method, pyramidkv_method, ada_kv_method, quest_method,
+                   h2o_method, h2o_oracle_method, tova_method, snapkv_method, pyramidkv_method, ada_kv_method, quest_method,
                    duo_attention_profiled_online, heterocache_profiled_online, heterocache_ada_kv_profiled_online) {
     const planted::model m(small_scenario());
     const auto& s = m.spec();
@@ -205,7 +222,9 @@ TEST_CASE("SnapKV keeps the pooled neighbourhoods of the tokens the window atten
     model.window = {20.0f, 0.0f};
     for (const index_t page_size : {16, 1}) {
         CAPTURE(page_size);
-        auto cache = hc::make_snapkv_cache(model.shape, model.options(16, 7.0 / 16.0, page_size));
+        auto options = model.options(16, 7.0 / 16.0, page_size);
+        options.prompt_recent = 0;  // the pooled scores alone (the factory's default keeps the 32-token window)
+        auto cache = hc::make_snapkv_cache(model.shape, options);
         model.prefill(cache, 16);
         CHECK(hot_prompt_positions(cache, 0, 0) == std::vector<index_t>{0, 1, 2, 3, 4, 11, 12});
         CHECK(model.step(cache, 16)[0] == std::vector<index_t>{0, 1, 2, 3, 4, 11, 12});  // what the kernel attends
@@ -225,23 +244,77 @@ TEST_CASE("StreamingLLM keeps four sink tokens and the most recent ones, whateve
     CHECK(hot_prompt_positions(cache, 0, 0) == std::vector<index_t>{0, 1, 2, 3, 12, 13, 14, 15});  // static
 }
 
-TEST_CASE("H2O brings in the token the decode queries pile their attention on, beside the recent window") {
+TEST_CASE("The H2O oracle brings in the token the decode queries pile their attention on, beside the recent window") {
     // One head, d = 2, T = 16, r = 0.25: cap 4, recent window 0.25 * 16 / 2 = 2 (positions 14, 15). The window
     // attends key 9 = (0, 10): pooled, positions 7..11 score 0.2. Prefill keeps 14, 15 and the first two of
     // 7..11. The decode query (20, 0) attends key 5 = (10, 0): one step adds 1 to position 5, which then
     // outranks 7..11.
-    tiny_model model(1, 1, 17);
-    model.set_key(0, 9, 0.0f, 10.0f);
-    model.set_key(0, 5, 10.0f, 0.0f);
-    model.window = {0.0f, 20.0f};
-    model.decode = {20.0f, 0.0f};
+    const tiny_model model = h2o_scene(17);
     for (const index_t page_size : {16, 1}) {
         CAPTURE(page_size);
-        auto cache = hc::make_h2o_cache(model.shape, model.options(16, 0.25, page_size));
+        auto cache = hc::make_h2o_oracle_cache(model.shape, model.options(16, 0.25, page_size));
         model.prefill(cache, 16);
         CHECK(hot_prompt_positions(cache, 0, 0) == std::vector<index_t>{7, 8, 14, 15});
         CHECK(model.step(cache, 16)[0] == std::vector<index_t>{7, 8, 14, 15});  // the refresh lands for the next step
         CHECK(hot_prompt_positions(cache, 0, 0) == std::vector<index_t>{5, 7, 14, 15});
+    }
+}
+
+TEST_CASE("H2O keeps the window's heavy hitters (unpooled) and its recent half, and evicts for good") {
+    // The oracle's scene: the window attends key 9, the decode query key 5. H2O's prefill scores are the
+    // window's attention itself (no pooling): position 9 has it all, every other position 0 (ties to the lower
+    // position). Cap 4: recent 14, 15 (half the cap), heavy hitters 0 and 9. The decode step changes nothing.
+    const tiny_model model = h2o_scene(18);
+    auto cache = hc::make_h2o_cache(model.shape, model.options(16, 0.25));  // two decode tokens
+    model.prefill(cache, 16);
+    CHECK(hot_prompt_positions(cache, 0, 0) == std::vector<index_t>{0, 9, 14, 15});
+    for (int step = 0; step < 2; ++step) CHECK(model.step(cache, 16 + step)[0] == std::vector<index_t>{0, 9, 14, 15});
+    CHECK(cache.storage().counters().retrieved == 0);  // nothing fetched back from the cold tier
+}
+
+TEST_CASE("TOVA keeps what the last prompt query attends, not the rest of the window") {
+    // Two window queries: the first attends key 3, the last key 11. TOVA (cap 4 of 16) keeps position 15 (the
+    // last token), 11 and the lowest-positioned zeros; SnapKV over the same window pools both neighbourhoods.
+    tiny_model model(1, 1, 17);
+    model.set_key(0, 3, 10.0f, 0.0f);
+    model.set_key(0, 11, 0.0f, 10.0f);
+    const std::vector<float> queries{20.0f, 0.0f, 0.0f, 20.0f};
+    const hc::query_rows window{queries.data(), 2, 2, 2, 0};
+    auto tova = hc::make_tova_cache(model.shape, model.options(16, 0.25));
+    tova.begin_sequence(0, 16);
+    tova.prefill(0, 0, model.tensor(), window);
+    CHECK(hot_prompt_positions(tova, 0, 0) == std::vector<index_t>{0, 1, 11, 15});
+    auto options = model.options(16, 0.25);
+    options.prompt_recent = 0;
+    auto snapkv = hc::make_snapkv_cache(model.shape, options);
+    snapkv.begin_sequence(0, 16);
+    snapkv.prefill(0, 0, model.tensor(), window);
+    const auto kept = hot_prompt_positions(snapkv, 0, 0);
+    CHECK(std::count_if(kept.begin(), kept.end(), [](index_t p) { return p <= 5; }) >= 1);  // key 3's neighbourhood
+}
+
+TEST_CASE_TEMPLATE("SnapKV, PyramidKV and Ada-KV keep the last snapkv_window prompt positions of every head", Method,
+                   snapkv_method, pyramidkv_method, ada_kv_method) {
+    // The planted heads attend their needles far from the prompt's end; every compressed head still holds the
+    // observation window itself (the question of a prompt), whatever its scores, at r = 0.5 and 0.25.
+    const planted::model m(small_scenario());
+    const auto& s = m.spec();
+    REQUIRE(s.prompt_tokens > 4 * hc::snapkv_window);
+    for (const double r : {0.5, 0.25}) {
+        CAPTURE(r);
+        auto cache = Method::make(m, options_for(s, r));
+        (void)record_attention(cache, m);
+        const auto caps = cache.prompt_caps(0);
+        for (index_t layer = 0; layer < s.shape.layers; ++layer)
+            for (index_t head = 0; head < s.shape.kv_heads; ++head) {
+                CAPTURE(layer);
+                CAPTURE(head);
+                const auto kept = hot_prompt_positions(cache, layer, head);
+                const index_t cap = caps[static_cast<std::size_t>(layer * s.shape.kv_heads + head)];
+                const index_t window = std::min(cap, hc::snapkv_window);
+                REQUIRE(static_cast<index_t>(kept.size()) >= window);
+                CHECK(std::vector<index_t>(kept.end() - window, kept.end()) == range(s.prompt_tokens - window, s.prompt_tokens));
+            }
     }
 }
 

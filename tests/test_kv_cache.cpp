@@ -268,7 +268,9 @@ TEST_CASE("online profiling recovers planted stable, drifting and redundant head
     s.targets = 12;
     s.steps = 12;
     const planted::model m(s);
-    hc::kv_cache<> cache(s.shape, options_for(s, 0.5));
+    auto o = options_for(s, 0.5);
+    o.profile_from_window = false;  // the planted heads drift during decode only: profile the decode steps
+    hc::kv_cache<> cache(s.shape, o);
     record_attention(cache, m);
     REQUIRE(cache.profile().has_value());
     const auto expected = testing_support::planted_profile(m);
@@ -395,4 +397,54 @@ TEST_CASE("online profiling ends by compacting every live sequence to what the f
             }
         CHECK(compressed > 0);
     }
+}
+
+TEST_CASE("online profiling from the observation window classifies the heads at prefill: compression from the first step") {
+    // Reference: the profile the classifier finds in the top-k sets of the pooled window row (step 0) and of
+    // the last profiling_steps window queries, one by one (steps 1..), demoted until the budget can be met.
+    auto s = small_scenario();
+    s.window = 8;
+    const planted::model m(s);
+    auto o = options_for(s, 0.4);
+    REQUIRE(o.profile_from_window);  // the default
+    REQUIRE(o.profiling_steps < s.window);
+    const index_t t = s.prompt_tokens, k = o.profiling_top_k(t);
+    hc::profiling_record record(s.shape.layers, s.shape.kv_heads, 1, o.profiling_steps, k);
+    std::vector<float> row(static_cast<std::size_t>(t)), scratch(static_cast<std::size_t>(2 * t));
+    std::vector<index_t> index_scratch(static_cast<std::size_t>(t));
+    const auto kv = m.tensor();
+    for (index_t layer = 0; layer < s.shape.layers; ++layer)
+        for (index_t head = 0; head < s.shape.kv_heads; ++head) {
+            hc::query_rows window = m.window(layer, 0);
+            window.first_position = t - window.count;
+            for (index_t step = 0; step <= o.profiling_steps; ++step) {
+                hc::query_rows rows = window;
+                if (step > 0) {
+                    const index_t i = window.count - o.profiling_steps + step - 1;
+                    rows.base = window.query(i, 0), rows.count = 1, rows.first_position = window.first_position + i;
+                }
+                hc::pooled_attention_row(rows, kv.key_rows(layer, 0, head), head, s.shape.group_size(), s.shape.head_dim,
+                                         row, scratch);
+                hc::top_k_positions(row, record.record(layer, head, 0, step, k), index_scratch);
+            }
+        }
+    hc::head_profile expected = hc::overlap_star_classifier{}.classify(record);
+    hc::demote_until_feasible(expected, o.budget_ratio);
+
+    hc::kv_cache<> cache(s.shape, o);
+    const index_t heads = s.shape.total_kv_heads();
+    cache.begin_sequence(0, t);
+    for (index_t layer = 0; layer < s.shape.layers; ++layer) {
+        CHECK_FALSE(cache.profile().has_value());
+        cache.prefill(layer, 0, kv, m.window(layer, 0));
+    }
+    REQUIRE(cache.profile().has_value());  // before any decode step
+    for (index_t i = 0; i < heads; ++i) {
+        CAPTURE(i);
+        CHECK(cache.profile()->heads[static_cast<std::size_t>(i)].role == expected.heads[static_cast<std::size_t>(i)].role);
+        CHECK(cache.profile()->heads[static_cast<std::size_t>(i)].pivot == expected.heads[static_cast<std::size_t>(i)].pivot);
+    }
+    // The first decode step already attends the compressed selection: r * T per head on average (plus one
+    // token per head for rounding), not the whole prompt.
+    CHECK(static_cast<double>(cache.resident_tokens()) <= o.budget_ratio * static_cast<double>(heads * t) + static_cast<double>(heads));
 }

@@ -87,7 +87,8 @@ TEST_CASE("bad shapes and options are typed errors naming the argument and its r
     bad.page_size = 0;
     throws_naming([&] { hc::kv_cache<> c(t.shape, bad); }, "page_size");
     bad = t.options;
-    bad.profiling_steps = 5;  // more than max_new_tokens: online profiling could never finish
+    bad.profiling_steps = 5;  // more than max_new_tokens: online profiling of decode steps could never finish
+    bad.profile_from_window = false;
     throws_naming([&] { hc::kv_cache<> c(t.shape, bad); }, "profiling_steps");
     throws_naming([&] { hc::kv_cache<> c(t.shape, t.options, hc::uniform_profile({3, 3, 6, 32}, hc::head_role::anchor)); },
                   "profile.layers");

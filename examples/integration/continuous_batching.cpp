@@ -135,6 +135,7 @@ int main() {
     hc::cache_options options;
     options.max_prompt_tokens = scenario.prompt_tokens;
     options.max_new_tokens = scenario.steps;
+    options.profile_from_window = false;  // the planted heads drift during decoding only: profile decode steps
     options.sequences = scenario.sequences;
     hc::kv_cache<> calibration(shape, options);  // profiles online (profile_reuse.cpp)
     planted::drive(calibration, model, [](index_t, index_t, const hc::paged_selection&, const float*) {});

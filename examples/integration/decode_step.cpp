@@ -82,7 +82,7 @@ int main() {
     options.max_prompt_tokens = scenario.prompt_tokens;  // every buffer is planned for these sizes ...
     options.max_new_tokens = scenario.steps;             // ... so decode steps never allocate
     options.budget_ratio = 0.5;                          // r: keep half of the prompt KV
-    options.profiling_steps = 8;                         // online profiling: classify after 8 decode steps
+    options.profiling_steps = 8;                         // online profiling: classify from 8 queries (window, then decode)
     // [/snippet]
 
     // [snippet queue]

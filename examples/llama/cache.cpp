@@ -14,8 +14,8 @@ namespace hc = heterocache;
 
 namespace {
 
-constexpr std::array<std::string_view, 9> kPolicies = {"full",      "heterocache", "streamingllm", "h2o", "snapkv",
-                                                       "pyramidkv", "adakv",       "quest",        "duo"};
+constexpr std::array<std::string_view, 11> kPolicies = {"full",   "heterocache", "streamingllm", "h2o",  "snapkv", "pyramidkv",
+                                                        "adakv",  "tova",        "quest",        "duo",  "h2o-oracle"};
 
 // A cache of one sequence (slot 0) behind decode_cache.
 template <class Cache>
@@ -86,27 +86,66 @@ void demote_to_floor(heterocache::head_profile& p, double r, double share) {
 }  // namespace
 
 std::span<const std::string_view> policy_names() noexcept { return kPolicies; }
-// "heterocache-floor" or "heterocache-floorA": the floor share A (default 0.5); -1 for other names.
-static double floor_share(std::string_view name) noexcept {
-  constexpr std::string_view prefix = "heterocache-floor";
-  if (name.substr(0, prefix.size()) != prefix) return -1.0;
-  name.remove_prefix(prefix.size());
-  if (name.empty()) return 0.5;
+
+namespace {
+
+// A policy name: a base name, then any of ":sink=N", ":recent=N" (the prompt ends compressed heads keep,
+// cache_options::prompt_sink / prompt_recent) and ":floor=A" (heterocache, duo: demote full heads until the
+// compressed heads' mean cap is A*r*T). "heterocache-floor[A]" is "heterocache:floor=A" (A = 0.5 by default).
+struct policy_spec {
+  std::string base;
+  long sink = hc::cache_options::method_default, recent = hc::cache_options::method_default;
+  double floor = 0.0;
+};
+
+std::optional<double> parse_number(std::string_view text) {
   try {
     std::size_t n = 0;
-    const std::string s(name);
+    const std::string s(text);
     const double a = std::stod(s, &n);
-    return n == s.size() && a > 0.0 && a <= 1.0 ? a : -1.0;
+    if (n == s.size()) return a;
   } catch (...) {
-    return -1.0;
   }
+  return std::nullopt;
 }
 
-bool is_policy_name(std::string_view name) noexcept {
-  return floor_share(name) > 0.0 || name == "heterocache-static" || std::find(kPolicies.begin(), kPolicies.end(), name) != kPolicies.end();
+std::optional<policy_spec> parse_policy(std::string_view name) {
+  policy_spec spec;
+  const std::size_t colon = name.find(':');
+  spec.base = std::string(name.substr(0, colon));
+  constexpr std::string_view floor_prefix = "heterocache-floor";
+  if (spec.base.rfind(floor_prefix, 0) == 0) {
+    const std::string_view a = std::string_view(spec.base).substr(floor_prefix.size());
+    const auto share = a.empty() ? std::optional<double>(0.5) : parse_number(a);
+    if (!share || !(*share > 0.0 && *share <= 1.0)) return std::nullopt;
+    spec.floor = *share, spec.base = "heterocache";
+  }
+  const bool profiled = spec.base == "heterocache" || spec.base == "heterocache-static" || spec.base == "duo";
+  if (std::find(kPolicies.begin(), kPolicies.end(), spec.base) == kPolicies.end() && spec.base != "heterocache-static")
+    return std::nullopt;
+  for (std::size_t at = colon; at != std::string_view::npos;) {
+    const std::size_t next = name.find(':', at + 1);
+    const std::string_view option = name.substr(at + 1, next == std::string_view::npos ? std::string_view::npos : next - at - 1);
+    at = next;
+    const std::size_t eq = option.find('=');
+    if (eq == std::string_view::npos) return std::nullopt;
+    const std::string_view key = option.substr(0, eq);
+    const auto value = parse_number(option.substr(eq + 1));
+    if (!value) return std::nullopt;
+    if (key == "floor" && profiled && *value > 0.0 && *value <= 1.0) spec.floor = *value;
+    else if ((key == "sink" || key == "recent") && *value >= 0.0 && *value <= 1e9 && *value == static_cast<long>(*value))
+      (key == "sink" ? spec.sink : spec.recent) = static_cast<long>(*value);
+    else return std::nullopt;
+  }
+  return spec;
 }
+
+}  // namespace
+
+bool is_policy_name(std::string_view name) noexcept { return parse_policy(name).has_value(); }
 bool policy_uses_profile(std::string_view name) noexcept {
-  return name == "heterocache" || floor_share(name) > 0.0 || name == "heterocache-static" || name == "duo";
+  const auto spec = parse_policy(name);
+  return spec && (spec->base == "heterocache" || spec->base == "heterocache-static" || spec->base == "duo");
 }
 
 double effective_ratio(const cache_config& cc, std::size_t prompt_tokens) noexcept {
@@ -124,11 +163,12 @@ heterocache::model_shape shape_of(const llama_config& c) {
 std::optional<heterocache::head_profile> effective_profile(const llama_config& c, const cache_config& cc,
                                                            std::size_t prompt_tokens) {
   if (!policy_uses_profile(cc.policy) || !cc.profile) return std::nullopt;
-  heterocache::head_profile p = cc.policy == "duo" ? stability_only(*cc.profile) : *cc.profile;
+  const policy_spec spec = *parse_policy(cc.policy);
+  heterocache::head_profile p = spec.base == "duo" ? stability_only(*cc.profile) : *cc.profile;
   p.validate(shape_of(c));
   const double r = effective_ratio(cc, prompt_tokens);
   if (cc.demote_when_infeasible && !heterocache::budget_feasible(p, r)) heterocache::demote_until_feasible(p, r);
-  const double share = cc.min_compressed_share > 0.0 ? cc.min_compressed_share : std::max(0.0, floor_share(cc.policy));
+  const double share = cc.min_compressed_share > 0.0 ? cc.min_compressed_share : spec.floor;
   if (share > 0.0) demote_to_floor(p, r, share);
   return p;
 }
@@ -148,18 +188,18 @@ std::unique_ptr<decode_cache> make_policy_cache(const llama_config& c, const cac
                                                 const hc::cache_options& o, const hc::storage_binding<engine_kv_tensor>& kv) {
   using tensor = engine_kv_tensor;
   const auto shape = shape_of(c);
-  const std::string& p = cc.policy;
+  const std::string& p = parse_policy(cc.policy)->base;
   if (p == "full") return adapt("full", [&] { return hc::make_full_cache<tensor, Storage>(shape, o, kv); });
-  if (p == "heterocache" || floor_share(p) > 0.0) {
+  if (p == "heterocache") {
     auto prof = effective_profile(c, cc, prompt_tokens);
-    return adapt(p == "heterocache" ? "heterocache" : "heterocache-floor",
-                 [&] { return hc::make_heterocache_cache<tensor, Storage>(shape, o, prof, kv); });
+    return adapt("heterocache", [&] { return hc::make_heterocache_cache<tensor, Storage>(shape, o, prof, kv); });
   }
   if (p == "heterocache-static") {  // ablation: HeteroCache's roles and budget, satellites never refreshed
     using static_hc = hc::kv_cache<tensor, hc::overlap_star_classifier, hc::drift_weighted_budget, Storage,
                                    hc::static_monitor, hc::sync_retriever>;
     auto prof = effective_profile(c, cc, prompt_tokens);
-    return adapt("heterocache-static", [&] { return static_hc(shape, o, prof, {}, {}, {}, kv); });
+    const auto ends = o.with_method_ends(hc::heterocache_prompt_sink, hc::heterocache_prompt_recent);
+    return adapt("heterocache-static", [&] { return static_hc(shape, ends, prof, {}, {}, {}, kv); });
   }
   if (p == "duo") {
     auto prof = effective_profile(c, cc, prompt_tokens);
@@ -170,16 +210,17 @@ std::unique_ptr<decode_cache> make_policy_cache(const llama_config& c, const cac
   if (p == "streamingllm")
     return adapt("streamingllm",
                  [&] { return hc::make_streaming_llm_cache<tensor, Storage>(shape, o, hc::streaming_llm_sink, kv); });
-  if (p == "h2o") return adapt("h2o", [&] { return hc::make_h2o_cache<tensor, Storage>(shape, o, hc::h2o_interval, kv); });
+  if (p == "h2o") return adapt("h2o", [&] { return hc::make_h2o_cache<tensor, Storage>(shape, o, kv); });
+  if (p == "h2o-oracle")
+    return adapt("h2o-oracle", [&] { return hc::make_h2o_oracle_cache<tensor, Storage>(shape, o, hc::h2o_interval, kv); });
+  if (p == "tova") return adapt("tova", [&] { return hc::make_tova_cache<tensor, Storage>(shape, o, kv); });
   if (p == "snapkv") return adapt("snapkv", [&] { return hc::make_snapkv_cache<tensor, Storage>(shape, o, kv); });
   if (p == "pyramidkv")
     return adapt("pyramidkv", [&] { return hc::make_pyramidkv_cache<tensor, Storage>(shape, o, hc::pyramidkv_beta, kv); });
   if (p == "adakv") return adapt("adakv", [&] { return hc::make_ada_kv_cache<tensor, Storage>(shape, o, hc::ada_kv_alpha, kv); });
   if (p == "quest")
     return adapt("quest", [&] { return hc::make_quest_cache<tensor, Storage>(shape, o, hc::quest_page_tokens, kv); });
-  std::string names;
-  for (auto n : kPolicies) names += (names.empty() ? "" : ", ") + std::string(n);
-  throw model_error("unknown cache policy '" + p + "' (one of: " + names + ")");
+  throw model_error("unknown cache policy '" + p + "'");
 }
 
 }  // namespace
@@ -192,6 +233,15 @@ std::unique_ptr<decode_cache> make_decode_cache(const llama_config& c, const cac
   o.max_new_tokens = static_cast<hc::index_t>(std::max<std::size_t>(max_new_tokens, 1));
   o.budget_ratio = effective_ratio(cc, prompt_tokens);
   o.profiling_steps = std::min<hc::index_t>(cc.profiling_steps, o.max_new_tokens);
+  const std::optional<policy_spec> spec = parse_policy(cc.policy);
+  if (!spec) {
+    std::string names;
+    for (auto n : kPolicies) names += (names.empty() ? "" : ", ") + std::string(n);
+    throw model_error("unknown cache policy '" + cc.policy + "' (one of: " + names +
+                      ", heterocache-static; options :sink=N, :recent=N, :floor=A for heterocache and duo)");
+  }
+  o.prompt_sink = static_cast<hc::index_t>(spec->sink);
+  o.prompt_recent = static_cast<hc::index_t>(spec->recent);
   const hc::storage_binding<engine_kv_tensor> kv{{}, std::move(cold_alias)};
   switch (cc.format) {
     case kv_format::fp16: return make_policy_cache<hc::basic_host_storage<hc::fp16_t, engine_kv_tensor>>(c, cc, prompt_tokens, o, kv);

@@ -15,10 +15,13 @@ namespace hcllama {
 // Every name --policy accepts, in the order tables list them.
 std::span<const std::string_view> policy_names() noexcept;
 bool is_policy_name(std::string_view name) noexcept;
-// Also accepted (not in policy_names()): "heterocache-floor[A]", HeteroCache with min_compressed_share A
-// (default 0.5), and
-// "heterocache-static", HeteroCache whose satellites are never refreshed (static_monitor; an ablation).
-// True for the policies that use a head profile (heterocache, duo): without one they profile online.
+// Also accepted (not in policy_names()): "heterocache-static", HeteroCache whose satellites are never refreshed
+// (static_monitor; an ablation); any name followed by options ":sink=N", ":recent=N" (the prompt ends every
+// compressed head keeps: cache_options::prompt_sink / prompt_recent, instead of the method's default) and, for
+// heterocache, heterocache-static and duo, ":floor=A" (min_compressed_share A); "heterocache-floor[A]" is
+// "heterocache:floor=A" (A = 0.5 by default). Example: "heterocache:recent=64:floor=0.5".
+// True for the policies that use a head profile (heterocache, heterocache-static, duo): without one they
+// profile online.
 bool policy_uses_profile(std::string_view name) noexcept;
 
 // Element type of a cache's hot tier (--kv-format): fp32, or 16 bits (heterocache::basic_host_storage over

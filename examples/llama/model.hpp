@@ -30,6 +30,7 @@
 #include "quantized_matrix.hpp"
 #include "heterocache/algorithm/pooled_attention.hpp"
 #include "heterocache/profile/head_profile.hpp"
+#include "heterocache/storage/storage_plan.hpp"
 #include "heterocache/tensor/kv_tensor.hpp"
 
 namespace hcllama {

@@ -13,13 +13,21 @@
 //! |---------------|-----------------------------|----------------------------------|------------------------|
 //! | full          | all volatile                | (none compressed)                | static                 |
 //! | StreamingLLM  | all anchor                  | uniform                          | `streaming_monitor`    |
-//! | H2O           | all anchor                  | uniform                          | `heavy_hitter_monitor` |
-//! | SnapKV        | all anchor                  | uniform                          | static                 |
-//! | PyramidKV     | all anchor                  | `pyramid_budget`                 | static                 |
-//! | Ada-KV        | all anchor                  | `ada_kv_budget<uniform_budget>`  | static                 |
+//! | H2O           | all anchor                  | uniform                          | `h2o_monitor`          |
+//! | H2O oracle    | all anchor                  | uniform                          | `heavy_hitter_monitor` |
+//! | SnapKV        | all anchor                  | uniform                          | `static_monitor`       |
+//! | PyramidKV     | all anchor                  | `pyramid_budget`                 | `static_monitor`       |
+//! | Ada-KV        | all anchor                  | `ada_kv_budget<uniform_budget>`  | `static_monitor`       |
+//! | TOVA          | all anchor                  | uniform                          | `tova_monitor`         |
 //! | Quest         | all anchor                  | uniform                          | `quest_monitor`        |
 //! | DuoAttention  | stability only (no cluster) | uniform                          | `streaming_monitor`    |
 //! | HeteroCache   | overlap + star clustering   | drift-weighted                   | pivot overlap          |
+//!
+//! The prompt ends a compressed head always keeps (`cache_options::prompt_sink` / `prompt_recent`; a factory
+//! fills the ones left at `cache_options::method_default`): SnapKV, PyramidKV and Ada-KV the observation
+//! window (`snapkv_window`), H2O half its cap of recent tokens, TOVA the last token, HeteroCache
+//! `heterocache_prompt_sink` + `heterocache_prompt_recent`; StreamingLLM and DuoAttention rank by position
+//! anyway, Quest and the H2O oracle keep none.
 
 #include <optional>
 #include <utility>
@@ -49,6 +57,12 @@ inline constexpr double pyramidkv_beta = 20.0;     //!< PyramidKV's mean cap ove
 inline constexpr double ada_kv_alpha = 0.2;        //!< Ada-KV's safeguard share
 inline constexpr index_t quest_page_tokens = 16;   //!< Quest's page size
 inline constexpr double duo_tau_stable = 0.5;      //!< stability below which a DuoAttention-style head is full
+inline constexpr index_t tova_recent = 1;          //!< TOVA keeps the last prompt token (as kvpress's press does)
+//! HeteroCache's compressed heads keep the first `heterocache_prompt_sink` prompt tokens and the last
+//! `heterocache_prompt_recent` (the question of a prompt), whatever their scores (docs/eval: tuned on
+//! development prompts).
+inline constexpr index_t heterocache_prompt_sink = 4;
+inline constexpr index_t heterocache_prompt_recent = 32;
 
 //! A cache in which every KV head is compressed (all anchors) by `Budget`, its tokens chosen by `Monitor`.
 template <BudgetPolicy Budget, DriftMonitor Monitor, KvTensor Tensor = strided_kv_tensor<float>, class Storage = default_storage<Tensor>>
@@ -57,7 +71,11 @@ using all_anchor_cache = kv_cache<Tensor, fixed_role_classifier, Budget, Storage
 template <KvTensor Tensor = strided_kv_tensor<float>, class Storage = default_storage<Tensor>>
 using streaming_llm_cache = all_anchor_cache<uniform_budget, streaming_monitor, Tensor, Storage>;
 template <KvTensor Tensor = strided_kv_tensor<float>, class Storage = default_storage<Tensor>>
-using h2o_cache = all_anchor_cache<uniform_budget, heavy_hitter_monitor, Tensor, Storage>;
+using h2o_cache = all_anchor_cache<uniform_budget, h2o_monitor, Tensor, Storage>;
+template <KvTensor Tensor = strided_kv_tensor<float>, class Storage = default_storage<Tensor>>
+using h2o_oracle_cache = all_anchor_cache<uniform_budget, heavy_hitter_monitor, Tensor, Storage>;
+template <KvTensor Tensor = strided_kv_tensor<float>, class Storage = default_storage<Tensor>>
+using tova_cache = all_anchor_cache<uniform_budget, tova_monitor, Tensor, Storage>;
 template <KvTensor Tensor = strided_kv_tensor<float>, class Storage = default_storage<Tensor>>
 using snapkv_cache = all_anchor_cache<uniform_budget, static_monitor, Tensor, Storage>;
 template <KvTensor Tensor = strided_kv_tensor<float>, class Storage = default_storage<Tensor>>
@@ -103,47 +121,74 @@ template <KvTensor Tensor = strided_kv_tensor<float>, class Storage = default_st
 streaming_llm_cache<Tensor, Storage> make_streaming_llm_cache(const model_shape& shape, const cache_options& options,
                                                               index_t sink = streaming_llm_sink,
                                                               storage_binding<Tensor> binding = {}) {
-    return make_all_anchor_cache<Tensor, Storage>(shape, options, uniform_budget{}, streaming_monitor{sink}, std::move(binding));
+    return make_all_anchor_cache<Tensor, Storage>(shape, options.with_method_ends(0, 0), uniform_budget{},
+                                                  streaming_monitor{sink}, std::move(binding));
 }
 
-//! H2O: heavy hitters by accumulated attention plus the most recent prompt tokens, half the mean cap each
-//! (`r * max_prompt_tokens / 2` recent tokens), re-ranked every `interval` steps.
+//! The recent prompt tokens of H2O: half the mean cap (`r * max_prompt_tokens / 2`), the other half heavy hitters.
+[[nodiscard]] inline index_t h2o_recent_tokens(const cache_options& options) noexcept {
+    return static_cast<index_t>(options.budget_ratio * static_cast<double>(options.max_prompt_tokens) / 2.0);
+}
+
+//! H2O: heavy hitters by the attention the observation window accumulated plus the most recent prompt tokens,
+//! half the mean cap each, evicted for good (`h2o_monitor`: nothing is fetched back, no work during decode).
 template <KvTensor Tensor = strided_kv_tensor<float>, class Storage = default_storage<Tensor>>
 h2o_cache<Tensor, Storage> make_h2o_cache(const model_shape& shape, const cache_options& options,
-                                          index_t interval = h2o_interval, storage_binding<Tensor> binding = {}) {
-    const auto recent = static_cast<index_t>(options.budget_ratio * static_cast<double>(options.max_prompt_tokens) / 2.0);
-    return make_all_anchor_cache<Tensor, Storage>(shape, options, uniform_budget{}, heavy_hitter_monitor(recent, interval),
+                                          storage_binding<Tensor> binding = {}) {
+    return make_all_anchor_cache<Tensor, Storage>(shape, options.with_method_ends(0, h2o_recent_tokens(options)),
+                                                  uniform_budget{}, h2o_monitor{}, std::move(binding));
+}
+
+//! The H2O oracle: heavy hitters re-ranked every `interval` steps over the attention every prompt position has
+//! accumulated, evicted tokens fetched back from the cold tier (`heavy_hitter_monitor`). It reads the whole
+//! prompt's keys every step (full attention's cost): a reference, not a compression method.
+template <KvTensor Tensor = strided_kv_tensor<float>, class Storage = default_storage<Tensor>>
+h2o_oracle_cache<Tensor, Storage> make_h2o_oracle_cache(const model_shape& shape, const cache_options& options,
+                                                        index_t interval = h2o_interval, storage_binding<Tensor> binding = {}) {
+    return make_all_anchor_cache<Tensor, Storage>(shape, options.with_method_ends(0, 0), uniform_budget{},
+                                                  heavy_hitter_monitor(h2o_recent_tokens(options), interval),
                                                   std::move(binding));
 }
 
-//! SnapKV: each head keeps the top-cap positions of its pooled window attention (window: `snapkv_window`).
+//! TOVA: each compressed head keeps the top-cap positions of the last prompt query's attention (and that token).
+template <KvTensor Tensor = strided_kv_tensor<float>, class Storage = default_storage<Tensor>>
+tova_cache<Tensor, Storage> make_tova_cache(const model_shape& shape, const cache_options& options,
+                                            storage_binding<Tensor> binding = {}) {
+    return make_all_anchor_cache<Tensor, Storage>(shape, options.with_method_ends(0, tova_recent), uniform_budget{},
+                                                  tova_monitor{}, std::move(binding));
+}
+
+//! SnapKV: each head keeps the observation window itself (the last `snapkv_window` prompt tokens) and the
+//! top positions of its pooled window attention.
 template <KvTensor Tensor = strided_kv_tensor<float>, class Storage = default_storage<Tensor>>
 snapkv_cache<Tensor, Storage> make_snapkv_cache(const model_shape& shape, const cache_options& options,
                                                 storage_binding<Tensor> binding = {}) {
-    return make_all_anchor_cache<Tensor, Storage>(shape, options, uniform_budget{}, static_monitor{}, std::move(binding));
+    return make_all_anchor_cache<Tensor, Storage>(shape, options.with_method_ends(0, snapkv_window), uniform_budget{},
+                                                  static_monitor{}, std::move(binding));
 }
 
 //! PyramidKV: SnapKV's selection with per-layer budgets decreasing from the bottom layer to the top.
 template <KvTensor Tensor = strided_kv_tensor<float>, class Storage = default_storage<Tensor>>
 pyramidkv_cache<Tensor, Storage> make_pyramidkv_cache(const model_shape& shape, const cache_options& options,
                                                       double beta = pyramidkv_beta, storage_binding<Tensor> binding = {}) {
-    return make_all_anchor_cache<Tensor, Storage>(shape, options, pyramid_budget{beta}, static_monitor{}, std::move(binding));
+    return make_all_anchor_cache<Tensor, Storage>(shape, options.with_method_ends(0, snapkv_window), pyramid_budget{beta},
+                                                  static_monitor{}, std::move(binding));
 }
 
 //! Ada-KV (Ada-SnapKV): SnapKV's selection with each layer's budget shared by attention mass.
 template <KvTensor Tensor = strided_kv_tensor<float>, class Storage = default_storage<Tensor>>
 ada_kv_cache<Tensor, Storage> make_ada_kv_cache(const model_shape& shape, const cache_options& options,
                                                 double alpha = ada_kv_alpha, storage_binding<Tensor> binding = {}) {
-    return make_all_anchor_cache<Tensor, Storage>(shape, options, ada_kv_budget<uniform_budget>{alpha}, static_monitor{},
-                                                  std::move(binding));
+    return make_all_anchor_cache<Tensor, Storage>(shape, options.with_method_ends(0, snapkv_window),
+                                                  ada_kv_budget<uniform_budget>{alpha}, static_monitor{}, std::move(binding));
 }
 
 //! Quest: the pages of `page_tokens` tokens with the highest key-digest bound for the current query.
 template <KvTensor Tensor = strided_kv_tensor<float>, class Storage = default_storage<Tensor>>
 quest_cache<Tensor, Storage> make_quest_cache(const model_shape& shape, const cache_options& options,
                                               index_t page_tokens = quest_page_tokens, storage_binding<Tensor> binding = {}) {
-    return make_all_anchor_cache<Tensor, Storage>(shape, options, uniform_budget{}, quest_monitor(page_tokens),
-                                                  std::move(binding));
+    return make_all_anchor_cache<Tensor, Storage>(shape, options.with_method_ends(0, 0), uniform_budget{},
+                                                  quest_monitor(page_tokens), std::move(binding));
 }
 
 //! DuoAttention-style: heads below `tau_stable` stability keep the full KV ("retrieval heads"), the others
@@ -154,7 +199,7 @@ duo_attention_cache<Tensor, Storage> make_duo_attention_cache(const model_shape&
                                                               index_t sink = streaming_llm_sink,
                                                               double tau_stable = duo_tau_stable,
                                                               storage_binding<Tensor> binding = {}) {
-    return duo_attention_cache<Tensor, Storage>(shape, options, std::move(profile),
+    return duo_attention_cache<Tensor, Storage>(shape, options.with_method_ends(0, 0), std::move(profile),
                                                 overlap_star_classifier{tau_stable, 0.5, false}, uniform_budget{},
                                                 streaming_monitor{sink}, std::move(binding));
 }
@@ -164,7 +209,8 @@ template <KvTensor Tensor = strided_kv_tensor<float>, class Storage = default_st
 heterocache_cache<Tensor, Storage> make_heterocache_cache(const model_shape& shape, const cache_options& options,
                                                           std::optional<head_profile> profile = std::nullopt,
                                                           storage_binding<Tensor> binding = {}) {
-    return heterocache_cache<Tensor, Storage>(shape, options, std::move(profile), {}, {}, {}, std::move(binding));
+    return heterocache_cache<Tensor, Storage>(shape, options.with_method_ends(heterocache_prompt_sink, heterocache_prompt_recent),
+                                              std::move(profile), {}, {}, {}, std::move(binding));
 }
 
 //! HeteroCache's roles and drift monitor with Ada-KV's split of each layer's budget (safeguard `alpha`).
@@ -174,7 +220,8 @@ heterocache_ada_kv_cache<Tensor, Storage> make_heterocache_ada_kv_cache(const mo
                                                                         std::optional<head_profile> profile = std::nullopt,
                                                                         double alpha = ada_kv_alpha,
                                                                         storage_binding<Tensor> binding = {}) {
-    return heterocache_ada_kv_cache<Tensor, Storage>(shape, options, std::move(profile), overlap_star_classifier{},
+    return heterocache_ada_kv_cache<Tensor, Storage>(shape, options.with_method_ends(heterocache_prompt_sink, heterocache_prompt_recent),
+                                                     std::move(profile), overlap_star_classifier{},
                                                      ada_kv_budget<drift_weighted_budget>{alpha}, pivot_overlap_monitor{},
                                                      std::move(binding));
 }

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "heterocache/algorithm/protected_top_k.hpp"
 #include "heterocache/types.hpp"
 
 namespace heterocache {
@@ -16,11 +17,24 @@ struct cache_options {
     index_t max_prompt_tokens = 0;   //!< longest prompt any sequence will prefill
     index_t max_new_tokens = 0;      //!< most decode tokens any sequence will append
     double budget_ratio = 0.5;       //!< r, the kept fraction of the prompt KV, in (0, 1]
-    index_t profiling_steps = 8;     //!< online profiling: decode steps observed before heads are classified
+    index_t profiling_steps = 8;     //!< online profiling: queries observed before heads are classified ...
+    //! ... taken from the last queries of the prefill's observation window (true: heads are classified when the
+    //! prompt is prefilled, so compression starts at the first decode step), or from the first decode steps
+    //! (false: those steps attend the whole prompt). A window shorter than `profiling_steps` leaves the rest
+    //! to decode steps.
+    bool profile_from_window = true;
     index_t top_k = 0;               //!< profiling top-k set size; 0 picks `clamp(T / 8, 8, 1024)` (DESIGN.md section 2)
     index_t decode_window = 0;       //!< 0 keeps every decode token; otherwise at most this many per head ...
     index_t decode_sink = 4;         //!< ... of which the first `decode_sink` decode tokens always stay
     index_t page_size = 16;          //!< tokens per hot page of the paged selection (1 gives one token per page)
+    //! Prompt tokens every compressed head keeps within its cap, whatever its scores: the first `prompt_sink`
+    //! (attention sinks) and the last `prompt_recent` (the observation window, where a prompt's question is).
+    //! `method_default` (-1) lets a `make_*_cache` factory choose (baselines.hpp); a bare `kv_cache` reads it as 0.
+    index_t prompt_sink = method_default;
+    index_t prompt_recent = method_default;  //!< see `prompt_sink`
+
+    //! `prompt_sink` / `prompt_recent`: the value the method's factory picks.
+    static constexpr index_t method_default = -1;
 
     //! Largest `max_prompt_tokens + max_new_tokens` (page ids and lengths of the selection are 32-bit).
     static constexpr index_t max_tokens = (index_t{1} << 30);
@@ -42,12 +56,26 @@ struct cache_options {
         detail::require(decode_sink >= 0 && (decode_window == 0 || decode_sink < decode_window), "decode_sink",
                         decode_sink, "[0, decode_window)");
         detail::require(page_size >= 1 && page_size <= 1024, "page_size", page_size, "[1, 1024]");
+        detail::require(prompt_sink >= method_default, "prompt_sink", prompt_sink, "[0, inf) or -1 (the method's default)");
+        detail::require(prompt_recent >= method_default, "prompt_recent", prompt_recent,
+                        "[0, inf) or -1 (the method's default)");
     }
 
     //! Top-k set size for a prompt of `prompt_tokens` tokens.
     [[nodiscard]] index_t profiling_top_k(index_t prompt_tokens) const noexcept {
         const index_t k = top_k > 0 ? top_k : std::clamp<index_t>(prompt_tokens / 8, 8, 1024);
         return std::min(k, prompt_tokens);
+    }
+    //! The prompt ends compressed heads keep (`method_default` read as 0).
+    [[nodiscard]] protected_ends protected_prompt_ends() const noexcept {
+        return {std::max<index_t>(prompt_sink, 0), std::max<index_t>(prompt_recent, 0)};
+    }
+    //! These options with `prompt_sink` / `prompt_recent` set to `sink` / `recent` where they are `method_default`.
+    [[nodiscard]] cache_options with_method_ends(index_t sink, index_t recent) const noexcept {
+        cache_options o = *this;
+        if (o.prompt_sink == method_default) o.prompt_sink = sink;
+        if (o.prompt_recent == method_default) o.prompt_recent = recent;
+        return o;
     }
     //! Hot slots a row reserves for decode tokens.
     [[nodiscard]] index_t decode_capacity() const noexcept {

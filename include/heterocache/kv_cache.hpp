@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "heterocache/algorithm/group_attention.hpp"
 #include "heterocache/algorithm/overlap.hpp"
 #include "heterocache/algorithm/pooled_attention.hpp"
 #include "heterocache/budget/drift_weighted_budget.hpp"
@@ -58,7 +59,9 @@ using default_storage = basic_host_storage<typename Tensor::element_type, Tensor
 //! monitors drift for every stepping slot, and submits the refreshes it decides (effective from the next step).
 //!
 //! Without a profile the cache profiles online: every head keeps its full prompt until the first sequence
-//! has observed `profiling_steps` decode queries on every layer (idle slots and sequences that end early hold
+//! has observed `profiling_steps` queries on every layer (by default the last queries of each layer's
+//! observation window, so heads are classified once the prompt is prefilled and compression starts at the
+//! first decode step; `cache_options::profile_from_window`) (idle slots and sequences that end early hold
 //! nothing up); then heads are classified from that sequence, full heads demoted until the budget can be met,
 //! and every live sequence compacted to its selection (the only step that allocates). With a profile,
 //! compression starts at prefill; a budget that cannot be met (`budget_feasible`) is a `budget_error` at
@@ -160,8 +163,7 @@ public:
         window.first_position = t - window.count;
         for (index_t head = 0; head < shape_.kv_heads; ++head) {
             const std::span<float> scores = prefill_scores(layer, seq, head, t);
-            pooled_attention_row(window, kv.key_rows(layer, seq, head), head, shape_.group_size(), shape_.head_dim,
-                                 scores, scratch_);
+            score_window(window, kv.key_rows(layer, seq, head), head, scores);
             if (!profile_) profiler_.record(layer, seq, head, 0, options_.profiling_top_k(t), scores);
             if constexpr (traits::scores_prompt) monitor_.score_prompt(layer, seq, head, scores);
         }
@@ -169,6 +171,10 @@ public:
         storage_.store_prompt(layer, seq, kv, t, rows, q);
         for (const refresh_row& r : rows) rows_.set_prompt(layer, r.row, static_cast<index_t>(r.positions.size()));
         slots_.mark_prefilled(layer, seq);
+        if (!profile_ && options_.profile_from_window &&
+            profiler_.observe_window(layer, seq, t, options_.profiling_top_k(t), shape_, window,
+                                     [&](index_t head) { return kv.key_rows(layer, seq, head); }))
+            finish_profiling(seq, q);
     }
 
     //! Appends the new token of every slot with `new_tokens[seq] >= 0` (where the engine wrote its K/V in `kv`)
@@ -311,6 +317,23 @@ private:
                        });
     }
 
+    //! The prefill scores of KV head `head` over the observation window, as the monitor's
+    //! `monitor_traits::scoring` asks.
+    template <class Keys>
+    void score_window(const query_rows& window, const Keys& keys, index_t head, std::span<float> scores) {
+        if constexpr (traits::scoring == prompt_scoring::pooled_window) {
+            pooled_attention_row(window, keys, head, shape_.group_size(), shape_.head_dim, scores, scratch_);
+        } else {
+            query_rows queries = window;
+            if constexpr (traits::scoring == prompt_scoring::last_query) {
+                queries.base = window.query(window.count - 1, 0);
+                queries.first_position += window.count - 1;
+                queries.count = 1;
+            }
+            std::fill(scores.begin(), scores.end(), 0.0f);
+            accumulate_group_attention(queries, keys, head, shape_.group_size(), shape_.head_dim, scores, scratch_);
+        }
+    }
     //! Where the prefill scores of a head are kept: with the online profiler (when the cache profiles online,
     //! for the compaction that ends profiling), else for the layer being prefilled.
     [[nodiscard]] std::span<float> prefill_scores(index_t layer, index_t seq, index_t head, index_t prompt_tokens) {
@@ -331,7 +354,8 @@ private:
             }
         return selector_.choose(
             layer, seq, t, profile_ ? &*profile_ : nullptr, rows_, scores,
-            [&](index_t head) { return budgets_.cap(seq, layer * shape_.kv_heads + head); }, budgets_.base_length(seq), room,
+            [&](index_t head) { return budgets_.cap(seq, layer * shape_.kv_heads + head); }, options_.protected_prompt_ends(),
+            budgets_.base_length(seq), room,
             [&](index_t head, std::span<const index_t> reference) {
                 if constexpr (traits::needs_reference) monitor_.set_reference(layer, seq, head, reference);
             });
@@ -383,7 +407,8 @@ private:
             detail::require<shape_error>(static_cast<index_t>(ranking.size()) == t, "ranking.size()", ranking.size(),
                                          "the prompt length");
             const index_t r = row(seq, head);
-            refreshes_.add(layer, r, rows_.pages(layer, r), rows_.prompt_count(layer, r), ranking, index_scratch_);
+            refreshes_.add(layer, r, rows_.pages(layer, r), rows_.prompt_count(layer, r), ranking,
+                           options_.protected_prompt_ends(), index_scratch_);
         };
         const monitor_context context{layer, seq, t, budgets_.base_length(seq), &*profile_, query, head_stride,
                                       prompt_scores, prompt_key};

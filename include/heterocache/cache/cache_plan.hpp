@@ -33,7 +33,7 @@ struct cache_plan {
         if (profile) {
             profile->validate(shape);
             budget.require_feasible(*profile, options.budget_ratio);
-        } else {
+        } else if (!options.profile_from_window) {
             detail::require(options.profiling_steps <= options.max_new_tokens, "profiling_steps", options.profiling_steps,
                             "[1, max_new_tokens] (online profiling observes that many decode steps)");
         }

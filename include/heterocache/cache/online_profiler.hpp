@@ -1,8 +1,8 @@
 #pragma once
 //! \file
 //! `online_profiler`: profiling without a calibration run (DESIGN.md section 2, "Profiling"; section 3.1,
-//! "Online profiling completes per sequence"). Records every head's top-k sets at prefill and at the first
-//! decode steps of each sequence, classifies the heads from the first sequence that completes, and demotes
+//! "Online profiling completes per sequence"). Records every head's top-k sets at prefill and at its first
+//! observations of each sequence (the last queries of the observation window, or the first decode steps), classifies the heads from the first sequence that completes, and demotes
 //! full heads until the budget can be met.
 
 #include <algorithm>
@@ -20,7 +20,7 @@ inline namespace v1 {
 
 //! The observations of online profiling, per sequence slot, and the prefill scores of every (layer, slot,
 //! head) (the selections are taken from them once the profile exists). A sequence completes when every
-//! layer has observed `steps` decode queries; slots that are idle, or end before completing, hold nothing
+//! layer has observed `steps` queries (window queries, then decode queries); slots that are idle, or end before completing, hold nothing
 //! up. Planned once; `finish` allocates (once per cache).
 class online_profiler {
 public:
@@ -59,15 +59,23 @@ public:
     template <class Keys>
     bool observe_step(index_t layer, index_t seq, index_t prompt_tokens, index_t k, const model_shape& shape,
                       const float* query, index_t head_stride, Keys&& keys) {
-        if (!observing(layer, seq)) return false;
-        const query_rows rows{query, 1, shape.query_heads * head_stride, head_stride, prompt_tokens};
-        const std::span<float> ranking(ranking_.data(), static_cast<std::size_t>(prompt_tokens));
-        for (index_t head = 0; head < kv_heads_; ++head) {
-            pooled_attention_row(rows, keys(head), head, shape.group_size(), shape.head_dim, ranking, scratch_);
-            record(layer, seq, head, observed(layer, seq) + 1, k, ranking);
+        return observe(layer, seq, prompt_tokens, k, shape, {query, 1, shape.query_heads * head_stride, head_stride, prompt_tokens},
+                       keys);
+    }
+    //! Observes the last queries of the observation window `window` of (`layer`, `seq`) (positioned:
+    //! `window.first_position` set) as its first steps, as many as it still observes; returns whether `seq`
+    //! completed with them.
+    template <class Keys>
+    bool observe_window(index_t layer, index_t seq, index_t prompt_tokens, index_t k, const model_shape& shape,
+                        const query_rows& window, Keys&& keys) {
+        const index_t count = std::min(window.count, steps_ - observed(layer, seq));
+        bool completed = false;
+        for (index_t i = window.count - count; i < window.count; ++i) {
+            query_rows one = window;
+            one.base = window.query(i, 0), one.count = 1, one.first_position = window.first_position + i;
+            completed = observe(layer, seq, prompt_tokens, k, shape, one, keys);
         }
-        step_done(layer, seq);
-        return complete(seq);
+        return completed;
     }
     //! Decode steps (layer, seq) has observed.
     [[nodiscard]] index_t observed(index_t layer, index_t seq) const noexcept { return observed_[stream(layer, seq)]; }
@@ -102,6 +110,19 @@ public:
     }
 
 private:
+    //! One observation (the query of `one`, at its position) of every head of (`layer`, `seq`).
+    template <class Keys>
+    bool observe(index_t layer, index_t seq, index_t prompt_tokens, index_t k, const model_shape& shape,
+                 const query_rows& one, Keys&& keys) {
+        if (!observing(layer, seq)) return false;
+        const std::span<float> ranking(ranking_.data(), static_cast<std::size_t>(prompt_tokens));
+        for (index_t head = 0; head < kv_heads_; ++head) {
+            pooled_attention_row(one, keys(head), head, shape.group_size(), shape.head_dim, ranking, scratch_);
+            record(layer, seq, head, observed(layer, seq) + 1, k, ranking);
+        }
+        step_done(layer, seq);
+        return complete(seq);
+    }
     [[nodiscard]] std::size_t stream(index_t layer, index_t seq) const noexcept {
         return static_cast<std::size_t>(layer * sequences() + seq);
     }

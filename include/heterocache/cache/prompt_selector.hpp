@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "heterocache/algorithm/overlap.hpp"
+#include "heterocache/algorithm/protected_top_k.hpp"
 #include "heterocache/cache/row_table.hpp"
 #include "heterocache/profile/head_profile.hpp"
 #include "heterocache/storage/storage_plan.hpp"
@@ -17,7 +18,7 @@ inline namespace v1 {
 
 //! Chooses, per KV head of one (layer, sequence), the positions its row's prompt tokens hold: the whole
 //! prompt for a full head (and for every head before a profile exists), the top-cap positions of its scores
-//! for a compressed head; a pivot's reference set is the top-B of its scores. Each head's positions leave room
+//! for a compressed head, its protected ends first (`protected_top_k_positions`); a pivot's reference set is the top-B of its scores. Each head's positions leave room
 //! for the decode tokens a compaction moves behind them (`decode_positions`). Planned once; allocates nothing.
 class prompt_selector {
 public:
@@ -30,13 +31,13 @@ public:
     }
 
     //! One refill row per head of (`layer`, `seq`), on the row table's pages: `scores(head)` are the head's
-    //! prefill scores over the `prompt_tokens` positions, `cap(head)` a compressed head's cap;
+    //! prefill scores over the `prompt_tokens` positions, `cap(head)` a compressed head's cap, `ends` the positions it always keeps;
     //! `on_reference(head, set)` receives a pivot's top-`base_length` set (with `profile` only). `room` more
     //! positions follow each row's selection (0, or the decode tokens of a compaction).
     template <class Scores, class Cap, class OnReference>
     std::span<refresh_row> choose(index_t layer, index_t seq, index_t prompt_tokens, const head_profile* profile,
-                                  const row_table& rows, Scores&& scores, Cap&& cap, index_t base_length, index_t room,
-                                  OnReference&& on_reference) {
+                                  const row_table& rows, Scores&& scores, Cap&& cap, protected_ends ends,
+                                  index_t base_length, index_t room, OnReference&& on_reference) {
         const auto heads = static_cast<index_t>(rows_.size());
         for (index_t head = 0; head < heads; ++head) {
             const head_role role = profile != nullptr ? profile->at(layer, head).role : head_role::volatile_;
@@ -45,7 +46,7 @@ public:
                                             static_cast<std::size_t>(whole ? prompt_tokens : cap(head)));
             const std::span<const float> head_scores = scores(head);
             if (whole) std::iota(chosen.begin(), chosen.end(), index_t{0});
-            else top_k_positions(head_scores, chosen, scratch_);
+            else protected_top_k_positions(head_scores, chosen, scratch_, ends);
             if (role == head_role::pivot) {
                 const std::span<index_t> reference(reference_.data(), static_cast<std::size_t>(base_length));
                 top_k_positions(head_scores, reference, scratch_);

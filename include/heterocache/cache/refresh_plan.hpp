@@ -6,7 +6,7 @@
 #include <span>
 #include <vector>
 
-#include "heterocache/algorithm/overlap.hpp"
+#include "heterocache/algorithm/protected_top_k.hpp"
 #include "heterocache/storage/storage_plan.hpp"
 
 namespace heterocache {
@@ -53,12 +53,12 @@ public:
         std::fill(slot_of_row_.begin(), slot_of_row_.end(), index_t{-1});
     }
     //! Asks that `row` of `layer` (on `pages`, `count` prompt tokens) receives the top-`count` positions of
-    //! `ranking`. `scratch` holds at least `ranking.size()` entries.
+    //! `ranking`, its protected `ends` first (`protected_top_k_positions`). `scratch` holds at least `ranking.size()` entries.
     void add(index_t layer, index_t row, const page_index_t* pages, index_t count, std::span<const float> ranking,
-             std::span<index_t> scratch) {
+             protected_ends ends, std::span<index_t> scratch) {
         const auto state = static_cast<std::size_t>(layer * rows_per_layer_ + row);
         const std::span<index_t> positions(positions_.data() + offset_[state], static_cast<std::size_t>(count));
-        top_k_positions(ranking, positions, scratch);
+        protected_top_k_positions(ranking, positions, scratch, ends);
         index_t& slot = slot_of_row_[static_cast<std::size_t>(row)];
         if (slot >= 0) return;  // asked twice in one step: the latest ranking wins, one row
         index_t& used = used_[static_cast<std::size_t>(layer)];

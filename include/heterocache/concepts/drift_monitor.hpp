@@ -11,6 +11,14 @@
 namespace heterocache {
 inline namespace v1 {
 
+//! How the prefill scores a compressed head's first selection is taken from are computed over the observation
+//! window (the last prompt queries), per KV head:
+enum class prompt_scoring {
+    pooled_window,  //!< SnapKV: mean attention over the window, maximum over the query group, average pool of 5
+    window_mass,    //!< H2O: attention accumulated over the window, mean over the query group, no pooling
+    last_query,     //!< TOVA: attention of the last prompt query, mean over the query group, no pooling
+};
+
 //! Sizes a monitor plans its state for.
 struct monitor_plan {
     model_shape shape;
@@ -50,7 +58,8 @@ using drift_handler = detail::function_ref<void(index_t head, std::span<const fl
 //!   set)`);
 //! - `scores_prompt`: it sees, and may rewrite, the prefill scores a compressed head's first selection is
 //!   taken from (`score_prompt(layer, seq, head, scores)`); it also marks where its per-(layer, sequence)
-//!   state starts over.
+//!   state starts over;
+//! - `scoring`: how those prefill scores are computed (`prompt_scoring`; SnapKV's pooled window by default).
 template <class M>
 struct monitor_traits {
     static constexpr bool declared = false;
@@ -62,6 +71,7 @@ struct monitor_traits_base {
     static constexpr bool reads_scores = false;
     static constexpr bool needs_reference = false;
     static constexpr bool scores_prompt = false;
+    static constexpr prompt_scoring scoring = prompt_scoring::pooled_window;
 };
 
 //! A monitor decides which prompt tokens compressed heads hold over time: it plans its state (`plan`) and

@@ -1,7 +1,7 @@
 #pragma once
 //! \file
-//! H2O as a monitor: each compressed head keeps its heavy hitters (most accumulated attention) plus a recent
-//! window, re-ranked as decoding goes on.
+//! The H2O oracle as a monitor: each compressed head keeps its heavy hitters (most accumulated attention over
+//! the whole prompt) plus a recent window, re-ranked as decoding goes on.
 
 #include <algorithm>
 #include <span>
@@ -24,20 +24,18 @@ inline void protect_recent(std::span<float> scores, index_t recent) {
     for (index_t t = first; t < length; ++t) scores[t] = top + static_cast<float>(t - first);
 }
 
-//! `DriftMonitor` of H2O (Zhang et al., 2023): every compressed head (anchor or satellite) accumulates the
+//! `DriftMonitor` of the H2O oracle (after Zhang et al., 2023): every compressed head (anchor or satellite) accumulates the
 //! attention its own query group pays to each prompt position (`accumulate_group_attention`: softmax over the
 //! prompt keys, mean over the group, one unit of mass per step), starting from the prefill scores of the
 //! observation window; every `interval` steps its hot prompt tokens become the top-cap positions of that
 //! accumulated ranking, the last `recent` prompt positions always kept.
 //!
-//! How it differs from H2O: H2O only evicts, so a token once dropped never returns, and it scores only the
-//! tokens it still holds. Here the full prompt stays in the cold tier and the monitor scores every prompt
-//! position, so a token whose accumulated attention climbs back into the top-cap is fetched again. An
-//! eviction-only variant (ranking restricted to the held positions) is not offered: this cache gives a head a
-//! fixed number of prompt slots and keeps decode tokens apart, so a head never has to make room, and H2O's
-//! eviction-only rule would keep the prefill selection for good (which `static_monitor` already does).
-//! H2O splits its budget evenly between heavy hitters and recent tokens: set `recent` to half the cap
-//! (`make_h2o_cache` does). Decode tokens are the cache's own window, not ranked.
+//! An oracle, not H2O's cost model (`make_h2o_oracle_cache`, "h2o-oracle" in the tables): H2O only evicts,
+//! so a token once dropped never returns, and it scores only the tokens it still holds. Here the full prompt
+//! stays in the cold tier and the monitor scores every prompt position every step (reading the whole
+//! prompt's keys, full attention's cost), so a token whose accumulated attention climbs back into the top-cap
+//! is fetched again. H2O itself is `h2o_monitor` (`make_h2o_cache`). Half the cap goes to recent tokens
+//! (`recent`, as `make_h2o_oracle_cache` sets it). Decode tokens are the cache's own window, not ranked.
 //!
 //! State: `T` floats per (layer, sequence, KV head), planned once. Cost per step: `G * T * d` multiply-adds
 //! per compressed head, plus a refresh of `cap` tokens per head every `interval` steps. Under online profiling
