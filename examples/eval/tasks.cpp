@@ -261,8 +261,8 @@ task_prompt multiquery(const hcllama::tokenizer& tok, const filler& f, rng& r, s
 }
 
 task_prompt vartrack(const hcllama::tokenizer& tok, const filler& f, rng& r, std::size_t context) {
-  // three chains of 4 hops (5 variables each); the first is asked, the other two are distractors
-  constexpr std::size_t chains = 3, hops = 4;
+  // two chains of 4 hops (5 variables each); the first is asked, the other is a distractor
+  constexpr std::size_t chains = 2, hops = 4;
   std::vector<std::string> names;
   std::vector<std::string> value(chains);
   std::vector<std::vector<std::string>> chain(chains);
@@ -287,7 +287,7 @@ task_prompt vartrack(const hcllama::tokenizer& tok, const filler& f, rng& r, std
                     "Memorize and track the chain(s) of variable assignment hidden in the following text.\n\n", ins,
                     "\n\nQuestion: Find all variables that are assigned the value " + value[0] +
                         " in the text above. Answer: According to the chain(s) of variable assignment in the text "
-                        "above, 5 variables are assigned the value " + value[0] + ", they are:");
+                        "above, 5 variables are assigned the value " + value[0] + ", they are: VAR");
   p.max_new = 28;
   return p;
 }
