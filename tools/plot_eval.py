@@ -5,8 +5,11 @@ usage: tools/plot_eval.py [--csv docs/eval/results.csv] [--profile examples/llam
                           [--outdir docs/eval]
 
 Writes
-  accuracy.png   passkey / multikey accuracy and multineedle score against the budget, one line per policy
+  accuracy.png   accuracy (passkey, multikey, niah-*) and scores (multineedle, multivalue, multiquery, vartrack,
+                 cwe) against the budget, one line per policy, one panel per task present
   kl.png         teacher-forced KL(full || policy) (log scale) and top-1 agreement against the budget
+Error bars: the 95 % confidence intervals of tools/eval_table.py (Wilson for accuracies, bootstrap over the
+samples for scores, KL and top-1); the full cache's interval is a grey band. Only rows of --split (default test).
   profile.png    per-head stability of the model (layers x KV heads) with each head's role (P pivot,
                  S satellite, A anchor, V volatile), read from the saved HeteroCache profile
 """
@@ -14,12 +17,16 @@ import argparse
 import csv
 import math
 import os
+import sys
 from collections import defaultdict
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from eval_table import TASK_FIELD, estimate  # noqa: E402
 
 POLICIES = ["heterocache", "streamingllm", "h2o", "snapkv", "pyramidkv", "adakv", "quest", "duo"]
 STYLE = {
@@ -58,9 +65,10 @@ def mean(xs):
     return sum(xs) / len(xs) if xs else float("nan")
 
 
-def load(path):
+def load(path, split="test"):
     with open(path, newline="") as fh:
-        return list(csv.DictReader(fh))
+        rows = list(csv.DictReader(fh))
+    return [r for r in rows if (r.get("split") or "test") == split]
 
 
 def series(rows, task, field):
@@ -69,6 +77,15 @@ def series(rows, task, field):
         if r["task"] == task and r["status"] == "ok":
             cell[(r["policy"], r["budget"])].append(f(r[field]))
     return {k: mean(v) for k, v in cell.items()}
+
+
+def intervals(rows, task, field):
+    """(policy, budget) -> (mean, lo, hi) with eval_table's 95 % intervals."""
+    cell = defaultdict(list)
+    for r in rows:
+        if r["task"] == task:
+            cell[(r["policy"], r["budget"])].append(r)
+    return {k: estimate(v, field)[:3] for k, v in cell.items()}
 
 
 def budget_axis(rows, task):
@@ -81,18 +98,31 @@ def budget_axis(rows, task):
 
 
 def policy_lines(ax, rows, task, field, budgets, logy=False):
-    s = series(rows, task, field)
+    s = intervals(rows, task, field)
     x = list(range(len(budgets)))
     hot = series(rows, task, "hot_fraction")
-    for p in POLICIES + sorted({k[0] for k in s} - set(POLICIES) - {"full"}):
-        ys = [s.get((p, b), float("nan")) for b in budgets]
-        if all(math.isnan(y) for y in ys):
+    names = [p for p in POLICIES + sorted({k[0] for k in s} - set(POLICIES) - {"full"})
+             if any((p, b) in s for b in budgets)]
+    for i, p in enumerate(names):
+        nan = (float("nan"),) * 3
+        m, lo, hi = zip(*[s.get((p, b), nan) for b in budgets])
+        if all(math.isnan(y) for y in m):
             continue
-        if logy:
-            ys = [max(y, 1e-4) if not math.isnan(y) else y for y in ys]
-        ax.plot(x, ys, label=p, **STYLE.get(p, {}))
+        floor = 1e-4 if logy else -math.inf
+        m = [max(y, floor) if not math.isnan(y) else y for y in m]
+        lo = [max(y, floor) if not math.isnan(y) else y for y in lo]
+        hi = [max(y, floor) if not math.isnan(y) else y for y in hi]
+        # a small offset per policy so the bars do not hide each other
+        xs = [v + (i - (len(names) - 1) / 2) * 0.035 for v in x]
+        err = [[0 if math.isnan(a) else max(0.0, c - a) for a, c in zip(lo, m)],
+               [0 if math.isnan(b) else max(0.0, b - c) for b, c in zip(hi, m)]]
+        style = dict(STYLE.get(p, {}))
+        ax.errorbar(xs, m, yerr=err, label=p, capsize=2, elinewidth=0.8, **style)
     if ("full", "full") in s and not logy:
-        ax.axhline(s[("full", "full")], color="black", ls="--", lw=1.2, label="full cache")
+        m, lo, hi = s[("full", "full")]
+        ax.axhline(m, color="black", ls="--", lw=1.2, label="full cache")
+        if not math.isnan(lo):
+            ax.axhspan(lo, hi, color="black", alpha=0.08, lw=0)
     labels = []
     for b in budgets:
         hs = [v for (p, bb), v in hot.items() if bb == b and p != "full"]
@@ -105,15 +135,27 @@ def policy_lines(ax, rows, task, field, budgets, logy=False):
 
 
 def plot_accuracy(rows, out):
-    tasks = [(t, fld, title) for t, fld, title in [
-        ("passkey", "correct", "passkey retrieval (1K-8K, 5 depths)"),
-        ("multikey", "correct", "multi-key needle"),
-        ("multineedle", "score", "sequential multi-needle (values recalled in order)"),
-    ] if any(r["task"] == t for r in rows)]
+    titles = {
+        "passkey": "passkey retrieval (1K-8K, 5 depths)",
+        "multikey": "multi-key needle",
+        "multineedle": "sequential multi-needle (values recalled in order)",
+        "niah-words": "NIAH, word value",
+        "niah-numbers": "NIAH, 7-digit number",
+        "niah-uuids": "NIAH, UUID",
+        "multivalue": "multi-value NIAH (4 values of one key)",
+        "multiquery": "multi-query NIAH (2 of 4 keys)",
+        "vartrack": "variable tracking (5-variable chain)",
+        "cwe": "common-words extraction (10 words)",
+    }
+    tasks = [(t, TASK_FIELD[t], titles[t]) for t in titles if any(r["task"] == t for r in rows)]
     if not tasks:
         return None
-    fig, axes = plt.subplots(1, len(tasks), figsize=(5.2 * len(tasks), 4.3), squeeze=False)
-    for ax, (t, fld, title) in zip(axes[0], tasks):
+    ncol = min(3, len(tasks))
+    nrow = (len(tasks) + ncol - 1) // ncol
+    fig, axes = plt.subplots(nrow, ncol, figsize=(5.2 * ncol, 4.0 * nrow + 0.5), squeeze=False)
+    for ax in axes.flat[len(tasks):]:
+        ax.set_visible(False)
+    for ax, (t, fld, title) in zip(axes.flat, tasks):
         policy_lines(ax, rows, t, fld, budget_axis(rows, t))
         ax.set_title(title, fontsize=10)
         ax.set_ylim(-0.03, 1.03)
@@ -122,7 +164,7 @@ def plot_accuracy(rows, out):
     h, l = axes[0][0].get_legend_handles_labels()
     fig.legend(h, l, loc="lower center", ncol=len(l), fontsize=8, frameon=False)
     fig.suptitle("SmolLM2-135M-Instruct: accuracy against the KV budget", fontsize=11)
-    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    fig.tight_layout(rect=(0, 0.07 / nrow, 1, 1))
     fig.savefig(out, dpi=110)
     plt.close(fig)
     return out
@@ -145,7 +187,7 @@ def plot_kl(rows, out):
     sample = sorted({r["sample"] for r in rows if r["task"] == "kl"})
     h, l = axes[0].get_legend_handles_labels()
     fig.legend(h, l, loc="lower center", ncol=len(l), fontsize=8, frameon=False)
-    fig.suptitle("Fidelity on the licence texts (" + ", ".join(sample) + ")", fontsize=11)
+    fig.suptitle(f"Fidelity on {len(sample)} Debian texts (licences, copyright files)", fontsize=11)
     fig.tight_layout(rect=(0, 0.07, 1, 1))
     fig.savefig(out, dpi=110)
     plt.close(fig)
@@ -206,9 +248,10 @@ def main():
     ap.add_argument("--csv", default="docs/eval/results.csv")
     ap.add_argument("--profile", default="examples/llama/profiles/smollm2-135m-instruct.hcprofile")
     ap.add_argument("--outdir", default="docs/eval")
+    ap.add_argument("--split", default="test", help="only rows of this split (default test)")
     a = ap.parse_args()
     os.makedirs(a.outdir, exist_ok=True)
-    rows = load(a.csv) if os.path.exists(a.csv) else []
+    rows = load(a.csv, a.split) if os.path.exists(a.csv) else []
     for made in [plot_accuracy(rows, os.path.join(a.outdir, "accuracy.png")),
                  plot_kl(rows, os.path.join(a.outdir, "kl.png")),
                  plot_profile(a.profile, os.path.join(a.outdir, "profile.png"))]:

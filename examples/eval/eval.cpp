@@ -6,14 +6,17 @@
 // and the policies then decode side by side as independent streams of one batch (the weights are read once
 // per step for all of them). A full-cache stream runs in every batch as the reference.
 //
-// Tasks (prompts generated deterministically from --seed):
+// Tasks (prompts generated deterministically from --split and --seed):
 //   passkey      one 5-digit key in a filler haystack, at several lengths and depths
 //   multikey     several "secret code for NAME" lines in the haystack, one asked
 //   multineedle  four ordered secret numbers asked in one answer (attention has to move while decoding)
-//   kl           teacher-forced fidelity on the licence texts of /usr/share/common-licenses: mean
-//                KL(full || policy) and top-1 agreement of the next-token distributions
+//   niah-words, niah-numbers, niah-uuids, multivalue, multiquery, vartrack, cwe
+//                RULER-style synthetic tasks (tasks.hpp) over real filler sentences (texts.hpp)
+//   kl           teacher-forced fidelity on real texts (the licences of /usr/share/common-licenses and the
+//                copyright files of Debian's required packages, one sample each): mean KL(full || policy) and
+//                top-1 agreement of the next-token distributions
 //
-// Rows go to a CSV (default docs/eval/results.csv); a rerun skips rows already there (key: task, sample,
+// Rows go to a CSV (default docs/eval/results.csv); a rerun skips rows already there (key: task, split, sample,
 // policy, budget). tools/eval_table.py and tools/plot_eval.py turn it into docs/eval/results.md and PNGs.
 #include <algorithm>
 #include <chrono>
@@ -21,6 +24,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -43,6 +47,8 @@
 #include "heterocache/profile/profile_io.hpp"
 #include "model.hpp"
 #include "prompts.hpp"
+#include "tasks.hpp"
+#include "texts.hpp"
 #include "tokenizer.hpp"
 
 using namespace hcllama;
@@ -103,7 +109,9 @@ budget_spec parse_budget(const std::string& s) {
 
 struct options {
   std::string model, out = "docs/eval/results.csv", profile = HCEVAL_DEFAULT_PROFILE;
-  std::vector<std::string> tasks = {"kl", "passkey", "multikey", "multineedle"};
+  std::vector<std::string> tasks = {"kl",         "passkey",    "multikey",   "multineedle", "niah-words", "niah-numbers",
+                                    "niah-uuids", "multivalue", "multiquery", "vartrack",    "cwe"};
+  hceval::split_kind split = hceval::split_kind::test;
   std::vector<std::string> policies;
   std::vector<budget_spec> budgets;
   kv_format format = kv_format::bf16;
@@ -112,7 +120,11 @@ struct options {
   std::vector<double> depths = {0, 0.25, 0.5, 0.75, 1};
   std::vector<std::size_t> needle_contexts = {2048, 4096};
   std::size_t needle_samples = 3;
+  std::vector<std::size_t> ruler_contexts = {2048, 4096, 8192};
+  std::size_t samples = 20;  // per RULER task and length
   std::size_t kl_prefix = 4096, kl_positions = 256;
+  std::size_t kl_texts = 0;  // 0: every text long enough
+  std::string dump_prompts;   // write the prompts there and exit
   std::uint64_t seed = 1;
   int threads = 0;
   double memory_gib = 6.0;
@@ -127,21 +139,30 @@ void usage(std::FILE* f) {
       "  --model PATH          GGUF model (default: $HETEROCACHE_MODEL)\n"
       "  --out CSV             results file, appended to and resumed (default docs/eval/results.csv)\n"
       "  --profile FILE        head profile for heterocache and duo (default: the saved SmolLM2 profile)\n"
-      "  --tasks LIST          passkey,multikey,multineedle,kl (default: all)\n"
+      "  --tasks LIST          passkey,multikey,multineedle,kl and the RULER-style niah-words,niah-numbers,\n"
+      "                        niah-uuids,multivalue,multiquery,vartrack,cwe (default: all)\n"
+      "  --split S             test (default) or dev: prompts from separate seeds (dev for tuning, test to report)\n"
       "  --policies LIST       default: full and every baseline of heterocache/baselines.hpp\n"
       "  --budgets LIST        r<fraction> or t<tokens per head> (default r0.5,r0.25,r0.1,t128,t512)\n"
       "  --kv-format F         hot-tier elements of every cache, the full reference's included: bf16 (default),\n"
       "                        fp16 or fp32 (rows do not record it: give each format its own --out)\n"
       "  --reference-kv-format F  the full reference's hot-tier elements instead (e.g. fp32 with --kv-format bf16\n"
       "                        --policies full: the KL of the 16-bit hot tier itself)\n"
-      "  --contexts LIST       passkey prompt lengths (default 1024,2048,4096,8192)\n"
+      "  --contexts LIST       passkey prompt lengths (default 1024,2048,4096,8192); also the RULER tasks'\n"
+      "                        unless --ruler-contexts is given\n"
+      "  --ruler-contexts L    RULER task prompt lengths (default 2048,4096,8192)\n"
+      "  --samples N           samples per RULER task and length (default 20), and per multikey/multineedle\n"
+      "                        length unless --needle-samples is given\n"
       "  --depths LIST         passkey depths (default 0,0.25,0.5,0.75,1)\n"
       "  --needle-contexts L   multikey/multineedle prompt lengths (default 2048,4096)\n"
       "  --needle-samples N    multikey/multineedle samples per length (default 3)\n"
       "  --kl-prefix N         teacher-forced KL: prefix tokens (default 4096)\n"
       "  --kl-positions N      teacher-forced KL: decode positions compared (default 256)\n"
-      "  --subset NAME         small: passkey 1K,4K at depths 0,0.5,1, one needle sample at 2K, KL 2K x 128\n"
-      "  --quick               CI: passkey 1K at depth 0.5 and KL over 32 positions after 1K, budgets r1,r0.25,\n"
+      "  --kl-texts N          teacher-forced KL: at most the first N texts long enough (default: all)\n"
+      "  --subset NAME         small: passkey 1K,4K at depths 0,0.5,1, one needle sample at 2K, RULER tasks\n"
+      "                        2 samples at 2K, KL 2K x 128 over 4 texts\n"
+      "  --quick               CI: passkey 1K at depth 0.5 and KL over 32 positions after 1K of the first text,\n"
+      "                        budgets r1,r0.25,\n"
       "                        with --check-exact; writes a temporary CSV unless --out is given\n"
       "  --check-exact         fail (exit 3) unless every policy at r1 reproduces the full cache exactly\n"
       "                        (identical answers, KL 0, top-1 agreement 1, identical logits)\n"
@@ -152,6 +173,8 @@ void usage(std::FILE* f) {
       "                        heterocache-floorA): demote full heads until the compressed heads' mean cap is\n"
       "                        A * r * T (default 0.5)\n"
       "                        heterocache-static (extra, an ablation): HeteroCache without satellite refresh\n"
+      "  --dump-prompts FILE   write every sample's prompt (decoded), expected values and max new tokens to FILE\n"
+      "                        and exit (to read what the model is asked)\n"
       "  --quiet               no progress bar\n",
       f);
 }
@@ -162,7 +185,8 @@ options parse(int argc, char** argv) try {
   using cli::parse_real;
   options o;
   if (const char* m = std::getenv("HETEROCACHE_MODEL")) o.model = m;
-  bool quick = false, out_given = false;
+  bool quick = false, out_given = false, ruler_contexts_given = false, needle_samples_given = false,
+       contexts_given = false, samples_given = false;
   std::string budgets = "r0.5,r0.25,r0.1,t128,t512", subset;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
@@ -188,12 +212,24 @@ options parse(int argc, char** argv) try {
       if (!format) die("unknown --reference-kv-format '" + f + "' (one of: fp32, fp16, bf16)");
       o.reference_format = *format;
     }
-    else if (a == "--contexts") o.passkey_contexts = parse_int_list<std::size_t>(a, next(), 64, max_tokens);
+    else if (a == "--split") {
+      const std::string v = next();
+      if (v == "test") o.split = hceval::split_kind::test;
+      else if (v == "dev") o.split = hceval::split_kind::dev;
+      else die("invalid --split '" + v + "' (test or dev)");
+    }
+    else if (a == "--contexts")
+      o.passkey_contexts = parse_int_list<std::size_t>(a, next(), 64, max_tokens), contexts_given = true;
+    else if (a == "--ruler-contexts")
+      o.ruler_contexts = parse_int_list<std::size_t>(a, next(), 64, max_tokens), ruler_contexts_given = true;
+    else if (a == "--samples") o.samples = parse_int<std::size_t>(a, next(), 1, 100000), samples_given = true;
     else if (a == "--depths") o.depths = cli::parse_real_list(a, next(), 0.0, 1.0);
     else if (a == "--needle-contexts") o.needle_contexts = parse_int_list<std::size_t>(a, next(), 64, max_tokens);
-    else if (a == "--needle-samples") o.needle_samples = parse_int<std::size_t>(a, next(), 1, 100000);
+    else if (a == "--needle-samples")
+      o.needle_samples = parse_int<std::size_t>(a, next(), 1, 100000), needle_samples_given = true;
     else if (a == "--kl-prefix") o.kl_prefix = parse_int<std::size_t>(a, next(), 64, max_tokens);
     else if (a == "--kl-positions") o.kl_positions = parse_int<std::size_t>(a, next(), 1, max_tokens);
+    else if (a == "--kl-texts") o.kl_texts = parse_int<std::size_t>(a, next(), 1, 100000);
     else if (a == "--subset") subset = next();
     else if (a == "--quick") quick = true;
     else if (a == "--check-exact") o.check_exact = true;
@@ -206,15 +242,19 @@ options parse(int argc, char** argv) try {
     } else if (a == "--window") o.window = parse_int<std::size_t>(a, next(), 1, max_tokens);
     else if (a == "--hc-floor") o.hc_floor = parse_real(a, next(), 0.0, 1.0);
     else if (a == "--quiet") o.quiet = true;
+    else if (a == "--dump-prompts") o.dump_prompts = next();
     else if (a == "--help" || a == "-h") usage(stdout), std::exit(0);
     else usage(stderr), die("unknown argument '" + a + "'");
   }
+  if (!ruler_contexts_given && contexts_given) o.ruler_contexts = o.passkey_contexts;
+  if (!needle_samples_given && samples_given) o.needle_samples = o.samples;
   if (quick) {
     o.tasks = {"passkey", "kl"};
     o.passkey_contexts = {1024};
     o.depths = {0.5};
     o.kl_prefix = 1024;
     o.kl_positions = 32;
+    o.kl_texts = 1;
     budgets = "r1,r0.25";
     o.check_exact = true;
     if (!out_given) o.out = (fs::temp_directory_path() / ("heterocache-eval-quick-" + std::to_string(::getpid()) + ".csv")).string();
@@ -224,8 +264,11 @@ options parse(int argc, char** argv) try {
     o.depths = {0, 0.5, 1};
     o.needle_contexts = {2048};
     o.needle_samples = 1;
+    o.ruler_contexts = {2048};
+    o.samples = 2;
     o.kl_prefix = 2048;
     o.kl_positions = 128;
+    o.kl_texts = 4;
   } else if (!subset.empty()) {
     die("unknown --subset '" + subset + "' (small)");
   }
@@ -235,7 +278,8 @@ options parse(int argc, char** argv) try {
   for (auto& p : o.policies)
     if (!is_policy_name(p)) die("unknown policy '" + p + "'");
   for (auto& t : o.tasks)
-    if (t != "passkey" && t != "multikey" && t != "multineedle" && t != "kl") die("unknown task '" + t + "'");
+    if (t != "passkey" && t != "multikey" && t != "multineedle" && t != "kl" && !hceval::is_ruler_task(t))
+      die("unknown task '" + t + "'");
   if (o.model.empty()) die("no model (--model or HETEROCACHE_MODEL; scripts/fetch-model.sh downloads it)");
   // without --threads: every hardware thread (within the flag's range)
   if (o.threads == 0) o.threads = static_cast<int>(std::clamp(std::thread::hardware_concurrency(), 1u, 1024u));
@@ -247,11 +291,12 @@ options parse(int argc, char** argv) try {
 // ---- samples --------------------------------------------------------------------------------------------
 
 struct sample {
-  std::string task, id;
+  std::string task, split, id;
   std::size_t context = 0;  // target prompt length
   double depth = -1;
   std::vector<std::int32_t> prompt;
-  std::vector<std::string> expected;  // generation: the values the answer must contain (in order)
+  std::vector<std::string> expected;  // generation: the values the answer must contain (in order, or any order)
+  bool unordered = false;             // RULER tasks: any order, whole words (hceval::unordered_score)
   std::size_t max_new = 0;            // generation: tokens generated (the first from the prompt logits)
   std::vector<std::int32_t> forced;   // kl: tokens fed after the prompt
 };
@@ -284,27 +329,20 @@ std::string build_haystack(const tokenizer& tok, std::size_t target, const std::
   }
 }
 
-std::string licence_text() {
-  // A fixed order (the regular files of /usr/share/common-licenses, sorted by name; links skipped).
-  const fs::path dir = "/usr/share/common-licenses";
-  std::vector<fs::path> files;
-  std::error_code ec;
-  for (const auto& e : fs::directory_iterator(dir, ec))
-    if (e.is_regular_file() && !e.is_symlink()) files.push_back(e.path());
-  if (files.empty()) die("no licence texts under /usr/share/common-licenses (the kl task needs them)");
-  std::sort(files.begin(), files.end());
-  std::string text;
-  for (const auto& f : files) {
-    std::ifstream in(f, std::ios::binary);
-    text += std::string(std::istreambuf_iterator<char>(in), {});
-    text += "\n\n";
-  }
-  return text;
-}
+const char* split_name(hceval::split_kind s) { return s == hceval::split_kind::dev ? "dev" : "test"; }
 
 std::vector<sample> make_samples(const options& o, const tokenizer& tok) {
   std::vector<sample> out;
-  char buf[96];
+  char buf[160];
+  const bool test = o.split == hceval::split_kind::test;
+  // The test split keeps the prompts these tasks always had (results stay comparable); dev draws its own seeds.
+  auto dev_seed = [&](const char* task, std::size_t n, std::size_t i) { return hceval::task_seed(o.split, o.seed, task, n, i); };
+  std::optional<std::vector<hceval::text_source>> texts;
+  std::optional<hceval::filler> fill;
+  auto get_texts = [&]() -> const std::vector<hceval::text_source>& {
+    if (!texts) texts = hceval::debian_texts();
+    return *texts;
+  };
   for (const auto& task : o.tasks) {
     if (task == "passkey") {
       for (std::size_t n : o.passkey_contexts)
@@ -313,7 +351,9 @@ std::vector<sample> make_samples(const options& o, const tokenizer& tok) {
           s.task = task, s.context = n, s.depth = d;
           std::snprintf(buf, sizeof buf, "pk-%zu-d%03.0f", n, d * 100);
           s.id = buf;
-          const auto pk = build_passkey_prompt(tok, n, o.seed * 1000 + n + static_cast<std::uint64_t>(d * 100), d, 1);
+          const auto pk = build_passkey_prompt(
+              tok, n, test ? o.seed * 1000 + n + static_cast<std::uint64_t>(d * 100) : dev_seed("passkey", n, static_cast<std::size_t>(d * 1000 + 0.5)),
+              d, 1);
           s.prompt = tok.encode(pk.text);
           s.expected = {pk.key};
           s.max_new = 8;
@@ -323,7 +363,7 @@ std::vector<sample> make_samples(const options& o, const tokenizer& tok) {
       static const char* const names[] = {"apple", "river", "violet", "falcon", "copper", "maple", "orbit", "canyon"};
       for (std::size_t n : o.needle_contexts)
         for (std::size_t i = 0; i < o.needle_samples; ++i) {
-          std::mt19937_64 rng(o.seed * 7919 + n * 31 + i);
+          std::mt19937_64 rng(test ? o.seed * 7919 + n * 31 + i : dev_seed("multikey", n, i));
           sample s;
           s.task = task, s.context = n;
           std::snprintf(buf, sizeof buf, "mk-%zu-s%zu", n, i);
@@ -354,7 +394,7 @@ std::vector<sample> make_samples(const options& o, const tokenizer& tok) {
       static const char* const ordinal[] = {"first", "second", "third", "fourth"};
       for (std::size_t n : o.needle_contexts)
         for (std::size_t i = 0; i < o.needle_samples; ++i) {
-          std::mt19937_64 rng(o.seed * 104729 + n * 17 + i);
+          std::mt19937_64 rng(test ? o.seed * 104729 + n * 17 + i : dev_seed("multineedle", n, i));
           sample s;
           s.task = task, s.context = n;
           std::snprintf(buf, sizeof buf, "mn-%zu-s%zu", n, i);
@@ -373,29 +413,64 @@ std::vector<sample> make_samples(const options& o, const tokenizer& tok) {
           s.max_new = 48;
           out.push_back(std::move(s));
         }
+    } else if (hceval::is_ruler_task(task)) {
+      if (!fill) fill.emplace(hceval::filler_sentences(get_texts()), tok);
+      for (std::size_t n : o.ruler_contexts)
+        for (std::size_t i = 0; i < o.samples; ++i) {
+          sample s;
+          s.task = task, s.context = n;
+          std::snprintf(buf, sizeof buf, "%s-%zu-s%zu", task.c_str(), n, i);
+          s.id = buf;
+          auto p = hceval::make_ruler_prompt(task, tok, *fill, n, hceval::task_seed(o.split, o.seed, task, n, i));
+          s.depth = p.depth;
+          s.prompt = tok.encode(p.text);
+          s.expected = std::move(p.expected);
+          s.max_new = p.max_new;
+          s.unordered = true;
+          out.push_back(std::move(s));
+        }
     } else if (task == "kl") {
-      const std::string text = licence_text();
-      // Only as much text as needed (about 3.2 characters per token for these texts; checked below).
+      // One sample per text long enough for the prefix and the forced positions, in debian_texts' order. The
+      // test split reads each text's first prefix + positions tokens, dev its last (they overlap where a text is
+      // shorter than twice that: KL compares against the full cache, there is no answer to tune on).
       const std::size_t need = o.kl_prefix + o.kl_positions;
-      std::vector<std::int32_t> ids = tok.encode(text.substr(0, std::min(text.size(), need * 6 + 4096)), false);
-      if (ids.size() < need) die("the licence texts are too short for --kl-prefix + --kl-positions");
-      sample s;
-      s.task = task, s.context = o.kl_prefix;
-      std::snprintf(buf, sizeof buf, "kl-%zu-x%zu", o.kl_prefix, o.kl_positions);
-      s.id = buf;
-      s.prompt.assign(ids.begin(), ids.begin() + static_cast<std::ptrdiff_t>(o.kl_prefix));
-      s.forced.assign(ids.begin() + static_cast<std::ptrdiff_t>(o.kl_prefix), ids.begin() + static_cast<std::ptrdiff_t>(need));
-      out.push_back(std::move(s));
+      std::size_t taken = 0, too_short = 0;
+      for (const auto& t : get_texts()) {
+        if (o.kl_texts && taken >= o.kl_texts) break;
+        // Only as much text as needed for test (about 3.2 characters per token for these texts; checked below).
+        const std::string text = test ? t.text.substr(0, std::min(t.text.size(), need * 6 + 4096)) : t.text;
+        const std::vector<std::int32_t> ids = tok.encode(text, false);
+        if (ids.size() < need) {
+          ++too_short;
+          continue;
+        }
+        const std::size_t off = test ? 0 : ids.size() - need;
+        sample s;
+        s.task = task, s.context = o.kl_prefix;
+        std::snprintf(buf, sizeof buf, "kl-%zu-x%zu-%s", o.kl_prefix, o.kl_positions, t.name.c_str());
+        s.id = buf;
+        s.prompt.assign(ids.begin() + static_cast<std::ptrdiff_t>(off), ids.begin() + static_cast<std::ptrdiff_t>(off + o.kl_prefix));
+        s.forced.assign(ids.begin() + static_cast<std::ptrdiff_t>(off + o.kl_prefix), ids.begin() + static_cast<std::ptrdiff_t>(off + need));
+        out.push_back(std::move(s));
+        ++taken;
+      }
+      if (taken == 0) die("no text is long enough for --kl-prefix + --kl-positions (" + std::to_string(need) + " tokens)");
+      if (too_short && !o.quiet)
+        std::fprintf(stderr, "heterocache-eval: kl: %zu texts of %zu tokens, %zu shorter texts skipped\n", taken, need, too_short);
     }
   }
+  for (auto& s : out) s.split = split_name(o.split);
   return out;
 }
 
 // ---- CSV ------------------------------------------------------------------------------------------------
 
+// kv_read_bytes: hot-tier bytes resident (decode_cache::resident_bytes(), keys and values) averaged over the
+// decode steps, what each step's attention reads; cold_to_hot_bytes: bytes moved cold -> hot
+// (decode_cache::counters().retrieved) during the decode, per decode step.
 const char* const csv_header =
-    "task,sample,policy,budget,context,depth,ratio,resident_tokens,hot_fraction,correct,score,kl,top1,max_logit_diff,"
-    "same_as_full,answer,expected,seconds,status";
+    "task,split,sample,policy,budget,context,depth,ratio,resident_tokens,hot_fraction,correct,score,kl,top1,"
+    "max_logit_diff,same_as_full,kv_read_bytes,cold_to_hot_bytes,answer,expected,seconds,status";
 
 std::string csv_quote(const std::string& s) {
   std::string q = "\"";
@@ -410,10 +485,17 @@ std::set<std::string> read_done(const std::string& path) {
   std::set<std::string> done;
   std::ifstream in(path);
   std::string line;
+  bool first = true;
   while (std::getline(in, line)) {
-    if (line.rfind("task,", 0) == 0) continue;
+    if (first && !line.empty()) {
+      first = false;
+      if (line != csv_header)
+        die("'" + path + "' has other columns than this heterocache-eval writes (an older version's file?): give a new "
+            "--out (rows are resumed only from a file with the header\n  " + csv_header + ")");
+      continue;
+    }
     std::size_t p = 0;
-    for (int i = 0; i < 4 && p != std::string::npos; ++i) p = line.find(',', p + 1);
+    for (int i = 0; i < 5 && p != std::string::npos; ++i) p = line.find(',', p + 1);
     if (p != std::string::npos) done.insert(line.substr(0, p));
   }
   return done;
@@ -425,7 +507,9 @@ struct config {
   std::string budget_label() const { return policy == "full" ? "full" : budget.label; }
 };
 
-std::string row_key(const sample& s, const config& c) { return s.task + "," + s.id + "," + c.policy + "," + c.budget_label(); }
+std::string row_key(const sample& s, const config& c) {
+  return s.task + "," + s.split + "," + s.id + "," + c.policy + "," + c.budget_label();
+}
 
 // ---- progress -------------------------------------------------------------------------------------------
 
@@ -477,6 +561,10 @@ struct stream_result {
   std::size_t top1 = 0, positions = 0;
   std::uint64_t resident = 0;
   std::string status = "ok";
+  // cost: resident hot bytes summed over the decode steps, cold -> hot bytes at the end of the prefill
+  double resident_bytes_sum = 0;
+  std::size_t cost_steps = 0;
+  std::uint64_t retrieved_after_prefill = 0;
 };
 
 struct eval_state {
@@ -581,6 +669,7 @@ void run_sample(eval_state& st, const sample& s, const std::vector<config>& pend
         auto c = make_decode_cache(cfg, ccs[i], T, stride);
         ctx.prefill_cache(*c);
         res[i].resident = c->resident_tokens();
+        res[i].retrieved_after_prefill = c->counters().retrieved;
         caches[i] = std::move(c);
       } catch (const std::exception& e) {
         errors[i] = e.what();
@@ -626,6 +715,11 @@ void run_sample(eval_state& st, const sample& s, const std::vector<config>& pend
       if (all_stopped) break;
       st.bar.label = s.id + " batch " + std::to_string(ch + 1) + "/" + std::to_string(chunks) + " step " + std::to_string(j + 1);
       ctx.decode_batch(live, tokens, j, stride, logits.data());
+      for (std::size_t b = 0; b < B; ++b) {
+        auto& r = res[live_index[b]];
+        r.resident_bytes_sum += static_cast<double>(live[b]->resident_bytes());
+        ++r.cost_steps;
+      }
       if (kl) {
         log_softmax_into(logits.data(), V, lp_full);
         const auto full_top = std::max_element(logits.begin(), logits.begin() + static_cast<std::ptrdiff_t>(V)) - logits.begin();
@@ -675,15 +769,26 @@ void run_sample(eval_state& st, const sample& s, const std::vector<config>& pend
       } else {
         answer = answer_text(st.tok, r.ids);
         for (auto& e : s.expected) expected += (expected.empty() ? "" : " ") + e;
-        score = ordered_score(answer, s.expected);
+        score = s.unordered ? hceval::unordered_score(answer, s.expected) : ordered_score(answer, s.expected);
         correct = score >= 1.0;
         same = answer == full_answer && r.status == "ok";
       }
       const bool ok = r.status == "ok";
+      double kv_read = NAN, moved = NAN;
+      if (ok && caches[i]) {
+        if (r.cost_steps) {
+          kv_read = r.resident_bytes_sum / static_cast<double>(r.cost_steps);
+          moved = static_cast<double>(caches[i]->counters().retrieved - r.retrieved_after_prefill) / static_cast<double>(r.cost_steps);
+        } else {  // no decode step (a one-token answer): what the next step would read
+          kv_read = static_cast<double>(caches[i]->resident_bytes());
+          moved = 0;
+        }
+      }
       char line[512];
       std::snprintf(line, sizeof line, "%s,%zu,%.2f,%.6g,%llu,%.6f,%d,%.4f,%.6g,%.6g,%.3g,%d,", row_key(s, c).c_str(), T, s.depth,
                     ratio, static_cast<unsigned long long>(r.resident), hot, ok ? correct : 0, ok ? score : 0.0,
                     ok ? (kl ? kl_mean : NAN) : NAN, ok ? (kl ? top1 : NAN) : NAN, ok ? r.max_diff : NAN, same);
+      std::snprintf(line + std::strlen(line), sizeof line - std::strlen(line), "%.6g,%.6g,", kv_read, moved);
       st.csv << line << csv_quote(answer) << ',' << csv_quote(expected) << ',';
       // this row's share of the sample's wall time: the prefill split over all its rows, the batch over the batch's
       std::snprintf(line, sizeof line, "%.2f", prefill_s / static_cast<double>(pending.size()) + chunk_s / static_cast<double>(n));
@@ -725,6 +830,7 @@ int main(int argc, char** argv) {
       };
       for (auto n : o.passkey_contexts) check("--contexts", n, 64);
       for (auto n : o.needle_contexts) check("--needle-contexts", n, 64);
+      for (auto n : o.ruler_contexts) check("--ruler-contexts", n, 64);
       check("--kl-prefix", o.kl_prefix, o.kl_positions + 1);
     }
     eval_state st{o, model, tok, std::nullopt, {}, {}, 0};
@@ -739,6 +845,19 @@ int main(int argc, char** argv) {
       else
         for (const auto& b : o.budgets) configs.push_back({p, b});
     }
+    const auto samples = make_samples(o, tok);
+    if (!o.dump_prompts.empty()) {
+      std::ofstream d(o.dump_prompts);
+      for (const auto& s : samples) {
+        d << "=== " << s.task << ' ' << s.split << ' ' << s.id << ": " << s.prompt.size() << " tokens, depth " << s.depth
+          << ", max_new " << s.max_new << ", expected:";
+        for (const auto& e : s.expected) d << ' ' << e;
+        d << "\n" << tok.decode(s.prompt) << "\n";
+        if (!s.forced.empty()) d << "--- forced:\n" << tok.decode(s.forced) << "\n";
+      }
+      std::fprintf(stderr, "heterocache-eval: %zu prompts -> %s\n", samples.size(), o.dump_prompts.c_str());
+      return 0;
+    }
     const std::set<std::string> done = read_done(o.out);
     const bool fresh = !fs::exists(o.out) || fs::file_size(o.out) == 0;
     if (const auto dir = fs::path(o.out).parent_path(); !dir.empty()) fs::create_directories(dir);
@@ -746,7 +865,6 @@ int main(int argc, char** argv) {
     if (!st.csv) die("cannot open '" + o.out + "'");
     if (fresh) st.csv << csv_header << '\n';
 
-    const auto samples = make_samples(o, tok);
     std::vector<std::vector<config>> pending(samples.size());
     std::vector<double> units(samples.size(), 0.0);
     std::size_t rows = 0;
