@@ -126,7 +126,7 @@ def fmt(field, m, lo, hi):
 
 
 def load(path):
-    with open(path, newline="") as f:
+    with open(path, newline="", encoding="utf-8", errors="replace") as f:
         rows = list(csv.DictReader(f))
     for r in rows:
         if not r.get("split"):

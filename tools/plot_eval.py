@@ -66,7 +66,7 @@ def mean(xs):
 
 
 def load(path, split="test"):
-    with open(path, newline="") as fh:
+    with open(path, newline="", encoding="utf-8", errors="replace") as fh:
         rows = list(csv.DictReader(fh))
     return [r for r in rows if (r.get("split") or "test") == split]
 

@@ -472,11 +472,34 @@ const char* const csv_header =
     "task,split,sample,policy,budget,context,depth,ratio,resident_tokens,hot_fraction,correct,score,kl,top1,"
     "max_logit_diff,same_as_full,kv_read_bytes,cold_to_hot_bytes,answer,expected,seconds,status";
 
+// The length of the well-formed UTF-8 sequence at s[i] (1 to 4), or 0 if the bytes there are not one.
+std::size_t utf8_sequence_length(const std::string& s, std::size_t i) {
+  const auto byte = [&](std::size_t k) { return static_cast<unsigned char>(s[k]); };
+  const unsigned char b = byte(i);
+  if (b < 0x80) return 1;
+  const std::size_t n = b >= 0xc2 && b <= 0xdf ? 2 : b >= 0xe0 && b <= 0xef ? 3 : b >= 0xf0 && b <= 0xf4 ? 4 : 0;
+  if (n == 0 || i + n > s.size()) return 0;
+  for (std::size_t k = 1; k < n; ++k)
+    if ((byte(i + k) & 0xc0) != 0x80) return 0;
+  const unsigned char c = byte(i + 1);
+  if ((b == 0xe0 && c < 0xa0) || (b == 0xed && c > 0x9f) || (b == 0xf0 && c < 0x90) || (b == 0xf4 && c > 0x8f)) return 0;
+  return n;
+}
+
+// A CSV field: quoted, line breaks as spaces, and valid UTF-8 (a generated answer may stop inside a
+// character, its byte tokens cut: each such byte becomes U+FFFD).
 std::string csv_quote(const std::string& s) {
   std::string q = "\"";
-  for (char c : s) {
-    if (c == '"') q += '"';
-    q += (c == '\n' || c == '\r') ? ' ' : c;
+  for (std::size_t i = 0; i < s.size();) {
+    const std::size_t n = utf8_sequence_length(s, i);
+    if (n == 0) {
+      q += "\xef\xbf\xbd";
+      ++i;
+      continue;
+    }
+    if (s[i] == '"') q += '"';
+    q += (s[i] == '\n' || s[i] == '\r') ? std::string(" ") : s.substr(i, n);
+    i += n;
   }
   return q + "\"";
 }
