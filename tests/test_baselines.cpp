@@ -449,3 +449,26 @@ TEST_CASE("online profiling ends with the selection a cache given the profile it
         CHECK(online.resident_tokens() == given.resident_tokens());
     }
 }
+
+TEST_CASE("HeteroCache's demotion floor: full heads demoted until the compressed heads' mean cap is half of r*T") {
+    const planted::model m(small_scenario());
+    const auto& s = m.spec();
+    const auto profile = testing_support::planted_profile(m);
+    const double r = 0.4;
+    REQUIRE(hc::budget_feasible(profile, r));
+    REQUIRE(hc::compressed_share(profile, r) < hc::heterocache_min_compressed_share);  // the floor has work to do
+    auto floored = hc::make_heterocache_cache(s.shape, options_for(s, r), profile);
+    REQUIRE(floored.profile().has_value());
+    CHECK(hc::compressed_share(*floored.profile(), r) >= hc::heterocache_min_compressed_share);
+    CHECK(floored.profile()->full_heads() < profile.full_heads());
+    auto copy = profile;  // the library function, the most stable full heads first
+    hc::demote_until_feasible(copy, r, hc::heterocache_min_compressed_share);
+    CHECK(floored.profile()->heads.size() == copy.heads.size());
+    for (std::size_t i = 0; i < copy.heads.size(); ++i) CHECK(floored.profile()->heads[i].role == copy.heads[i].role);
+    auto options = options_for(s, r);
+    options.min_compressed_share = 0.0;  // feasibility only: the profile as given
+    auto unfloored = hc::make_heterocache_cache(s.shape, options, profile);
+    CHECK(unfloored.profile()->full_heads() == profile.full_heads());
+    options.min_compressed_share = 1.5;
+    CHECK_THROWS_AS(hc::make_heterocache_cache(s.shape, options, profile), hc::invalid_argument_error);
+}

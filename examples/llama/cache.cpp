@@ -62,27 +62,6 @@ heterocache::head_profile stability_only(heterocache::head_profile p) {
   return p;
 }
 
-// Demotes full heads, most stable first (a pivot together with its satellites, as
-// heterocache::demote_until_feasible does), until the compressed heads' mean cap reaches share * r * T.
-void demote_to_floor(heterocache::head_profile& p, double r, double share) {
-  using heterocache::head_role;
-  const auto n = static_cast<double>(p.heads.size());
-  for (;;) {
-    const auto full = static_cast<double>(p.full_heads());
-    if (full == 0.0) return;
-    if (full < n && (r * n - full) / (n - full) >= share * r) return;
-    heterocache::head_info* best = nullptr;
-    for (auto& h : p.heads)
-      if (heterocache::keeps_full_kv(h.role) && (best == nullptr || h.stability > best->stability)) best = &h;
-    const auto index = static_cast<heterocache::index_t>(best - p.heads.data());
-    const heterocache::index_t layer = index / p.kv_heads, head = index % p.kv_heads;
-    if (best->role == head_role::pivot)
-      for (heterocache::index_t h = 0; h < p.kv_heads; ++h)
-        if (p.at(layer, h).pivot == head) p.at(layer, h) = {head_role::anchor, p.at(layer, h).stability, -1};
-    *best = {head_role::anchor, best->stability, -1};
-  }
-}
-
 }  // namespace
 
 std::span<const std::string_view> policy_names() noexcept { return kPolicies; }
@@ -91,11 +70,17 @@ namespace {
 
 // A policy name: a base name, then any of ":sink=N", ":recent=N" (the prompt ends compressed heads keep,
 // cache_options::prompt_sink / prompt_recent) and ":floor=A" (heterocache, duo: demote full heads until the
-// compressed heads' mean cap is A*r*T). "heterocache-floor[A]" is "heterocache:floor=A" (A = 0.5 by default).
+// compressed heads' mean cap is A*r*T; 0: only until the budget is feasible). "heterocache-floor[A]" is
+// "heterocache:floor=A" (A = 0.5 by default). Options left out are the method's defaults.
 struct policy_spec {
   std::string base;
   long sink = hc::cache_options::method_default, recent = hc::cache_options::method_default;
-  double floor = 0.0;
+  double floor = hc::cache_options::method_default;
+  // The demotion floor this policy runs with: the option, else the method's (HeteroCache's; 0 for duo).
+  [[nodiscard]] double floor_share() const noexcept {
+    if (floor >= 0.0) return floor;
+    return base == "duo" ? 0.0 : hc::heterocache_min_compressed_share;
+  }
 };
 
 std::optional<double> parse_number(std::string_view text) {
@@ -132,7 +117,7 @@ std::optional<policy_spec> parse_policy(std::string_view name) {
     const std::string_view key = option.substr(0, eq);
     const auto value = parse_number(option.substr(eq + 1));
     if (!value) return std::nullopt;
-    if (key == "floor" && profiled && *value > 0.0 && *value <= 1.0) spec.floor = *value;
+    if (key == "floor" && profiled && *value >= 0.0 && *value <= 1.0) spec.floor = *value;
     else if ((key == "sink" || key == "recent") && *value >= 0.0 && *value <= 1e9 && *value == static_cast<long>(*value))
       (key == "sink" ? spec.sink : spec.recent) = static_cast<long>(*value);
     else return std::nullopt;
@@ -168,8 +153,8 @@ std::optional<heterocache::head_profile> effective_profile(const llama_config& c
   p.validate(shape_of(c));
   const double r = effective_ratio(cc, prompt_tokens);
   if (cc.demote_when_infeasible && !heterocache::budget_feasible(p, r)) heterocache::demote_until_feasible(p, r);
-  const double share = cc.min_compressed_share > 0.0 ? cc.min_compressed_share : spec.floor;
-  if (share > 0.0) demote_to_floor(p, r, share);
+  const double share = cc.min_compressed_share > 0.0 ? cc.min_compressed_share : spec.floor_share();
+  if (share > 0.0) heterocache::demote_until_feasible(p, r, share);
   return p;
 }
 
@@ -188,7 +173,7 @@ std::unique_ptr<decode_cache> make_policy_cache(const llama_config& c, const cac
                                                 const hc::cache_options& o, const hc::storage_binding<engine_kv_tensor>& kv) {
   using tensor = engine_kv_tensor;
   const auto shape = shape_of(c);
-  const std::string& p = parse_policy(cc.policy)->base;
+  const std::string p = parse_policy(cc.policy)->base;
   if (p == "full") return adapt("full", [&] { return hc::make_full_cache<tensor, Storage>(shape, o, kv); });
   if (p == "heterocache") {
     auto prof = effective_profile(c, cc, prompt_tokens);
@@ -198,7 +183,8 @@ std::unique_ptr<decode_cache> make_policy_cache(const llama_config& c, const cac
     using static_hc = hc::kv_cache<tensor, hc::overlap_star_classifier, hc::drift_weighted_budget, Storage,
                                    hc::static_monitor, hc::sync_retriever>;
     auto prof = effective_profile(c, cc, prompt_tokens);
-    const auto ends = o.with_method_ends(hc::heterocache_prompt_sink, hc::heterocache_prompt_recent);
+    const auto ends = o.with_method_ends(hc::heterocache_prompt_sink, hc::heterocache_prompt_recent,
+                                         hc::heterocache_min_compressed_share);
     return adapt("heterocache-static", [&] { return static_hc(shape, ends, prof, {}, {}, {}, kv); });
   }
   if (p == "duo") {
@@ -242,6 +228,7 @@ std::unique_ptr<decode_cache> make_decode_cache(const llama_config& c, const cac
   }
   o.prompt_sink = static_cast<hc::index_t>(spec->sink);
   o.prompt_recent = static_cast<hc::index_t>(spec->recent);
+  o.min_compressed_share = cc.min_compressed_share > 0.0 ? cc.min_compressed_share : spec->floor;
   const hc::storage_binding<engine_kv_tensor> kv{{}, std::move(cold_alias)};
   switch (cc.format) {
     case kv_format::fp16: return make_policy_cache<hc::basic_host_storage<hc::fp16_t, engine_kv_tensor>>(c, cc, prompt_tokens, o, kv);

@@ -18,7 +18,8 @@ bool is_policy_name(std::string_view name) noexcept;
 // Also accepted (not in policy_names()): "heterocache-static", HeteroCache whose satellites are never refreshed
 // (static_monitor; an ablation); any name followed by options ":sink=N", ":recent=N" (the prompt ends every
 // compressed head keeps: cache_options::prompt_sink / prompt_recent, instead of the method's default) and, for
-// heterocache, heterocache-static and duo, ":floor=A" (min_compressed_share A); "heterocache-floor[A]" is
+// heterocache, heterocache-static and duo, ":floor=A" (min_compressed_share A in [0, 1]; HeteroCache's default
+// is heterocache::heterocache_min_compressed_share = 0.5, duo's 0); "heterocache-floor[A]" is
 // "heterocache:floor=A" (A = 0.5 by default). Example: "heterocache:recent=64:floor=0.5".
 // True for the policies that use a head profile (heterocache, heterocache-static, duo): without one they
 // profile online.
@@ -45,8 +46,8 @@ struct cache_config {
   // to anchors until the budget is feasible (heterocache::demote_until_feasible), instead of failing.
   bool demote_when_infeasible = true;
   // heterocache, duo with a profile: also demote full heads (most stable first) until the compressed heads'
-  // mean cap B is at least min_compressed_share * r * T (0: only until feasible, the library's behaviour, which
-  // can leave a compressed head a single token). "heterocache-floorA" sets A.
+  // mean cap B is at least min_compressed_share * r * T. 0 (unset): the policy name's ":floor=A", else the
+  // method's default (HeteroCache 0.5, duo 0: only until feasible, which can leave a compressed head one token).
   double min_compressed_share = 0.0;
 };
 

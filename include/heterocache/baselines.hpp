@@ -26,7 +26,8 @@
 //! The prompt ends a compressed head always keeps (`cache_options::prompt_sink` / `prompt_recent`; a factory
 //! fills the ones left at `cache_options::method_default`): SnapKV, PyramidKV and Ada-KV the observation
 //! window (`snapkv_window`), H2O half its cap of recent tokens, TOVA the last token, HeteroCache
-//! `heterocache_prompt_sink` + `heterocache_prompt_recent`; StreamingLLM and DuoAttention rank by position
+//! `heterocache_prompt_sink` + `heterocache_prompt_recent` (and its demotion floor,
+//! `heterocache_min_compressed_share`); StreamingLLM and DuoAttention rank by position
 //! anyway, Quest and the H2O oracle keep none.
 
 #include <optional>
@@ -63,6 +64,20 @@ inline constexpr index_t tova_recent = 1;          //!< TOVA keeps the last prom
 //! development prompts).
 inline constexpr index_t heterocache_prompt_sink = 4;
 inline constexpr index_t heterocache_prompt_recent = 32;
+//! HeteroCache's demotion floor (`cache_options::min_compressed_share`): full heads are demoted until the
+//! compressed heads' mean cap is half of `r*T` (docs/eval: tuned on development prompts).
+inline constexpr double heterocache_min_compressed_share = 0.5;
+
+//! `options` with HeteroCache's defaults where they are `method_default`, and `profile` (if any, and if its
+//! budget can be met: an infeasible one stays a `budget_error` of the cache) demoted to the resulting floor.
+[[nodiscard]] inline cache_options heterocache_options(const cache_options& options, std::optional<head_profile>& profile) {
+    const cache_options o =
+        options.with_method_ends(heterocache_prompt_sink, heterocache_prompt_recent, heterocache_min_compressed_share);
+    o.validate();
+    if (profile && o.demotion_floor() > 0.0 && budget_feasible(*profile, o.budget_ratio))
+        demote_until_feasible(*profile, o.budget_ratio, o.demotion_floor());
+    return o;
+}
 
 //! A cache in which every KV head is compressed (all anchors) by `Budget`, its tokens chosen by `Monitor`.
 template <BudgetPolicy Budget, DriftMonitor Monitor, KvTensor Tensor = strided_kv_tensor<float>, class Storage = default_storage<Tensor>>
@@ -209,8 +224,8 @@ template <KvTensor Tensor = strided_kv_tensor<float>, class Storage = default_st
 heterocache_cache<Tensor, Storage> make_heterocache_cache(const model_shape& shape, const cache_options& options,
                                                           std::optional<head_profile> profile = std::nullopt,
                                                           storage_binding<Tensor> binding = {}) {
-    return heterocache_cache<Tensor, Storage>(shape, options.with_method_ends(heterocache_prompt_sink, heterocache_prompt_recent),
-                                              std::move(profile), {}, {}, {}, std::move(binding));
+    const cache_options o = heterocache_options(options, profile);
+    return heterocache_cache<Tensor, Storage>(shape, o, std::move(profile), {}, {}, {}, std::move(binding));
 }
 
 //! HeteroCache's roles and drift monitor with Ada-KV's split of each layer's budget (safeguard `alpha`).
@@ -220,8 +235,8 @@ heterocache_ada_kv_cache<Tensor, Storage> make_heterocache_ada_kv_cache(const mo
                                                                         std::optional<head_profile> profile = std::nullopt,
                                                                         double alpha = ada_kv_alpha,
                                                                         storage_binding<Tensor> binding = {}) {
-    return heterocache_ada_kv_cache<Tensor, Storage>(shape, options.with_method_ends(heterocache_prompt_sink, heterocache_prompt_recent),
-                                                     std::move(profile), overlap_star_classifier{},
+    const cache_options o = heterocache_options(options, profile);
+    return heterocache_ada_kv_cache<Tensor, Storage>(shape, o, std::move(profile), overlap_star_classifier{},
                                                      ada_kv_budget<drift_weighted_budget>{alpha}, pivot_overlap_monitor{},
                                                      std::move(binding));
 }

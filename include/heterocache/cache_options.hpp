@@ -32,6 +32,12 @@ struct cache_options {
     //! `method_default` (-1) lets a `make_*_cache` factory choose (baselines.hpp); a bare `kv_cache` reads it as 0.
     index_t prompt_sink = method_default;
     index_t prompt_recent = method_default;  //!< see `prompt_sink`
+    //! The demotion floor: full heads (most stable first) are demoted to anchors until the compressed heads'
+    //! mean cap is at least this share of `r*T` (`demote_until_feasible`), in a profile found online and in
+    //! one a `make_*_cache` factory is given; 0 demotes only until the budget is feasible. `method_default`
+    //! (-1) lets the factory choose (HeteroCache: `heterocache_min_compressed_share`); a bare `kv_cache`
+    //! reads it as 0 (and never changes a profile it is given).
+    double min_compressed_share = method_default;
 
     //! `prompt_sink` / `prompt_recent`: the value the method's factory picks.
     static constexpr index_t method_default = -1;
@@ -59,6 +65,8 @@ struct cache_options {
         detail::require(prompt_sink >= method_default, "prompt_sink", prompt_sink, "[0, inf) or -1 (the method's default)");
         detail::require(prompt_recent >= method_default, "prompt_recent", prompt_recent,
                         "[0, inf) or -1 (the method's default)");
+        detail::require(min_compressed_share == method_default || (min_compressed_share >= 0.0 && min_compressed_share <= 1.0),
+                        "min_compressed_share", min_compressed_share, "[0, 1] or -1 (the method's default)");
     }
 
     //! Top-k set size for a prompt of `prompt_tokens` tokens.
@@ -70,13 +78,17 @@ struct cache_options {
     [[nodiscard]] protected_ends protected_prompt_ends() const noexcept {
         return {std::max<index_t>(prompt_sink, 0), std::max<index_t>(prompt_recent, 0)};
     }
-    //! These options with `prompt_sink` / `prompt_recent` set to `sink` / `recent` where they are `method_default`.
-    [[nodiscard]] cache_options with_method_ends(index_t sink, index_t recent) const noexcept {
+    //! These options with `prompt_sink` / `prompt_recent` (and `min_compressed_share`) set to `sink` /
+    //! `recent` (`share`) where they are `method_default`.
+    [[nodiscard]] cache_options with_method_ends(index_t sink, index_t recent, double share = 0.0) const noexcept {
         cache_options o = *this;
         if (o.prompt_sink == method_default) o.prompt_sink = sink;
         if (o.prompt_recent == method_default) o.prompt_recent = recent;
+        if (o.min_compressed_share == method_default) o.min_compressed_share = share;
         return o;
     }
+    //! The demotion floor (`method_default` read as 0).
+    [[nodiscard]] double demotion_floor() const noexcept { return std::max(min_compressed_share, 0.0); }
     //! Hot slots a row reserves for decode tokens.
     [[nodiscard]] index_t decode_capacity() const noexcept {
         return decode_window > 0 ? std::min(decode_window, max_new_tokens) : max_new_tokens;

@@ -363,7 +363,7 @@ private:
 
     //! Classifies the heads from `seq`, plans for the roles and compacts every live sequence to its selection.
     void finish_profiling(index_t seq, queue_type q) {
-        profile_ = profiler_.finish(classifier_, seq, options_.budget_ratio);
+        profile_ = profiler_.finish(classifier_, seq, options_.budget_ratio, options_.demotion_floor());
         profile_->validate(shape_);
         plan_for_profile();
         for (index_t s = 0; s < options_.sequences; ++s) {

@@ -58,12 +58,26 @@ inline double compressed_token_total(const head_profile& profile, double ratio, 
     return (ratio * n - n_full) * static_cast<double>(prompt_tokens);
 }
 
+//! The compressed heads' mean cap over `r*T` (`(r*N - Nfull) / (N - Nfull) / r`): 1 when no head keeps its
+//! full KV, 0 or less when the budget is infeasible or every head is full.
+[[nodiscard]] inline double compressed_share(const head_profile& profile, double ratio) noexcept {
+    const auto n = static_cast<double>(profile.heads.size());
+    const auto n_full = static_cast<double>(profile.full_heads());
+    if (n_full >= n) return 0.0;
+    return (ratio * n - n_full) / (n - n_full) / ratio;
+}
+
 //! Graceful degradation for a budget too small for the full heads (DESIGN.md section 2, "Budget"): demotes
 //! full heads to anchors, most stable first (a volatile head alone; a pivot together with its satellites),
-//! until `budget_feasible(profile, ratio)`. Returns the number of heads demoted.
-inline index_t demote_until_feasible(head_profile& profile, double ratio) {
+//! until `budget_feasible(profile, ratio)` and the compressed heads' mean cap is at least
+//! `min_compressed_share * r * T` (`compressed_share`; 0: feasibility only, which can leave a compressed head
+//! a single token). Returns the number of heads demoted.
+inline index_t demote_until_feasible(head_profile& profile, double ratio, double min_compressed_share = 0.0) {
+    detail::require(min_compressed_share >= 0.0 && min_compressed_share <= 1.0, "min_compressed_share",
+                    min_compressed_share, "[0, 1]");
     index_t demoted = 0;
-    while (!budget_feasible(profile, ratio)) {
+    while (!budget_feasible(profile, ratio) ||
+           (min_compressed_share > 0.0 && compressed_share(profile, ratio) < min_compressed_share)) {
         head_info* best = nullptr;
         for (auto& h : profile.heads)
             if (keeps_full_kv(h.role) && (best == nullptr || h.stability > best->stability)) best = &h;

@@ -93,9 +93,11 @@ public:
     [[nodiscard]] index_t steps() const noexcept { return steps_; }
 
     //! The profile `classifier` finds in the observations of `seq` (complete), demoted (most stable full
-    //! heads first) until kept fraction `ratio` can be met: online profiling never fails mid-decode.
+    //! heads first) until kept fraction `ratio` can be met with the compressed heads' mean cap at least
+    //! `min_compressed_share * r * T`: online profiling never fails mid-decode.
     template <HeadClassifier Classifier>
-    [[nodiscard]] head_profile finish(const Classifier& classifier, index_t seq, double ratio) const {
+    [[nodiscard]] head_profile finish(const Classifier& classifier, index_t seq, double ratio,
+                                      double min_compressed_share = 0.0) const {
         profiling_record one(layers_, kv_heads_, 1, steps_, record_.top_k());
         for (index_t layer = 0; layer < layers_; ++layer)
             for (index_t head = 0; head < kv_heads_; ++head)
@@ -105,7 +107,7 @@ public:
                     std::copy(set.begin(), set.end(), out.begin());
                 }
         head_profile profile = classifier.classify(one);
-        demote_until_feasible(profile, ratio);
+        demote_until_feasible(profile, ratio, min_compressed_share);
         return profile;
     }
 
