@@ -28,7 +28,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from eval_table import TASK_FIELD, estimate  # noqa: E402
 
-POLICIES = ["heterocache", "streamingllm", "h2o", "snapkv", "pyramidkv", "adakv", "quest", "duo"]
+POLICIES = ["heterocache", "streamingllm", "h2o", "snapkv", "pyramidkv", "adakv", "tova", "quest", "duo", "h2o-oracle"]
 STYLE = {
     "heterocache": dict(color="#d62728", lw=2.6, marker="o", zorder=5),
     "streamingllm": dict(color="#7f7f7f", marker="s"),
@@ -38,6 +38,8 @@ STYLE = {
     "adakv": dict(color="#bcbd22", marker=">"),
     "quest": dict(color="#9467bd", marker="D"),
     "duo": dict(color="#ff7f0e", marker="P"),
+    "tova": dict(color="#8c564b", marker="X"),
+    "h2o-oracle": dict(color="#e377c2", marker="*", ls=":"),
 }
 
 
