@@ -210,6 +210,20 @@ task_prompt niah(const hcllama::tokenizer& tok, const filler& f, rng& r, std::si
   return p;
 }
 
+// The haystack of the tasks with several magic numbers (multivalue, multiquery): their intro, the inserts, and
+// the question "What are <which>the special magic numbers for <keys> ...", answered "... are:".
+std::string magic_numbers_haystack(const hcllama::tokenizer& tok, const filler& f, rng& r, std::size_t context,
+                                   const std::vector<std::pair<double, std::string>>& ins, const std::string& which,
+                                   const std::string& keys) {
+  return haystack(tok, f, r, context,
+                  "Some special magic numbers are hidden within the following text. Make sure to memorize them. "
+                  "I will quiz you about the numbers afterwards.\n\n",
+                  ins,
+                  "\n\nWhat are " + which + "the special magic numbers for " + keys +
+                      " mentioned in the provided text? The special magic numbers for " + keys +
+                      " mentioned in the provided text are:");
+}
+
 task_prompt multivalue(const hcllama::tokenizer& tok, const filler& f, rng& r, std::size_t context) {
   std::vector<std::string> used;
   const std::string key = pick_key(r, used);
@@ -222,13 +236,7 @@ task_prompt multivalue(const hcllama::tokenizer& tok, const filler& f, rng& r, s
     p.expected.push_back(v);
     ins.emplace_back(d, "One of the special magic numbers for " + key + " is: " + v + ".");
   }
-  p.text = haystack(tok, f, r, context,
-                    "Some special magic numbers are hidden within the following text. Make sure to memorize them. "
-                    "I will quiz you about the numbers afterwards.\n\n",
-                    ins,
-                    "\n\nWhat are all the special magic numbers for " + key +
-                        " mentioned in the provided text? The special magic numbers for " + key +
-                        " mentioned in the provided text are:");
+  p.text = magic_numbers_haystack(tok, f, r, context, ins, "all ", key);
   p.max_new = 44;
   return p;
 }
@@ -249,13 +257,7 @@ task_prompt multiquery(const hcllama::tokenizer& tok, const filler& f, rng& r, s
   task_prompt p;
   p.expected = {values[idx[0]], values[idx[1]]};
   const std::string both = keys[idx[0]] + " and " + keys[idx[1]];
-  p.text = haystack(tok, f, r, context,
-                    "Some special magic numbers are hidden within the following text. Make sure to memorize them. "
-                    "I will quiz you about the numbers afterwards.\n\n",
-                    ins,
-                    "\n\nWhat are the special magic numbers for " + both +
-                        " mentioned in the provided text? The special magic numbers for " + both +
-                        " mentioned in the provided text are:");
+  p.text = magic_numbers_haystack(tok, f, r, context, ins, "", both);
   p.max_new = 24;
   return p;
 }
