@@ -116,6 +116,7 @@ struct options {
   std::vector<budget_spec> budgets;
   kv_format format = kv_format::bf16;
   std::optional<kv_format> reference_format;  // the full reference's, when not `format`
+  activation_format activations = activation_format::fp32;
   std::vector<std::size_t> passkey_contexts = {1024, 2048, 4096, 8192};
   std::vector<double> depths = {0, 0.25, 0.5, 0.75, 1};
   std::vector<std::size_t> needle_contexts = {2048, 4096};
@@ -146,6 +147,8 @@ void usage(std::FILE* f) {
       "  --budgets LIST        r<fraction> or t<tokens per head> (default r0.5,r0.25,r0.1,t128,t512)\n"
       "  --kv-format F         hot-tier elements of every cache, the full reference's included: bf16 (default),\n"
       "                        fp16 or fp32 (rows do not record it: give each format its own --out)\n"
+      "  --activations A       inputs of the 4- and 8-bit weights' products: fp32 (default), int16 or int8 (every\n"
+      "                        stream)\n"
       "  --reference-kv-format F  the full reference's hot-tier elements instead (e.g. fp32 with --kv-format bf16\n"
       "                        --policies full: the KL of the 16-bit hot tier itself)\n"
       "  --contexts LIST       passkey prompt lengths (default 1024,2048,4096,8192); also the RULER tasks'\n"
@@ -205,6 +208,12 @@ options parse(int argc, char** argv) try {
       const auto format = parse_kv_format(f);
       if (!format) die("unknown --kv-format '" + f + "' (one of: fp32, fp16, bf16)");
       o.format = *format;
+    }
+    else if (a == "--activations") {
+      const std::string f = next();
+      const auto format = parse_activation_format(f);
+      if (!format) die("unknown --activations '" + f + "' (one of: int16, int8, fp32)");
+      o.activations = *format;
     }
     else if (a == "--reference-kv-format") {
       const std::string f = next();
@@ -653,6 +662,7 @@ void run_sample(eval_state& st, const sample& s, const std::vector<config>& pend
   llama_context ctx(st.model, T + max_streams * stride + 1, nullptr, static_cast<std::size_t>(st.o.threads));
   ctx.keep_prefill_state = true;
   ctx.window = st.o.window;
+  ctx.set_activations(st.o.activations);
   ctx.eval(s.prompt);
   const double prefill_s = seconds_since(t0);
   st.prefill_s += prefill_s;

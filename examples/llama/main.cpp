@@ -53,6 +53,7 @@ struct options {
   std::vector<double> sweep_depths = {0, 0.25, 0.5, 0.75, 1};
   std::string policy = "full";
   kv_format format = kv_format::bf16;
+  activation_format activations = activation_format::fp32;
   double budget = 0.5;
   std::size_t budget_tokens = 0;
   std::size_t window = 32;
@@ -80,6 +81,8 @@ void usage(std::FILE* out) {
       "                      quest | duo (default full; heterocache/baselines.hpp)\n"
       "  --kv-format F       the cache's hot-tier elements: bf16 (default) | fp16 | fp32 (fp32 accumulation;\n"
       "                      the cold tier, the engine's own K/V, stays fp32)\n"
+      "  --activations A     inputs of the 4- and 8-bit weights' products: fp32 (default) | int16 | int8 (as\n"
+      "                      llama.cpp), the last two quantized per block of 32 for integer dot products\n"
       "  --budget R          compressed policies: kept fraction r of the prompt KV, in (0, 1] (default 0.5)\n"
       "  --budget-tokens N   compressed policies: N >= 1 prompt tokens per KV head on average (r = N / prompt\n"
       "                      tokens, at most 1)\n"
@@ -157,6 +160,12 @@ options parse_args(int argc, char** argv) try {
       const auto format = parse_kv_format(f);
       if (!format) die("unknown --kv-format '" + f + "' (one of: fp32, fp16, bf16)");
       o.format = *format;
+    }
+    else if (a == "--activations") {
+      const std::string f = next();
+      const auto format = parse_activation_format(f);
+      if (!format) die("unknown --activations '" + f + "' (one of: int16, int8, fp32)");
+      o.activations = *format;
     }
     else if (a == "--budget") o.budget = parse_real(a, next(), 0.0, 1.0, true), budget_given = true;
     else if (a == "--budget-tokens") o.budget_tokens = parse_int<std::size_t>(a, next(), 1, max_tokens), budget_given = true;
@@ -293,6 +302,7 @@ run_result generate(const llama_model& model, const tokenizer& tok, const std::v
   const std::size_t capacity = prompt.size() + static_cast<std::size_t>(std::max(max_new, 1)) + 1;
   llama_context ctx(model, capacity, make_cache_factory(model.config(), cc), static_cast<std::size_t>(opt.threads));
   ctx.window = opt.window;
+  ctx.set_activations(opt.activations);
   run_result r;
   r.policy = cc.policy;
   r.prefill_s = prefill(ctx, prompt, opt, label);
@@ -466,6 +476,7 @@ int main(int argc, char** argv) {
       const std::size_t capacity = prompt.size() + static_cast<std::size_t>(std::max(max_new, 1)) + 1;
       llama_context ctx(model, capacity, nullptr, static_cast<std::size_t>(opt.threads));
       ctx.window = opt.window;
+      ctx.set_activations(opt.activations);
       ctx.keep_prefill_state = true;
       const double prefill_s = prefill(ctx, prompt, opt, "");
       for (const std::string& policy : {std::string("full"), opt.policy}) {

@@ -202,6 +202,10 @@ class llama_context {
   void decode_batch(std::span<decode_cache* const> caches, std::span<const std::int32_t> tokens, std::size_t step,
                     std::size_t slot_stride, float* logits);
 
+  // How the weights' products take their inputs (matrix_multiplier; fp32 by default).
+  activation_format activations() const noexcept { return weights_.activations(); }
+  void set_activations(activation_format f) noexcept { weights_.set_activations(f); }
+
   bool keep_prefill_state = false;  // keep the observation window and prompt logits after the prompt prefill
   std::size_t prefill_block = 128;
   std::size_t window = 32;     // observation window (last prompt queries per layer)

@@ -1,7 +1,9 @@
 #include "quantized_matrix.hpp"
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
+#include <limits>
 
 #include "heterocache/detail/isa_dispatch.hpp"
 
@@ -38,6 +40,12 @@ struct rows_job {
   float* y;  // [n][ldy]
   std::size_t ldy;
   float beta;
+  // Quantized activations (multiply_rows_coded): input t's codes at codes[t * cols] (of the format's code
+  // type), its block j's dx and dx * sum(qx) at scales[t * blocks + j] and code_sums[t * blocks + j].
+  activation_format format = activation_format::fp32;
+  const void* codes = nullptr;
+  const float* scales = nullptr;
+  const float* code_sums = nullptr;
 };
 
 // The kernels of one instruction set.
@@ -45,6 +53,9 @@ struct kernel_table {
   std::size_t row_tile;  // rows one tile computes: the unit the rows are shared out in
   void (*multiply_rows)(const rows_job& job);
   void (*block_sums)(const float* x, std::size_t n, std::size_t cols, float* sums, std::size_t stride);
+  void (*multiply_rows_coded)(const rows_job& job);  // the quantized types, from the job's codes
+  void (*quantize_inputs)(activation_format f, const float* x, std::size_t cols, std::size_t first, std::size_t last,
+                          void* codes, float* scales, float* sums);
 };
 
 HETEROCACHE_ALWAYS_INLINE std::uint16_t load_u16(const std::uint8_t* p) {
@@ -112,6 +123,67 @@ HETEROCACHE_ALWAYS_INLINE vf load_bf16(const std::uint8_t* p) {
 }
 HETEROCACHE_ALWAYS_INLINE float half_at(const std::uint8_t* p) { return fp16_to_fp32(load_u16(p)); }
 
+// Quantized activations: lane l of a dot product sums the products of codes l, l + 8, l + 16 and l + 24.
+using fv = vf;
+HETEROCACHE_ALWAYS_INLINE fv fzero() { return zero(); }
+HETEROCACHE_ALWAYS_INLINE fv fmadd_scalar(fv v, float s, fv acc) { return fmadd(v, splat(s), acc); }
+HETEROCACHE_ALWAYS_INLINE float freduce(fv a) { return reduce_add(a); }
+HETEROCACHE_ALWAYS_INLINE float fmadd1(float a, float b, float c) { return std::fma(a, b, c); }
+
+template <class Code, int MaxCode>
+struct scalar_codes {
+  using code = Code;
+  struct wv {
+    std::int32_t v[kBlock];
+  };
+  using xv = wv;
+  HETEROCACHE_ALWAYS_INLINE static wv u4(const std::uint8_t* p) {
+    wv r;
+    for (std::size_t i = 0; i < 16; ++i) {
+      r.v[i] = p[i] & 0x0F;
+      r.v[i + 16] = p[i] >> 4;
+    }
+    return r;
+  }
+  HETEROCACHE_ALWAYS_INLINE static wv s8(const std::uint8_t* p) {
+    wv r;
+    for (std::size_t i = 0; i < kBlock; ++i) r.v[i] = static_cast<std::int8_t>(p[i]);
+    return r;
+  }
+  HETEROCACHE_ALWAYS_INLINE static xv input(const code* p) {
+    xv r;
+    for (std::size_t i = 0; i < kBlock; ++i) r.v[i] = p[i];
+    return r;
+  }
+  HETEROCACHE_ALWAYS_INLINE static fv dot_u4(wv w, xv x) {
+    fv r;
+    for (std::size_t l = 0; l < W; ++l) {
+      std::int32_t s = 0;
+      for (std::size_t i = l; i < kBlock; i += W) s += w.v[i] * x.v[i];
+      r.v[l] = static_cast<float>(s);
+    }
+    return r;
+  }
+  HETEROCACHE_ALWAYS_INLINE static fv dot_s8(wv w, xv x) { return dot_u4(w, x); }
+  HETEROCACHE_ALWAYS_INLINE static void quantize(const float* x, code* codes, float* scale, float* sum) {
+    float amax = 0.0f;
+    for (std::size_t i = 0; i < kBlock; ++i) amax = std::max(amax, std::abs(x[i]));
+    float d = amax / static_cast<float>(MaxCode);
+    const float inverse = d >= std::numeric_limits<float>::min() ? 1.0f / d : 0.0f;
+    if (inverse == 0.0f) d = 0.0f;
+    std::int32_t total = 0;
+    for (std::size_t i = 0; i < kBlock; ++i) {
+      const auto q = static_cast<std::int32_t>(std::nearbyint(x[i] * inverse));  // nearest, ties to even
+      codes[i] = static_cast<code>(q);
+      total += q;
+    }
+    *scale = d;
+    *sum = d * static_cast<float>(total);
+  }
+};
+using int16_codes = scalar_codes<std::int16_t, 32767>;
+using int8_codes = scalar_codes<std::int8_t, 127>;
+
 #include "quantized_kernels.inc"
 
 }  // namespace portable
@@ -167,6 +239,7 @@ HETEROCACHE_ALWAYS_INLINE vf load_bf16(const std::uint8_t* p) {
 }
 HETEROCACHE_ALWAYS_INLINE float half_at(const std::uint8_t* p) { return _cvtsh_ss(load_u16(p)); }
 
+#include "quantized_codes_avx2.inc"
 #include "quantized_kernels.inc"
 
 }  // namespace avx2
@@ -218,6 +291,7 @@ HETEROCACHE_ALWAYS_INLINE vf load_bf16(const std::uint8_t* p) {
 }
 HETEROCACHE_ALWAYS_INLINE float half_at(const std::uint8_t* p) { return _cvtsh_ss(load_u16(p)); }
 
+#include "quantized_codes_avx2.inc"
 #include "quantized_kernels.inc"
 
 }  // namespace avx512
@@ -236,23 +310,36 @@ const kernel_table& kernels(kernel_isa isa) noexcept {
 }
 
 bool has_offset(ggml_type t) noexcept { return t == ggml_type::q4_0 || t == ggml_type::q4_1; }
+bool is_quantized(ggml_type t) noexcept { return has_offset(t) || t == ggml_type::q8_0; }
 
 std::size_t tiles_of(const quantized_matrix& w, const kernel_table& k) noexcept {
   return (w.rows() + k.row_tile - 1) / k.row_tile;
 }
 
-// Tiles [first_tile, last_tile) of the products' rows, counted across the products in order.
+// The quantized activations of one multiply (no codes when it takes fp32 inputs only).
+struct input_codes_view {
+  activation_format format = activation_format::fp32;
+  const void* codes = nullptr;
+  const float* scales = nullptr;
+  const float* sums = nullptr;
+};
+
+// Tiles [first_tile, last_tile) of the products' rows, counted across the products in order. A product whose
+// type is quantized takes `codes` where it has them.
 void multiply_tiles(const kernel_table& k, std::span<const weight_product> products, const float* x, std::size_t n,
-                    const std::vector<float>& sums, std::size_t sums_stride, std::size_t first_tile,
-                    std::size_t last_tile) {
+                    const std::vector<float>& sums, std::size_t sums_stride, input_codes_view codes,
+                    std::size_t first_tile, std::size_t last_tile) {
   std::size_t tile0 = 0;  // the first tile of product p
   for (const weight_product& p : products) {
     const quantized_matrix& w = *p.w;
     const std::size_t from = std::max(first_tile, tile0), to = std::min(last_tile, tile0 + tiles_of(w, k));
-    if (from < to)
-      k.multiply_rows({w.type(), w.row_data(0), w.row_bytes(), w.cols(), (from - tile0) * k.row_tile,
-                       std::min(w.rows(), (to - tile0) * k.row_tile), x, n, sums.data(), sums_stride, p.y, w.rows(),
-                       p.beta});
+    if (from < to) {
+      const rows_job job{w.type(), w.row_data(0), w.row_bytes(), w.cols(), (from - tile0) * k.row_tile,
+                         std::min(w.rows(), (to - tile0) * k.row_tile), x, n, sums.data(), sums_stride, p.y, w.rows(),
+                         p.beta, codes.format, codes.codes, codes.scales, codes.sums};
+      if (codes.codes != nullptr && is_quantized(w.type())) k.multiply_rows_coded(job);
+      else k.multiply_rows(job);
+    }
     tile0 += tiles_of(w, k);
   }
 }
@@ -303,8 +390,23 @@ std::string quantized_matrix::describe() const {
 
 // ---- matrix_multiplier ---------------------------------------------------------------------------------
 
-matrix_multiplier::matrix_multiplier(heterocache::host_thread_pool& pool, kernel_isa isa)
-    : pool_(pool), isa_(isa) {
+const char* to_string(activation_format f) noexcept {
+  switch (f) {
+    case activation_format::int16: return "int16";
+    case activation_format::int8: return "int8";
+    default: return "fp32";
+  }
+}
+
+std::optional<activation_format> parse_activation_format(std::string_view name) noexcept {
+  if (name == "int16") return activation_format::int16;
+  if (name == "int8") return activation_format::int8;
+  if (name == "fp32") return activation_format::fp32;
+  return std::nullopt;
+}
+
+matrix_multiplier::matrix_multiplier(heterocache::host_thread_pool& pool, kernel_isa isa, activation_format activations)
+    : pool_(pool), isa_(isa), activations_(activations) {
   if (!runs(isa)) fail(std::string("the ") + to_string(isa) + " kernels do not run on this processor");
 }
 
@@ -317,14 +419,40 @@ void matrix_multiplier::matmat(const quantized_matrix& w, const float* x, std::s
   multiply({&p, 1}, x, n);
 }
 
+bool matrix_multiplier::takes_codes_(ggml_type t) const noexcept {
+  return activations_ != activation_format::fp32 && is_quantized(t);
+}
+
 void matrix_multiplier::compute_block_sums_(std::span<const weight_product> products, const float* x, std::size_t n) {
-  if (std::none_of(products.begin(), products.end(), [](const weight_product& p) { return has_offset(p.w->type()); }))
+  if (std::none_of(products.begin(), products.end(),
+                   [&](const weight_product& p) { return has_offset(p.w->type()) && !takes_codes_(p.w->type()); }))
     return;
   const std::size_t cols = products.front().w->cols();
   // Each tile loads the sums of its inputs as one vector: room for a whole vector after the last input.
   block_sums_stride_ = n + kMaxLanes;
   block_sums_.assign(cols / kBlock * block_sums_stride_, 0.0f);
   kernels(isa_).block_sums(x, n, cols, block_sums_.data(), block_sums_stride_);
+}
+
+void matrix_multiplier::quantize_inputs_(std::span<const weight_product> products, const float* x, std::size_t n) {
+  codes_.clear();
+  if (std::none_of(products.begin(), products.end(), [&](const weight_product& p) { return takes_codes_(p.w->type()); }))
+    return;
+  const std::size_t cols = products.front().w->cols(), blocks = cols / kBlock;
+  codes_.resize(n * cols);
+  scales_.resize(n * blocks);
+  code_sums_.resize(n * blocks);
+  const kernel_table& k = kernels(isa_);
+  // A few inputs are quantized by the caller; a prefill block's are shared out.
+  constexpr std::size_t kInputsPerShare = 16;
+  const std::size_t shares = std::min(threads(), (n + kInputsPerShare - 1) / kInputsPerShare);
+  if (shares <= 1)
+    return k.quantize_inputs(activations_, x, cols, 0, n, codes_.data(), scales_.data(), code_sums_.data());
+  pool_.for_each(static_cast<heterocache::index_t>(shares), [&](heterocache::index_t share) {
+    const auto s = static_cast<std::size_t>(share);
+    k.quantize_inputs(activations_, x, cols, n * s / shares, n * (s + 1) / shares, codes_.data(), scales_.data(),
+                      code_sums_.data());
+  });
 }
 
 void matrix_multiplier::multiply(std::span<const weight_product> products, const float* x, std::size_t n) {
@@ -335,6 +463,10 @@ void matrix_multiplier::multiply(std::span<const weight_product> products, const
       fail("tensors " + products.front().w->describe() + " and " + p.w->describe() + " do not take the same input");
   }
   compute_block_sums_(products, x, n);
+  quantize_inputs_(products, x, n);
+  const input_codes_view codes = codes_.empty() ? input_codes_view{}
+                                                : input_codes_view{activations_, codes_.data(), scales_.data(),
+                                                                   code_sums_.data()};
   const kernel_table& k = kernels(isa_);
   // The tiles of all products shared out in equal runs, one per thread (every row costs the same: all the
   // products take the same input).
@@ -343,7 +475,8 @@ void matrix_multiplier::multiply(std::span<const weight_product> products, const
   const std::size_t shares = std::min(tiles, threads());
   pool_.for_each(static_cast<heterocache::index_t>(shares), [&](heterocache::index_t share) {
     const std::size_t s = static_cast<std::size_t>(share);
-    multiply_tiles(k, products, x, n, block_sums_, block_sums_stride_, tiles * s / shares, tiles * (s + 1) / shares);
+    multiply_tiles(k, products, x, n, block_sums_, block_sums_stride_, codes, tiles * s / shares,
+                   tiles * (s + 1) / shares);
   });
 }
 

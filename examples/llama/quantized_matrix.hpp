@@ -5,21 +5,31 @@
 // F32, F16, BF16, Q4_0, Q4_1, Q8_0.
 //
 // matrix_multiplier computes Y[n][rows] = X[n][cols] W^T (+ beta Y) straight from the blocks, with fp32
-// activations and fp32 accumulation (no quantized activations): per block of 32 weights,
-// d * sum(q * x) (+ m * sum(x) for Q4_0/Q4_1, sum(x) per block computed once per input vector). The
-// kernels are compiled for AVX-512, AVX2+FMA and portable C++, the best one for this processor chosen at
-// run time. Each output element is computed by one thread with one fixed order of operations, whatever
-// the thread count, the number of input vectors or the element's place among them: a product of n inputs
-// gives, for each input, the bits of the product of that input alone.
+// accumulation, in one of three ways for the 4- and 8-bit types (activation_format):
+//   fp32 activations (the default): per block of 32 weights, d * sum(q * x) (+ m * sum(x) for Q4_0/Q4_1,
+//     sum(x) per block computed once per input vector), every code widened to fp32;
+//   int16 or int8 activations: every input vector quantized once per product, per block of 32
+//     values j, to dx = max|x| / C and codes qx = nearest-even(x * (1 / dx)), C = 32767 (int16) or 127
+//     (int8; llama.cpp's Q8 activations); a block with dx below FLT_MIN has dx = 0 and codes 0. Then per
+//     block of weights the integer sum(q * qx) (exact in 32 bits), times d * dx, plus m * dx * sum(qx) for
+//     the types with an offset. Each input loses at most dx / 2 per value: the error of an output is at most
+//     sum over the blocks of dx / 2 * sum |w| of the block (int16: about 2^-16 of the block's largest input).
+// The float types (F32, F16, BF16) always take fp32 inputs. The kernels are compiled for AVX-512, AVX2+FMA
+// and portable C++, the best one for this processor chosen at run time (the quantized-activation products of
+// the AVX-512 set are 256 bits wide, as AVX2's). Each output element is computed by one thread with one fixed
+// order of operations, whatever the thread count, the number of input vectors or the element's place among
+// them: a product of n inputs gives, for each input, the bits of the product of that input alone.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
 #include <initializer_list>
 #include <memory>
+#include <optional>
 #include <span>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "gguf.hpp"
@@ -66,6 +76,13 @@ class quantized_matrix {
   std::shared_ptr<const void> owner_;
 };
 
+// How matrix_multiplier feeds the inputs of the 4- and 8-bit types to their kernels (see above).
+enum class activation_format { fp32, int16, int8 };
+// "fp32", "int16", "int8".
+const char* to_string(activation_format f) noexcept;
+// The format named `name` ("fp32", "int16" or "int8"), or none.
+std::optional<activation_format> parse_activation_format(std::string_view name) noexcept;
+
 // One product of matrix_multiplier::multiply: y[n][w.rows()] = x[n][w.cols()] w^T + beta * y.
 // beta == 0 does not read y.
 struct weight_product {
@@ -80,10 +97,13 @@ class matrix_multiplier {
  public:
   // The pool's threads (the caller included) share the rows of every product; `isa` must be one of
   // supported_isas().
-  explicit matrix_multiplier(heterocache::host_thread_pool& pool, kernel_isa isa = best_isa());
+  explicit matrix_multiplier(heterocache::host_thread_pool& pool, kernel_isa isa = best_isa(),
+                             activation_format activations = activation_format::fp32);
 
   std::size_t threads() const noexcept { return static_cast<std::size_t>(pool_.size()); }
   kernel_isa isa() const noexcept { return isa_; }
+  activation_format activations() const noexcept { return activations_; }
+  void set_activations(activation_format f) noexcept { activations_ = f; }
 
   // y[rows] = W x + beta * y (decode).
   void matvec(const quantized_matrix& w, const float* x, float* y, float beta = 0.0f);
@@ -98,11 +118,17 @@ class matrix_multiplier {
 
  private:
   void compute_block_sums_(std::span<const weight_product> products, const float* x, std::size_t n);
+  void quantize_inputs_(std::span<const weight_product> products, const float* x, std::size_t n);
+  bool takes_codes_(ggml_type t) const noexcept;
 
   heterocache::host_thread_pool& pool_;
   kernel_isa isa_;
+  activation_format activations_;
   std::vector<float> block_sums_;  // [block][input], block_sums_stride_ floats per block
   std::size_t block_sums_stride_ = 0;
+  std::vector<std::int16_t> codes_;  // quantized activations: [input][cols] codes (int8 ones in its first half),
+  std::vector<float> scales_;       // [input][block] dx,
+  std::vector<float> code_sums_;    // [input][block] dx * sum(qx)
 };
 
 }  // namespace hcllama

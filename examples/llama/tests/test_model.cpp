@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
+#include <memory>
 #include <optional>
 #include <vector>
 
@@ -34,6 +35,22 @@ double max_relative_difference(const std::vector<float>& a, const std::vector<fl
   return worst / scale;
 }
 
+// The model file and the model read from it; null (with a message) when HETEROCACHE_MODEL is unset or missing.
+struct real_model {
+  explicit real_model(const char* path) : file(gguf_file::open(path)), model(file) {}
+  gguf_file file;
+  llama_model model;
+};
+
+std::unique_ptr<const real_model> open_real_model() {
+  const char* path = model_path();
+  if (!path) {
+    MESSAGE("HETEROCACHE_MODEL unset or missing: skipping");
+    return nullptr;
+  }
+  return std::make_unique<const real_model>(path);
+}
+
 cache_config streaming_half() {
   cache_config cc;
   cc.policy = "streamingllm";
@@ -44,13 +61,9 @@ cache_config streaming_half() {
 }  // namespace
 
 TEST_CASE("a prompt prefilled in blocks gives the logits of a shorter prefill and token-by-token decode (fp32 cache)") {
-  const char* path = model_path();
-  if (!path) {
-    MESSAGE("HETEROCACHE_MODEL unset or missing: skipping");
-    return;
-  }
-  const gguf_file file = gguf_file::open(path);
-  const llama_model model(file);
+  const std::unique_ptr<const real_model> real = open_real_model();
+  if (!real) return;
+  const llama_model& model = real->model;
   cache_config fp32;
   fp32.format = kv_format::fp32;
   const std::vector<std::int32_t> ids = some_tokens(300, 7);  // three prefill blocks, the last one partial
@@ -62,14 +75,35 @@ TEST_CASE("a prompt prefilled in blocks gives the logits of a shorter prefill an
   CHECK(max_relative_difference(got, expected) < 1e-3);
 }
 
+TEST_CASE("quantized activations on the real model: int16 gives the fp32 logits, int8 close to them") {
+  const std::unique_ptr<const real_model> real = open_real_model();
+  if (!real) return;
+  const llama_model& model = real->model;
+  const std::vector<std::int32_t> ids = some_tokens(160, 5);
+  const std::int32_t next = 1234;
+  const auto logits = [&](activation_format f) {
+    llama_context ctx(model, 162, nullptr, 2);
+    ctx.set_activations(f);
+    CHECK(ctx.activations() == f);
+    std::vector<float> prefill = ctx.eval(ids);           // the matrix-matrix products
+    const std::vector<float> decode = ctx.eval(std::span(&next, 1));  // the matrix-vector ones
+    prefill.insert(prefill.end(), decode.begin(), decode.end());
+    return prefill;
+  };
+  const std::vector<float> fp32 = logits(activation_format::fp32), int16 = logits(activation_format::int16),
+                           int8 = logits(activation_format::int8);
+  const double int16_error = max_relative_difference(int16, fp32), int8_error = max_relative_difference(int8, fp32);
+  MESSAGE("max relative logit difference to fp32 activations: int16 " << int16_error << ", int8 " << int8_error);
+  CHECK(int16_error > 0.0);  // the codes are used
+  CHECK(int16_error < 2e-3);
+  CHECK(int8_error < 0.1);
+  CHECK(int16_error < int8_error);
+}
+
 TEST_CASE("restart_decode: one prefill, then each cache decodes as it would in a context of its own") {
-  const char* path = model_path();
-  if (!path) {
-    MESSAGE("HETEROCACHE_MODEL unset or missing: skipping");
-    return;
-  }
-  const gguf_file file = gguf_file::open(path);
-  const llama_model model(file);
+  const std::unique_ptr<const real_model> real = open_real_model();
+  if (!real) return;
+  const llama_model& model = real->model;
   const std::vector<std::int32_t> prompt = some_tokens(200, 11), forced = some_tokens(12, 13);
   const auto decode = [&](llama_context& ctx) {
     std::vector<std::vector<float>> logits{ctx.logits()};

@@ -1,5 +1,6 @@
 // The matrix kernels of quantized_matrix.hpp against a float64 reference over dequantize_row (the tested
-// dequantization of gguf.cpp), on every instruction set this processor runs.
+// dequantization of gguf.cpp), on every instruction set this processor runs, with fp32, int16 and int8
+// activations.
 #include <doctest/doctest.h>
 
 #include <cmath>
@@ -18,6 +19,12 @@ namespace {
 
 constexpr ggml_type kTypes[] = {ggml_type::f32, ggml_type::f16, ggml_type::bf16,
                                 ggml_type::q4_0, ggml_type::q4_1, ggml_type::q8_0};
+constexpr activation_format kFormats[] = {activation_format::fp32, activation_format::int16, activation_format::int8};
+
+// The largest code of a quantized format.
+float max_code(activation_format f) { return f == activation_format::int8 ? 127.0f : 32767.0f; }
+
+bool is_float_type(ggml_type t) { return t == ggml_type::f32 || t == ggml_type::f16 || t == ggml_type::bf16; }
 
 void put_u16(std::vector<std::uint8_t>& out, std::uint16_t v) {
   out.push_back(static_cast<std::uint8_t>(v & 0xFF));
@@ -94,11 +101,32 @@ struct test_matrix {
   }
 };
 
-std::vector<float> random_inputs(std::size_t count, unsigned seed) {
+// Normal inputs; with `edges`, some blocks of 32 are the quantizers' edge cases: all zero, below FLT_MIN
+// (dx underflows: codes 0), exact halves of the int8 or int16 dx (ties to even), one large value among small ones.
+std::vector<float> random_inputs(std::size_t count, unsigned seed, bool edges = false) {
   std::mt19937 rng(seed);
   std::normal_distribution<float> nd;
   std::vector<float> x(count);
   for (auto& v : x) v = nd(rng);
+  if (edges)
+    for (std::size_t b = 0; b + 32 <= count; b += 32) {
+      float* block = &x[b];
+      switch (std::uniform_int_distribution<int>(0, 7)(rng)) {
+        case 0: std::fill(block, block + 32, 0.0f); break;
+        case 1: for (int i = 0; i < 32; ++i) block[i] *= 1e-38f; break;
+        case 2:  // dx = 1: values k + 0.5
+          block[0] = 127.0f;
+          for (int i = 1; i < 32; ++i) block[i] = static_cast<float>(std::uniform_int_distribution<int>(-126, 125)(rng)) + 0.5f;
+          break;
+        case 3: block[std::uniform_int_distribution<int>(0, 31)(rng)] = -1e4f; break;
+        case 4:  // the int16 dx = 1: values k + 0.5
+          block[0] = -32767.0f;
+          for (int i = 1; i < 32; ++i)
+            block[i] = static_cast<float>(std::uniform_int_distribution<int>(-32766, 32765)(rng)) + 0.5f;
+          break;
+        default: break;
+      }
+    }
   return x;
 }
 
@@ -108,6 +136,27 @@ std::vector<float> random_inputs(std::size_t count, unsigned seed) {
 struct reference_dot {
   double value = 0, magnitude = 0;
 };
+
+// One input as the kernels of a quantized format f see it (quantized_matrix.hpp): per block of 32,
+// dx = max|x| / C in float (C = 127 or 32767), codes nearest-even(x * (1 / dx)), dx = 0 below FLT_MIN;
+// returned as the values qx * dx.
+std::vector<float> quantized_input(const float* x, std::size_t cols, activation_format f) {
+  const float c = max_code(f);
+  std::vector<float> out(cols);
+  for (std::size_t b = 0; b < cols / 32; ++b) {
+    float amax = 0.0f;
+    for (std::size_t i = 0; i < 32; ++i) amax = std::max(amax, std::abs(x[b * 32 + i]));
+    float d = amax / c;
+    const float inverse = d >= std::numeric_limits<float>::min() ? 1.0f / d : 0.0f;
+    if (inverse == 0.0f) d = 0.0f;
+    for (std::size_t i = 0; i < 32; ++i) {
+      const float q = std::nearbyint(x[b * 32 + i] * inverse);
+      REQUIRE(std::abs(q) <= c);
+      out[b * 32 + i] = static_cast<float>(static_cast<double>(q) * d);  // exact: q has at most 16 bits
+    }
+  }
+  return out;
+}
 
 reference_dot reference(const quantized_matrix& w, std::size_t r, const float* x) {
   std::vector<float> row(w.cols());
@@ -139,15 +188,19 @@ reference_dot reference(const quantized_matrix& w, std::size_t r, const float* x
 // magnitude of the terms.
 constexpr double kTolerance = 1.0 / 65536;
 
+// The reference of format f: the exact product with the inputs as the kernels of f take them (int16, int8:
+// quantized for the 4- and 8-bit types).
 void check_against_reference(const quantized_matrix& w, const std::vector<float>& x, std::size_t n,
-                             const std::vector<float>& y) {
+                             const std::vector<float>& y, activation_format f = activation_format::fp32) {
   for (std::size_t t = 0; t < n; ++t)
     for (std::size_t r = 0; r < w.rows(); ++r) {
-      const reference_dot ref = reference(w, r, &x[t * w.cols()]);
+      const bool quantized_inputs = f != activation_format::fp32 && !is_float_type(w.type());
+      const reference_dot ref = quantized_inputs ? reference(w, r, quantized_input(&x[t * w.cols()], w.cols(), f).data())
+                                                 : reference(w, r, &x[t * w.cols()]);
       const double got = y[t * w.rows() + r];
       if (std::abs(got - ref.value) > kTolerance * ref.magnitude + 1e-30) {
-        FAIL_CHECK(w.describe() << " row " << r << " input " << t << " of " << n << ": " << got << " vs " << ref.value
-                                << " (magnitude " << ref.magnitude << ")");
+        FAIL_CHECK(w.describe() << " row " << r << " input " << t << " of " << n << ", " << to_string(f)
+                                << " activations: " << got << " vs " << ref.value << " (magnitude " << ref.magnitude << ")");
         return;
       }
     }
@@ -155,6 +208,7 @@ void check_against_reference(const quantized_matrix& w, const std::vector<float>
 
 std::vector<float> product(matrix_multiplier& mm, const quantized_matrix& w, const std::vector<float>& x,
                            std::size_t n) {
+  // the float types take fp32 inputs whatever the format
   std::vector<float> y(n * w.rows(), std::numeric_limits<float>::quiet_NaN());  // beta 0 must not read y
   mm.matmat(w, x.data(), n, y.data());
   return y;
@@ -182,30 +236,77 @@ TEST_CASE("the run-time choice of kernels is the best this processor runs") {
   CHECK(matrix_multiplier(one_thread).isa() == best_isa());
 }
 
-TEST_CASE("matvec and matmat match the float64 reference for every type, size and instruction set") {
+TEST_CASE("matvec and matmat match the float64 reference for every type, size, instruction set and format") {
   unsigned seed = 1;
-  for (kernel_isa isa : supported_isas()) {
-    heterocache::host_thread_pool mm_pool(2);
-    matrix_multiplier mm(mm_pool, isa);
-    for (ggml_type t : kTypes)
-      for (std::size_t cols : test_cols(t))
-        for (std::size_t rows : {std::size_t{1}, std::size_t{5}, std::size_t{17}}) {
-          CAPTURE(to_string(isa));
-          const test_matrix m(t, rows, cols, ++seed);
-          for (std::size_t n : {1, 2, 3, 4, 5, 7, 9, 17}) {
-            const std::vector<float> x = random_inputs(n * cols, ++seed);
-            check_against_reference(m.w, x, n, product(mm, m.w, x, n));
+  for (kernel_isa isa : supported_isas())
+    for (activation_format f : kFormats) {
+      heterocache::host_thread_pool mm_pool(2);
+      matrix_multiplier mm(mm_pool, isa, f);
+      for (ggml_type t : kTypes)
+        for (std::size_t cols : test_cols(t))
+          for (std::size_t rows : {std::size_t{1}, std::size_t{5}, std::size_t{17}}) {
+            CAPTURE(std::string(to_string(isa)));
+            const test_matrix m(t, rows, cols, ++seed);
+            for (std::size_t n : {1, 2, 3, 4, 5, 7, 9, 17}) {
+              const std::vector<float> x = random_inputs(n * cols, ++seed, f != activation_format::fp32);
+              check_against_reference(m.w, x, n, product(mm, m.w, x, n), f);
+            }
           }
+    }
+}
+
+TEST_CASE("quantized activations stay within half a step of the quantizer per input of the exact product") {
+  // |y - w . x| <= sum over blocks j of dx_j / 2 * sum |w| over the block (the rounding of each input; a block
+  // whose dx underflows: max|x| * sum |w|), plus the kernels' float32 rounding.
+  unsigned seed = 900;
+  for (kernel_isa isa : supported_isas())
+    for (activation_format f : {activation_format::int16, activation_format::int8}) {
+    heterocache::host_thread_pool mm_pool(2);
+    matrix_multiplier mm(mm_pool, isa, f);
+    const float c = max_code(f);
+    for (ggml_type t : {ggml_type::q4_0, ggml_type::q4_1, ggml_type::q8_0}) {
+      CAPTURE(std::string(to_string(isa)));
+      CAPTURE(std::string(to_string(f)));
+      const test_matrix m(t, 23, 576, ++seed);
+      const std::size_t n = 4;
+      const std::vector<float> x = random_inputs(n * 576, ++seed, true);
+      const std::vector<float> y = product(mm, m.w, x, n);
+      std::vector<float> row(576);
+      double worst = 0;  // the largest error as a fraction of its bound
+      for (std::size_t i = 0; i < n; ++i)
+        for (std::size_t r = 0; r < m.w.rows(); ++r) {
+          m.w.dequantize_row(r, row.data());
+          const float* xi = &x[i * 576];
+          const reference_dot exact = reference(m.w, r, xi);
+          double bound = 0;
+          for (std::size_t b = 0; b < 576 / 32; ++b) {
+            float amax = 0;
+            for (std::size_t k = 0; k < 32; ++k) amax = std::max(amax, std::abs(xi[b * 32 + k]));
+            double row_mass = 0;
+            for (std::size_t k = 0; k < 32; ++k) row_mass += std::abs(static_cast<double>(row[b * 32 + k]));
+            // a block whose dx underflows loses its values whole
+            bound += (amax / c >= std::numeric_limits<float>::min() ? amax / c / 2.0 : amax) * row_mass;
+          }
+          const double error = std::abs(y[i * m.w.rows() + r] - exact.value);
+          const double allowed = bound * (1 + 1e-5) + 2 * kTolerance * exact.magnitude + 1e-30;
+          if (error > allowed)
+            FAIL_CHECK(m.w.describe() << " row " << r << " input " << i << ": error " << error << " against a bound of "
+                                      << bound);
+          if (bound > 0) worst = std::max(worst, error / bound);
         }
+      CHECK(worst > 0.0);  // the quantization does change the products: the check above is not vacuous
+    }
   }
 }
 
 TEST_CASE("matmat of n = 1..130 inputs gives, for each input, the bits of matvec of that input alone") {
   for (kernel_isa isa : supported_isas())
+    for (activation_format f : kFormats)
     for (ggml_type t : kTypes) {
-      CAPTURE(to_string(isa));
+      CAPTURE(std::string(to_string(isa)));
+      CAPTURE(std::string(to_string(f)));
       heterocache::host_thread_pool mm_pool(3);
-      matrix_multiplier mm(mm_pool, isa);
+      matrix_multiplier mm(mm_pool, isa, f);
       const std::size_t cols = t == ggml_type::f32 || t == ggml_type::f16 || t == ggml_type::bf16 ? 45 : 64;
       const test_matrix m(t, 13, cols, 100 + static_cast<unsigned>(t));
       const std::vector<float> x = random_inputs(130 * cols, 7);
@@ -216,7 +317,7 @@ TEST_CASE("matmat of n = 1..130 inputs gives, for each input, the bits of matvec
       }
       for (std::size_t n = 1; n <= 130; ++n) {
         const std::vector<float> y = product(mm, m.w, x, n);
-        if (n == 130) check_against_reference(m.w, x, n, y);
+        if (n == 130) check_against_reference(m.w, x, n, y, f);
         for (std::size_t i = 0; i < n; ++i)
           if (std::memcmp(&y[i * m.w.rows()], alone[i].data(), m.w.rows() * sizeof(float)) != 0) {
             FAIL_CHECK(m.w.describe() << ": input " << i << " of " << n << " differs from its matvec");
@@ -228,22 +329,49 @@ TEST_CASE("matmat of n = 1..130 inputs gives, for each input, the bits of matvec
 
 TEST_CASE("the results are the same bits whatever the thread count") {
   for (kernel_isa isa : supported_isas())
+    for (activation_format f : kFormats)
     for (ggml_type t : kTypes) {
-      CAPTURE(to_string(isa));
+      CAPTURE(std::string(to_string(isa)));
+      CAPTURE(std::string(to_string(f)));
       const test_matrix m(t, 131, 96, 200 + static_cast<unsigned>(t));
       for (std::size_t n : {1, 6, 64}) {
         const std::vector<float> x = random_inputs(n * 96, 9);
         heterocache::host_thread_pool one_pool(1);
-        matrix_multiplier one(one_pool, isa);
+        matrix_multiplier one(one_pool, isa, f);
         const std::vector<float> y1 = product(one, m.w, x, n);
         for (std::size_t threads : {2, 3}) {
           heterocache::host_thread_pool mm_pool(static_cast<heterocache::index_t>(threads));
-          matrix_multiplier mm(mm_pool, isa);
+          matrix_multiplier mm(mm_pool, isa, f);
           CHECK_MESSAGE(same_bits(product(mm, m.w, x, n), y1),
                         m.w.describe() << ", " << threads << " threads, n " << n);
         }
       }
     }
+}
+
+TEST_CASE("activation formats: names, the default and the switch") {
+  CHECK(std::string(to_string(activation_format::int8)) == "int8");
+  CHECK(std::string(to_string(activation_format::int16)) == "int16");
+  CHECK(parse_activation_format("fp32") == activation_format::fp32);
+  CHECK(parse_activation_format("int16") == activation_format::int16);
+  CHECK(parse_activation_format("int8") == activation_format::int8);
+  CHECK(!parse_activation_format("Int8").has_value());
+  CHECK(!parse_activation_format("").has_value());
+  heterocache::host_thread_pool pool(1);
+  matrix_multiplier mm(pool);
+  CHECK(mm.activations() == activation_format::fp32);
+  const test_matrix m(ggml_type::q4_1, 9, 64, 77);
+  const std::vector<float> x = random_inputs(64, 78);
+  const std::vector<float> as_fp32 = product(mm, m.w, x, 1);
+  mm.set_activations(activation_format::int16);
+  const std::vector<float> as_int16 = product(mm, m.w, x, 1);
+  mm.set_activations(activation_format::int8);
+  const std::vector<float> as_int8 = product(mm, m.w, x, 1);
+  CHECK(!same_bits(as_int8, as_fp32));
+  CHECK(!same_bits(as_int16, as_int8));
+  check_against_reference(m.w, x, 1, as_fp32, activation_format::fp32);
+  check_against_reference(m.w, x, 1, as_int16, activation_format::int16);
+  check_against_reference(m.w, x, 1, as_int8, activation_format::int8);
 }
 
 TEST_CASE("the default kernels are the ones best_isa() names") {
