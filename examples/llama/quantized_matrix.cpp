@@ -28,6 +28,16 @@ namespace {
 constexpr std::size_t kBlock = 32;     // weights per block of every type the kernels take (float types too)
 constexpr std::size_t kMaxLanes = 16;  // the widest vector of any kernel (AVX-512)
 
+// The quantized activations of one multiply (activation_format::int16 or int8; no codes when the products take
+// fp32 inputs only): input t's codes at codes[t * cols] (of the format's code type), its block j's dx and
+// dx * sum(qx) at scales[t * blocks + j] and sums[t * blocks + j].
+struct input_codes {
+  activation_format format = activation_format::fp32;
+  const void* codes = nullptr;
+  const float* scales = nullptr;
+  const float* sums = nullptr;
+};
+
 // One thread's share of one product: rows [first, last) of the matrix at `data` for the n inputs x.
 struct rows_job {
   ggml_type type;
@@ -40,12 +50,7 @@ struct rows_job {
   float* y;  // [n][ldy]
   std::size_t ldy;
   float beta;
-  // Quantized activations (multiply_rows_coded): input t's codes at codes[t * cols] (of the format's code
-  // type), its block j's dx and dx * sum(qx) at scales[t * blocks + j] and code_sums[t * blocks + j].
-  activation_format format = activation_format::fp32;
-  const void* codes = nullptr;
-  const float* scales = nullptr;
-  const float* code_sums = nullptr;
+  input_codes coded;  // the inputs of multiply_rows_coded
 };
 
 // The kernels of one instruction set.
@@ -316,18 +321,10 @@ std::size_t tiles_of(const quantized_matrix& w, const kernel_table& k) noexcept 
   return (w.rows() + k.row_tile - 1) / k.row_tile;
 }
 
-// The quantized activations of one multiply (no codes when it takes fp32 inputs only).
-struct input_codes_view {
-  activation_format format = activation_format::fp32;
-  const void* codes = nullptr;
-  const float* scales = nullptr;
-  const float* sums = nullptr;
-};
-
 // Tiles [first_tile, last_tile) of the products' rows, counted across the products in order. A product whose
 // type is quantized takes `codes` where it has them.
 void multiply_tiles(const kernel_table& k, std::span<const weight_product> products, const float* x, std::size_t n,
-                    const std::vector<float>& sums, std::size_t sums_stride, input_codes_view codes,
+                    const std::vector<float>& sums, std::size_t sums_stride, input_codes codes,
                     std::size_t first_tile, std::size_t last_tile) {
   std::size_t tile0 = 0;  // the first tile of product p
   for (const weight_product& p : products) {
@@ -336,7 +333,7 @@ void multiply_tiles(const kernel_table& k, std::span<const weight_product> produ
     if (from < to) {
       const rows_job job{w.type(), w.row_data(0), w.row_bytes(), w.cols(), (from - tile0) * k.row_tile,
                          std::min(w.rows(), (to - tile0) * k.row_tile), x, n, sums.data(), sums_stride, p.y, w.rows(),
-                         p.beta, codes.format, codes.codes, codes.scales, codes.sums};
+                         p.beta, codes};
       if (codes.codes != nullptr && is_quantized(w.type())) k.multiply_rows_coded(job);
       else k.multiply_rows(job);
     }
@@ -434,25 +431,27 @@ void matrix_multiplier::compute_block_sums_(std::span<const weight_product> prod
   kernels(isa_).block_sums(x, n, cols, block_sums_.data(), block_sums_stride_);
 }
 
-void matrix_multiplier::quantize_inputs_(std::span<const weight_product> products, const float* x, std::size_t n) {
-  codes_.clear();
+bool matrix_multiplier::quantize_inputs_(std::span<const weight_product> products, const float* x, std::size_t n) {
   if (std::none_of(products.begin(), products.end(), [&](const weight_product& p) { return takes_codes_(p.w->type()); }))
-    return;
+    return false;
   const std::size_t cols = products.front().w->cols(), blocks = cols / kBlock;
-  codes_.resize(n * cols);
-  scales_.resize(n * blocks);
-  code_sums_.resize(n * blocks);
+  // grown, never shrunk: a decode step after a prefill block writes into the same buffers
+  if (codes_.size() < n * cols) codes_.resize(n * cols);
+  if (scales_.size() < n * blocks) scales_.resize(n * blocks), code_sums_.resize(n * blocks);
   const kernel_table& k = kernels(isa_);
   // A few inputs are quantized by the caller; a prefill block's are shared out.
   constexpr std::size_t kInputsPerShare = 16;
   const std::size_t shares = std::min(threads(), (n + kInputsPerShare - 1) / kInputsPerShare);
-  if (shares <= 1)
-    return k.quantize_inputs(activations_, x, cols, 0, n, codes_.data(), scales_.data(), code_sums_.data());
+  if (shares <= 1) {
+    k.quantize_inputs(activations_, x, cols, 0, n, codes_.data(), scales_.data(), code_sums_.data());
+    return true;
+  }
   pool_.for_each(static_cast<heterocache::index_t>(shares), [&](heterocache::index_t share) {
     const auto s = static_cast<std::size_t>(share);
     k.quantize_inputs(activations_, x, cols, n * s / shares, n * (s + 1) / shares, codes_.data(), scales_.data(),
                       code_sums_.data());
   });
+  return true;
 }
 
 void matrix_multiplier::multiply(std::span<const weight_product> products, const float* x, std::size_t n) {
@@ -463,10 +462,9 @@ void matrix_multiplier::multiply(std::span<const weight_product> products, const
       fail("tensors " + products.front().w->describe() + " and " + p.w->describe() + " do not take the same input");
   }
   compute_block_sums_(products, x, n);
-  quantize_inputs_(products, x, n);
-  const input_codes_view codes = codes_.empty() ? input_codes_view{}
-                                                : input_codes_view{activations_, codes_.data(), scales_.data(),
-                                                                   code_sums_.data()};
+  const input_codes codes = quantize_inputs_(products, x, n)
+                                ? input_codes{activations_, codes_.data(), scales_.data(), code_sums_.data()}
+                                : input_codes{};
   const kernel_table& k = kernels(isa_);
   // The tiles of all products shared out in equal runs, one per thread (every row costs the same: all the
   // products take the same input).

@@ -118,7 +118,8 @@ class matrix_multiplier {
 
  private:
   void compute_block_sums_(std::span<const weight_product> products, const float* x, std::size_t n);
-  void quantize_inputs_(std::span<const weight_product> products, const float* x, std::size_t n);
+  // Quantizes x for the products that take codes; false when none does.
+  bool quantize_inputs_(std::span<const weight_product> products, const float* x, std::size_t n);
   bool takes_codes_(ggml_type t) const noexcept;
 
   heterocache::host_thread_pool& pool_;
