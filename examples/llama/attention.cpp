@@ -5,6 +5,7 @@
 #include <limits>
 #include <type_traits>
 
+#include "heterocache/algorithm/pooled_attention.hpp"
 #include "heterocache/attention/decode_attention.hpp"
 #include "heterocache/detail/vector_math.hpp"
 #include "kernel_isa.hpp"

@@ -317,6 +317,9 @@ const kernel_table& kernels(kernel_isa isa) noexcept {
 bool has_offset(ggml_type t) noexcept { return t == ggml_type::q4_0 || t == ggml_type::q4_1; }
 bool is_quantized(ggml_type t) noexcept { return has_offset(t) || t == ggml_type::q8_0; }
 
+// Runs of tiles per thread a product is cut into (see matrix_multiplier::multiply).
+constexpr std::size_t kSharesPerThread = 4;
+
 std::size_t tiles_of(const quantized_matrix& w, const kernel_table& k) noexcept {
   return (w.rows() + k.row_tile - 1) / k.row_tile;
 }
@@ -466,11 +469,12 @@ void matrix_multiplier::multiply(std::span<const weight_product> products, const
                                 ? input_codes{activations_, codes_.data(), scales_.data(), code_sums_.data()}
                                 : input_codes{};
   const kernel_table& k = kernels(isa_);
-  // The tiles of all products shared out in equal runs, one per thread (every row costs the same: all the
-  // products take the same input).
+  // The tiles of all products shared out in equal runs, kSharesPerThread per thread, each to whichever thread is
+  // free next (every row costs the same, but a thread of a shared machine may be held up: one share per thread
+  // leaves the others waiting for it).
   std::size_t tiles = 0;
   for (const weight_product& p : products) tiles += tiles_of(*p.w, k);
-  const std::size_t shares = std::min(tiles, threads());
+  const std::size_t shares = std::min(tiles, threads() == 1 ? 1 : threads() * kSharesPerThread);
   pool_.for_each(static_cast<heterocache::index_t>(shares), [&](heterocache::index_t share) {
     const std::size_t s = static_cast<std::size_t>(share);
     multiply_tiles(k, products, x, n, block_sums_, block_sums_stride_, codes, tiles * s / shares,
