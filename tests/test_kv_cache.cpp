@@ -5,6 +5,7 @@
 #include <cstring>
 #include <limits>
 #include <set>
+#include <utility>
 #include <vector>
 
 #include <heterocache/heterocache.hpp>
@@ -258,6 +259,59 @@ TEST_CASE("batched sequences give the same answers as one cache per sequence") {
                 const auto& expected = both.outputs[static_cast<std::size_t>(step * sh.layers + layer)];
                 CHECK(std::memcmp(out.data(), expected.data() + seq * per_query, sizeof(float) * out.size()) == 0);
             }
+    }
+}
+
+namespace {
+
+// Prefills `cache` with every layer's observation window of `m`, on `queue`, then decodes `steps` steps
+// inline; returns every row's hot positions after the prefill and every step's attention outputs.
+template <class Cache>
+std::pair<std::vector<std::vector<index_t>>, std::vector<float>> prefill_and_decode(Cache& cache, const planted::model& m,
+                                                                                 hc::host_queue queue, index_t steps) {
+    const auto& sh = m.spec().shape;
+    const auto kv = m.tensor();
+    const index_t t = m.spec().prompt_tokens, per_query = sh.query_heads * sh.head_dim;
+    cache.begin_sequence(0, t);
+    for (index_t layer = 0; layer < sh.layers; ++layer) cache.prefill(layer, 0, kv, m.window(layer, 0), queue);
+    std::vector<std::vector<index_t>> positions;
+    for (index_t layer = 0; layer < sh.layers; ++layer)
+        for (index_t head = 0; head < sh.kv_heads; ++head) positions.push_back(row_positions(cache, layer, head));
+    std::vector<float> outputs, out(static_cast<std::size_t>(per_query)), lse(static_cast<std::size_t>(sh.query_heads));
+    for (index_t step = 0; step < steps; ++step)
+        for (index_t layer = 0; layer < sh.layers; ++layer) {
+            const index_t token[] = {t + step};
+            hc::decode_attention(cache.begin_layer(layer, kv, token), m.decode_query(step, layer, 0, 0), out.data(),
+                                 lse.data(), 1.0f / std::sqrt(static_cast<float>(sh.head_dim)));
+            cache.end_layer(layer, {m.decode_query(step, layer, 0, 0), per_query, sh.head_dim});
+            outputs.insert(outputs.end(), out.begin(), out.end());
+        }
+    return {positions, outputs};
+}
+
+}  // namespace
+
+TEST_CASE("prefill on a queue's threads scores every head as inline: the same selection and attention, bit for bit") {
+    auto s = small_scenario();
+    s.steps = 6;
+    const planted::model m(s);
+    const auto o = options_for(s, 0.5);
+    hc::host_thread_pool pool(3);
+    // Two caches from `make`, one prefilled inline and one on the pool's threads.
+    const auto require_same = [&](auto make) {
+        auto inline_cache = make();
+        auto threaded = make();
+        const auto expected = prefill_and_decode(inline_cache, m, {}, s.steps);
+        const auto got = prefill_and_decode(threaded, m, hc::host_queue(pool), s.steps);
+        CHECK(got.first == expected.first);
+        REQUIRE(got.second.size() == expected.second.size());
+        CHECK(std::memcmp(got.second.data(), expected.second.data(), sizeof(float) * got.second.size()) == 0);
+    };
+    SUBCASE("HeteroCache (pooled window scores, a loaded profile)") {
+        require_same([&] { return hc::kv_cache<>(s.shape, o, testing_support::planted_profile(m)); });
+    }
+    SUBCASE("H2O (accumulated window attention)") {
+        require_same([&] { return hc::make_h2o_cache(s.shape, o); });
     }
 }
 

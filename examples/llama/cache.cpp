@@ -25,8 +25,9 @@ class cache_adapter final : public decode_cache {
   cache_adapter(const char* name, Make&& make) : name_(name), cache_(make()) {}
   const char* name() const noexcept override { return name_; }
   void begin_sequence(std::size_t prompt_tokens) override { cache_.begin_sequence(0, idx(prompt_tokens)); }
-  void prefill(std::size_t layer, const engine_kv_tensor& kv, const hc::query_rows& window) override {
-    cache_.prefill(idx(layer), 0, kv, window);
+  void prefill(std::size_t layer, const engine_kv_tensor& kv, const hc::query_rows& window,
+               hc::host_queue queue) override {
+    cache_.prefill(idx(layer), 0, kv, window, queue);
   }
   kv_selection begin_layer(std::size_t layer, const engine_kv_tensor& kv, std::size_t token) override {
     const hc::index_t new_token = idx(token);

@@ -30,6 +30,7 @@
 #include "quantized_matrix.hpp"
 #include "heterocache/algorithm/pooled_attention.hpp"
 #include "heterocache/profile/head_profile.hpp"
+#include "heterocache/queue/host_queue.hpp"
 #include "heterocache/storage/storage_plan.hpp"
 #include "heterocache/tensor/kv_tensor.hpp"
 
@@ -127,7 +128,8 @@ class decode_cache {
   // Starts the sequence: a prompt of `prompt_tokens` tokens, prefilled next on every layer.
   virtual void begin_sequence(std::size_t prompt_tokens) = 0;
   // Stores the prompt of `layer` (tokens [0, prompt_tokens) of kv), scored by the observation window.
-  virtual void prefill(std::size_t layer, const engine_kv_tensor& kv, const heterocache::query_rows& window) = 0;
+  virtual void prefill(std::size_t layer, const engine_kv_tensor& kv, const heterocache::query_rows& window,
+                       heterocache::host_queue queue) = 0;
   // Appends the decode token the engine wrote at `token` of kv to `layer` and returns the selection to attend
   // (valid until end_layer).
   virtual kv_selection begin_layer(std::size_t layer, const engine_kv_tensor& kv, std::size_t token) = 0;
@@ -184,8 +186,9 @@ class llama_context {
   const std::vector<float>& prompt_logits() const noexcept { return prompt_logits_; }
 
   // Builds nothing: starts the sequence of `cache` (any policy, built for prompt_tokens()) and prefills it
-  // from the prompt K/V and the observation window kept at the prompt prefill. Needs keep_prefill_state.
-  void prefill_cache(decode_cache& cache) const;
+  // from the prompt K/V and the observation window kept at the prompt prefill, on the context's threads.
+  // Needs keep_prefill_state.
+  void prefill_cache(decode_cache& cache);
   // Starts the decode over from the end of the prompt with a new cache (one prompt prefill, several caches
   // decoded one after the other): drops the current cache, builds one with `factory` (nullptr: the full
   // cache) and prefills it with prefill_cache; n_past() is prompt_tokens() again and logits() the prompt's.

@@ -147,7 +147,8 @@ public:
 
     //! Stores the prompt of `seq` for `layer` (tokens `[0, prompt_tokens)` of `kv`) and chooses each head's hot
     //! tokens by its role, scored by the observation window `window` (the last `window.count` prompt queries;
-    //! `window.first_position` is set here). Each layer once per sequence, in any order.
+    //! `window.first_position` is set here). Each layer once per sequence, in any order. On a queue with a pool
+    //! the KV heads are scored on its threads (the same scores as inline) and the prompt stored in bulk there.
     void prefill(index_t layer, index_t seq, const Tensor& kv, query_rows window, queue_type q = {}) {
         slots_.require_layer(layer);
         slots_.require_live(seq);
@@ -159,11 +160,18 @@ public:
         detail::require<shape_error>(window.base != nullptr, "window.base", "null", "a pointer to the window queries");
         detail::require<shape_error>(window.head_stride >= shape_.head_dim, "window.head_stride", window.head_stride,
                                      "[head_dim, inf)");
+        detail::require<shape_error>(shape_.head_dim <= max_scored_head_dim, "head_dim", shape_.head_dim,
+                                     "[1, 256] (the observation window's scores)");
         retriever_.wait(layer);
         window.first_position = t - window.count;
+        // The heads scored apart, over the queue's threads (each head alone, with its own scratch: the same
+        // numbers whatever the threads).
+        q.for_each(shape_.kv_heads, [&](index_t head) {
+            score_window(window, kv.key_rows(layer, seq, head), head, prefill_scores(layer, seq, head, t),
+                         head_scratch(head));
+        });
         for (index_t head = 0; head < shape_.kv_heads; ++head) {
             const std::span<float> scores = prefill_scores(layer, seq, head, t);
-            score_window(window, kv.key_rows(layer, seq, head), head, scores);
             if (!profile_) profiler_.record(layer, seq, head, 0, options_.profiling_top_k(t), scores);
             if constexpr (traits::scores_prompt) monitor_.score_prompt(layer, seq, head, scores);
         }
@@ -297,7 +305,7 @@ private:
         entries_.assign(static_cast<std::size_t>(rows_per_layer()), append_entry{});
         layer_scores_.assign(static_cast<std::size_t>(shape_.kv_heads * t), 0.0f);
         head_scores_.assign(static_cast<std::size_t>(shape_.kv_heads), {});
-        scratch_.assign(static_cast<std::size_t>(2 * t), 0.0f);
+        scratch_.assign(static_cast<std::size_t>(2 * t * shape_.kv_heads), 0.0f);  // head_scratch of every head
         group_scores_.assign(static_cast<std::size_t>(shape_.group_size() * t), 0.0f);
         index_scratch_.assign(static_cast<std::size_t>(t), 0);
         monitor_.plan({shape_, slots, t});  // sees every prefill
@@ -319,10 +327,12 @@ private:
 
     //! The prefill scores of KV head `head` over the observation window, as the monitor's
     //! `monitor_traits::scoring` asks.
+    //! `scratch` holds `2 * max_prompt_tokens` floats.
     template <class Keys>
-    void score_window(const query_rows& window, const Keys& keys, index_t head, std::span<float> scores) {
+    void score_window(const query_rows& window, const Keys& keys, index_t head, std::span<float> scores,
+                      std::span<float> scratch) {
         if constexpr (traits::scoring == prompt_scoring::pooled_window) {
-            pooled_attention_row(window, keys, head, shape_.group_size(), shape_.head_dim, scores, scratch_);
+            pooled_attention_row(window, keys, head, shape_.group_size(), shape_.head_dim, scores, scratch);
         } else {
             query_rows queries = window;
             if constexpr (traits::scoring == prompt_scoring::last_query) {
@@ -331,8 +341,14 @@ private:
                 queries.count = 1;
             }
             std::fill(scores.begin(), scores.end(), 0.0f);
-            accumulate_group_attention(queries, keys, head, shape_.group_size(), shape_.head_dim, scores, scratch_);
+            accumulate_group_attention(queries, keys, head, shape_.group_size(), shape_.head_dim, scores, scratch);
         }
+    }
+    //! The scratch of KV head `head`'s prefill scores: `2 * max_prompt_tokens` floats of `scratch_` (the first
+    //! head's is the one every other caller uses).
+    [[nodiscard]] std::span<float> head_scratch(index_t head) noexcept {
+        const auto size = static_cast<std::size_t>(2 * options_.max_prompt_tokens);
+        return {scratch_.data() + static_cast<std::size_t>(head) * size, size};
     }
     //! Where the prefill scores of a head are kept: with the online profiler (when the cache profiles online,
     //! for the compaction that ends profiling), else for the layer being prefilled.

@@ -18,7 +18,8 @@ inline namespace v1 {
 //! (causally masked) of the `group_size` query heads of `kv_head`, each row weighted `1 / group_size`: one
 //! query adds a mass of 1 in all. Unlike `pooled_attention_row` there is no maximum over the group and no
 //! average pool, so the accumulated value of a position is the attention it received.
-//! `scratch` must hold `accumulated.size()` floats. Allocates nothing. O(w * G * T * d).
+//! `scratch` must hold `accumulated.size()` floats; `head_dim` is at most `max_scored_head_dim`. Allocates
+//! nothing. O(w * G * T * d).
 template <KvElement E>
 void accumulate_group_attention(const query_rows& queries, const token_rows<E>& keys, index_t kv_head,
                                        index_t group_size, index_t head_dim, std::span<float> accumulated,
@@ -27,6 +28,7 @@ void accumulate_group_attention(const query_rows& queries, const token_rows<E>& 
     detail::require(group_size >= 1, "group_size", group_size, "[1, inf)");
     detail::require(static_cast<index_t>(scratch.size()) >= length, "scratch.size()", scratch.size(),
                     "[accumulated.size(), inf)");
+    detail::require<shape_error>(head_dim >= 1 && head_dim <= max_scored_head_dim, "head_dim", head_dim, "[1, 256]");
     const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
     float* logits = scratch.data();
     for (index_t g = 0; g < group_size; ++g) {
