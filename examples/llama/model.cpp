@@ -226,7 +226,7 @@ void llama_context::restart_decode(cache_factory factory) {
   logits_ = prompt_logits_;
 }
 
-void llama_context::prefill_cache(decode_cache& cache) {
+void llama_context::prefill_cache(decode_cache& cache) const {
   const auto& c = m_.config();
   const std::size_t QD = c.n_head * c.head_dim;
   if (prompt_tokens_ == 0 || window_q_.empty()) fail("prefill_cache needs a prompt prefilled with keep_prefill_state");
@@ -235,7 +235,7 @@ void llama_context::prefill_cache(decode_cache& cache) {
   for (std::size_t l = 0; l < c.n_layer; ++l) {
     const heterocache::query_rows w{window_q_.data() + l * window_count_ * QD, static_cast<heterocache::index_t>(window_count_),
                                     static_cast<heterocache::index_t>(QD), static_cast<heterocache::index_t>(c.head_dim), 0};
-    cache.prefill(l, kv, w, heterocache::host_queue(pool_));
+    cache.prefill(l, kv, w, heterocache::host_queue{});  // inline: see prefill_cache in model.hpp
   }
 }
 

@@ -186,9 +186,10 @@ class llama_context {
   const std::vector<float>& prompt_logits() const noexcept { return prompt_logits_; }
 
   // Builds nothing: starts the sequence of `cache` (any policy, built for prompt_tokens()) and prefills it
-  // from the prompt K/V and the observation window kept at the prompt prefill, on the context's threads.
-  // Needs keep_prefill_state.
-  void prefill_cache(decode_cache& cache);
+  // from the prompt K/V and the observation window kept at the prompt prefill. Needs keep_prefill_state. On the
+  // calling thread (not the context's pool), so that it may run beside a decode on another thread, as
+  // examples/eval builds the next cache while one decodes.
+  void prefill_cache(decode_cache& cache) const;
   // Starts the decode over from the end of the prompt with a new cache (one prompt prefill, several caches
   // decoded one after the other): drops the current cache, builds one with `factory` (nullptr: the full
   // cache) and prefills it with prefill_cache; n_past() is prompt_tokens() again and logits() the prompt's.
