@@ -144,17 +144,19 @@ struct tiny_model {
         cache.begin_sequence(0, prompt_tokens);
         cache.prefill(0, 0, tensor(), window_rows());
     }
-    //! One decode step (the token after the prompt) with the decode queries, as an engine runs it: begin_layer,
-    //! its attention kernel over the selection, end_layer. Returns the prompt positions each row attended.
+    //! One decode step (the token after the prompt) with the decode queries, as an engine runs it: begin_layer
+    //! (given the queries too when `queries_at_begin`), its attention kernel over the selection, end_layer.
+    //! Returns the prompt positions each row attended.
     template <class Cache>
-    std::vector<std::vector<index_t>> step(Cache& cache, index_t prompt_tokens) const {
+    std::vector<std::vector<index_t>> step(Cache& cache, index_t prompt_tokens, bool queries_at_begin = false) const {
         const std::vector<index_t> token{prompt_tokens};
-        const auto selection = cache.begin_layer(0, tensor(), token);
+        const hc::decode_queries queries{decode.data(), shape.query_heads * 2, 2};
+        const auto selection = queries_at_begin ? cache.begin_layer(0, tensor(), token, queries) : cache.begin_layer(0, tensor(), token);
         std::vector<std::vector<index_t>> attended;
         for (index_t row = 0; row < shape.kv_heads; ++row) attended.push_back(attended_prompt_positions(cache, 0, selection, row));
         std::vector<float> out(decode.size()), lse(static_cast<std::size_t>(shape.query_heads));
         hc::decode_attention(selection, decode.data(), out.data(), lse.data(), hc::attention_scale(2));
-        cache.end_layer(0, {decode.data(), shape.query_heads * 2, 2}, hc::score_source::captured);
+        cache.end_layer(0, queries, hc::score_source::captured);
         return attended;
     }
 };
@@ -332,8 +334,32 @@ TEST_CASE("Quest fetches the page whose key digest bounds the decode query's sco
     auto cache = hc::make_quest_cache(model.shape, model.options(40, 0.4));
     model.prefill(cache, 40);
     CHECK(hot_prompt_positions(cache, 0, 0) != range(16, 32));  // the window alone does not point there
-    (void)model.step(cache, 40);
-    CHECK(hot_prompt_positions(cache, 0, 0) == range(16, 32));
+    SUBCASE("given the decode query at begin_layer, the step that query belongs to attends that page") {
+        CHECK(model.step(cache, 40, true) == std::vector<std::vector<index_t>>{range(16, 32)});
+        CHECK(hot_prompt_positions(cache, 0, 0) == range(16, 32));
+    }
+    SUBCASE("given it only at end_layer, the choice lands one step late") {
+        CHECK(model.step(cache, 40) != std::vector<std::vector<index_t>>{range(16, 32)});
+        CHECK(hot_prompt_positions(cache, 0, 0) == range(16, 32));
+    }
+}
+
+TEST_CASE("Quest ranking at begin_layer: every step attends the pages its own query bounds highest") {
+    // Two pages of 8 in one head, cap 8: the key (4, 0) sits in page 0 and (0, 4) in page 1; the decode query
+    // alternates between (1, 0) and (0, 1), so each step's own page must be the one attended at that step.
+    tiny_model model(1, 1, 20);
+    for (index_t t = 0; t < 16; ++t) model.set_key(0, t, 0.0f, 0.0f);
+    model.set_key(0, 3, 4.0f, 0.0f);
+    model.set_key(0, 12, 0.0f, 4.0f);
+    model.window = {0.0f, 0.0f};
+    auto cache = hc::make_quest_cache(model.shape, model.options(16, 0.5, 8), 8);
+    model.prefill(cache, 16);
+    for (index_t step = 0; step < 4; ++step) {
+        CAPTURE(step);
+        model.decode = step % 2 == 0 ? std::vector<float>{1.0f, 0.0f} : std::vector<float>{0.0f, 1.0f};
+        const std::vector<index_t> expected = step % 2 == 0 ? range(0, 8) : range(8, 16);
+        CHECK(model.step(cache, 16 + step, true) == std::vector<std::vector<index_t>>{expected});
+    }
 }
 
 TEST_CASE("DuoAttention-style: drifting heads keep everything, stable heads sink + recent") {

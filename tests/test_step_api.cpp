@@ -163,6 +163,9 @@ TEST_CASE("every call checks its arguments and the sequence's state before it ch
     throws_naming<hc::shape_error>([&] { (void)cache.begin_layer(0, kv, std::vector<index_t>{-2}); }, "new_tokens[seq]");
     throws_naming<hc::shape_error>([&] { (void)cache.begin_layer(0, null_keys, token); }, "kv.keys");
     throws_naming<hc::shape_error>([&] { cache.end_layer(0, queries); }, "layer");  // no begin_layer
+    throws_naming<hc::shape_error>([&] { (void)cache.begin_layer(0, kv, token, {nullptr, 192, 32}); }, "queries.base");
+    throws_naming<hc::shape_error>([&] { (void)cache.begin_layer(0, kv, token, {queries.base, 192, 8}); },
+                                   "queries.head_stride");
     CHECK(visible_state(cache) == prefilled);
 
     (void)cache.begin_layer(0, kv, token);

@@ -173,7 +173,7 @@ private:
 };
 
 //! Runs `cache` through the scenario the way an engine would: begin every sequence, prefill every (layer,
-//! sequence), then per decode step and layer: `begin_layer` with every sequence's new token, `attend(step,
+//! sequence), then per decode step and layer: `begin_layer` with every sequence's new token and query, `attend(step,
 //! layer, selection, queries)` (queries `[seq][query_head][d]`), `end_layer` with the queries (`scores`:
 //! `score_source::captured` when `attend` runs `decode_attention`, which captures what the monitor reads).
 template <class Cache, class Attend>
@@ -188,7 +188,7 @@ void drive(Cache& cache, const model& m, Attend&& attend,
     for (index_t step = 0; step < s.steps; ++step) {
         std::fill(tokens.begin(), tokens.end(), s.prompt_tokens + step);  // where the engine wrote the new K/V
         for (index_t layer = 0; layer < s.shape.layers; ++layer) {
-            const auto selection = cache.begin_layer(layer, kv, tokens);
+            const auto selection = cache.begin_layer(layer, kv, tokens, m.queries(step, layer));
             attend(step, layer, selection, m.decode_query(step, layer, 0, 0));
             cache.end_layer(layer, m.queries(step, layer), scores);
         }

@@ -29,15 +29,14 @@ class cache_adapter final : public decode_cache {
                hc::host_queue queue) override {
     cache_.prefill(idx(layer), 0, kv, window, queue);
   }
-  kv_selection begin_layer(std::size_t layer, const engine_kv_tensor& kv, std::size_t token) override {
+  kv_selection begin_layer(std::size_t layer, const engine_kv_tensor& kv, std::size_t token, const float* query,
+                           std::size_t head_stride) override {
     const hc::index_t new_token = idx(token);
-    return cache_.begin_layer(idx(layer), kv, std::span<const hc::index_t>(&new_token, 1));
+    return cache_.begin_layer(idx(layer), kv, std::span<const hc::index_t>(&new_token, 1), queries(query, head_stride));
   }
   void end_layer(std::size_t layer, const float* query, std::size_t head_stride) override {
-    const hc::index_t stride = idx(head_stride);
-    const hc::decode_queries queries{query, cache_.shape().query_heads * stride, stride};
     // The engine's attention (selection_attention::run) wrote and stamped the scores the selection asked for.
-    cache_.end_layer(idx(layer), queries, hc::score_source::captured);
+    cache_.end_layer(idx(layer), queries(query, head_stride), hc::score_source::captured);
   }
   std::uint64_t resident_bytes() const override { return cache_.resident_bytes(); }
   std::uint64_t resident_tokens() const override { return static_cast<std::uint64_t>(cache_.resident_tokens()); }
@@ -46,6 +45,10 @@ class cache_adapter final : public decode_cache {
 
  private:
   static hc::index_t idx(std::size_t x) { return static_cast<hc::index_t>(x); }
+  hc::decode_queries queries(const float* query, std::size_t head_stride) const {
+    const hc::index_t stride = idx(head_stride);
+    return {query, cache_.shape().query_heads * stride, stride};
+  }
   const char* name_;
   Cache cache_;
 };

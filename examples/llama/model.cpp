@@ -211,7 +211,7 @@ void llama_context::prefill_(std::span<const std::int32_t> tokens, const std::fu
   }
   prompt_tokens_ = T;
   cache_ = factory_(T, kv_.capacity() - T, tensor());
-  prefill_cache(*cache_);
+  prefill_cache(*cache_, heterocache::host_queue(pool_));
   if (keep_prefill_state) prompt_logits_ = logits_;
   else std::vector<float>().swap(window_q_);
 }
@@ -222,11 +222,11 @@ void llama_context::restart_decode(cache_factory factory) {
   factory_ = factory ? std::move(factory) : make_cache_factory(m_.config(), cache_config{});
   n_past_ = prompt_tokens_;
   cache_ = factory_(prompt_tokens_, kv_.capacity() - prompt_tokens_, tensor());
-  prefill_cache(*cache_);
+  prefill_cache(*cache_, heterocache::host_queue(pool_));
   logits_ = prompt_logits_;
 }
 
-void llama_context::prefill_cache(decode_cache& cache) const {
+void llama_context::prefill_cache(decode_cache& cache, heterocache::host_queue queue) const {
   const auto& c = m_.config();
   const std::size_t QD = c.n_head * c.head_dim;
   if (prompt_tokens_ == 0 || window_q_.empty()) fail("prefill_cache needs a prompt prefilled with keep_prefill_state");
@@ -235,7 +235,7 @@ void llama_context::prefill_cache(decode_cache& cache) const {
   for (std::size_t l = 0; l < c.n_layer; ++l) {
     const heterocache::query_rows w{window_q_.data() + l * window_count_ * QD, static_cast<heterocache::index_t>(window_count_),
                                     static_cast<heterocache::index_t>(QD), static_cast<heterocache::index_t>(c.head_dim), 0};
-    cache.prefill(l, kv, w, heterocache::host_queue{});  // inline: see prefill_cache in model.hpp
+    cache.prefill(l, kv, w, queue);
   }
 }
 
@@ -275,7 +275,7 @@ void llama_context::decode_batch(std::span<decode_cache* const> caches, std::spa
         kv_.write(l, h, slot, &k_[b * KD + h * hd], &v_[b * KD + h * hd]);
       }
       decode_cache& cache = *caches[b];
-      const kv_selection sel = cache.begin_layer(l, kv, slot);
+      const kv_selection sel = cache.begin_layer(l, kv, slot, &q_[b * QD], hd);
       check_selection(cache, sel, Hkv, G, hd);
       attention_.run(sel, &q_[b * QD], &att_[b * QD], scale);
       cache.end_layer(l, &q_[b * QD], hd);
@@ -362,7 +362,7 @@ void llama_context::decode_one_(std::int32_t token) {
     for (std::size_t h = 0; h < Hkv; ++h) {
       kv_.write(l, h, pos, &k_[h * hd], &v_[h * hd]);
     }
-    const kv_selection sel = cache_->begin_layer(l, kv, pos);
+    const kv_selection sel = cache_->begin_layer(l, kv, pos, q_.data(), hd);
     check_selection(*cache_, sel, Hkv, G, hd);
     attention_.run(sel, q_.data(), att_.data(), scale);
     cache_->end_layer(l, q_.data(), hd);

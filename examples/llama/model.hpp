@@ -131,8 +131,11 @@ class decode_cache {
   virtual void prefill(std::size_t layer, const engine_kv_tensor& kv, const heterocache::query_rows& window,
                        heterocache::host_queue queue) = 0;
   // Appends the decode token the engine wrote at `token` of kv to `layer` and returns the selection to attend
-  // (valid until end_layer).
-  virtual kv_selection begin_layer(std::size_t layer, const engine_kv_tensor& kv, std::size_t token) = 0;
+  // (valid until end_layer). `query` is this step's decode query of the layer ([query_head][head_dim], heads
+  // `head_stride` floats apart): a policy that ranks with the current query (Quest) chooses this step's tokens
+  // with it.
+  virtual kv_selection begin_layer(std::size_t layer, const engine_kv_tensor& kv, std::size_t token,
+                                   const float* query, std::size_t head_stride) = 0;
   // The decode query of `layer` ([query_head][head_dim], heads `head_stride` floats apart), after
   // selection_attention ran over begin_layer's selection (which wrote and stamped the scores its captures ask
   // for).
@@ -186,10 +189,11 @@ class llama_context {
   const std::vector<float>& prompt_logits() const noexcept { return prompt_logits_; }
 
   // Builds nothing: starts the sequence of `cache` (any policy, built for prompt_tokens()) and prefills it
-  // from the prompt K/V and the observation window kept at the prompt prefill. Needs keep_prefill_state. On the
-  // calling thread (not the context's pool), so that it may run beside a decode on another thread, as
-  // examples/eval builds the next cache while one decodes.
-  void prefill_cache(decode_cache& cache) const;
+  // from the prompt K/V and the observation window kept at the prompt prefill. Needs keep_prefill_state. On
+  // `queue` (by default the calling thread, not the context's pool, so that several caches may be prefilled on
+  // threads of their own beside a decode, as examples/eval does); the context's own prefill and
+  // restart_decode prefill their cache over the context's pool.
+  void prefill_cache(decode_cache& cache, heterocache::host_queue queue = {}) const;
   // Starts the decode over from the end of the prompt with a new cache (one prompt prefill, several caches
   // decoded one after the other): drops the current cache, builds one with `factory` (nullptr: the full
   // cache) and prefills it with prefill_cache; n_past() is prompt_tokens() again and logits() the prompt's.

@@ -57,6 +57,8 @@ using default_storage = basic_host_storage<typename Tensor::element_type, Tensor
 //! does not step), waits for this layer's refresh and returns the paged selection to attend (rows of slots
 //! that do not step are empty); the engine's kernel attends it; `end_layer(layer, queries, scores)` profiles and
 //! monitors drift for every stepping slot, and submits the refreshes it decides (effective from the next step).
+//! An engine that has the step's queries before attention passes them to `begin_layer` too: a monitor that
+//! ranks with the current query (Quest) then chooses this step's tokens with them.
 //!
 //! Without a profile the cache profiles online: every head keeps its full prompt until the first sequence
 //! has observed `profiling_steps` queries on every layer (by default the last queries of each layer's
@@ -191,33 +193,17 @@ public:
     //! `begin_layer(layer, ...)`. O(rows) host work (plus the page ids of rows that enter a new page).
     [[nodiscard]] selection_type begin_layer(index_t layer, const Tensor& kv, std::span<const index_t> new_tokens,
                                              queue_type q = {}) {
-        slots_.require_step(layer, false);
-        detail::require<shape_error>(static_cast<index_t>(new_tokens.size()) == options_.sequences, "new_tokens.size()",
-                                     new_tokens.size(), "sequences (one entry per slot, -1 for a slot that does not step)");
-        check_tensor(kv);
-        for (index_t seq = 0; seq < options_.sequences; ++seq) {
-            if (new_tokens[seq] == -1) continue;
-            detail::require<shape_error>(new_tokens[seq] >= 0, "new_tokens[seq]", new_tokens[seq], "-1 or a token of kv");
-            slots_.require_decoding(seq);
-            detail::require<shape_error>(rows_.decoded(layer, row(seq, 0)) < options_.max_new_tokens, "decode tokens",
-                                         rows_.decoded(layer, row(seq, 0)) + 1, "[1, max_new_tokens]");
-        }
-        retriever_.wait(layer);
-        const std::uint64_t step = slots_.begin_step(layer, [&](index_t seq) { return new_tokens[seq] >= 0; });
-        std::size_t n = 0;
-        for (index_t seq = 0; seq < options_.sequences; ++seq)
-            if (slots_.stepping(layer, seq)) {
-                rows_.append_entries(layer, seq, new_tokens[seq], slots_.prompt_tokens(seq), entries_.data() + n);
-                n += static_cast<std::size_t>(shape_.kv_heads);
-            }
-        storage_.append(layer, kv, std::span<const append_entry>(entries_.data(), n), q);
-        for (std::size_t i = 0; i < n; ++i) rows_.advance(layer, entries_[i].row);
-        const auto stepping = [&](index_t seq) { return slots_.stepping(layer, seq); };
-        const std::span<const score_capture> captures = captures_.requests(layer, step, [&](index_t r) {
-            const index_t seq = r / shape_.kv_heads, t = slots_.prompt_tokens(seq);
-            return stepping(seq) && rows_.prompt_count(layer, r) == t ? t : 0;  // a whole prompt, in position order
-        });
-        return storage_.selection(layer, rows_.selection(layer, shape_.group_size(), shape_.head_dim, stepping, captures), q);
+        return begin_step(layer, kv, new_tokens, nullptr, q);
+    }
+    //! `begin_layer` given this step's decode queries as well (the same ones `end_layer` then takes). A monitor
+    //! that ranks with the current query (`monitor_traits::ranks_current_query`: Quest) observes them here,
+    //! and its refreshes land before the selection is returned, so this step attends the tokens this step's
+    //! query chose (without them, it ranks at `end_layer` and its choice takes effect one step later); other
+    //! monitors see the queries at `end_layer` as always. Throws `shape_error` for bad queries.
+    [[nodiscard]] selection_type begin_layer(index_t layer, const Tensor& kv, std::span<const index_t> new_tokens,
+                                             decode_queries queries, queue_type q = {}) {
+        check_queries(queries);
+        return begin_step(layer, kv, new_tokens, &queries, q);
     }
 
     //! Sees this step's decode queries of `layer` (every stepping slot's): online profiling, then the drift
@@ -227,18 +213,18 @@ public:
     //! when the kernel did not stamp them is an `invalid_argument_error`.
     void end_layer(index_t layer, decode_queries queries, score_source scores = score_source::recompute, queue_type q = {}) {
         slots_.require_step(layer, true);
-        detail::require<shape_error>(queries.base != nullptr, "queries.base", "null", "a pointer to the decode queries");
-        detail::require<shape_error>(queries.head_stride >= shape_.head_dim, "queries.head_stride", queries.head_stride,
-                                     "[head_dim, inf)");
+        check_queries(queries);
         if (scores == score_source::captured) check_captured(layer);
         slots_.end_step(layer);
+        const bool ranked = ranked_at_begin_[static_cast<std::size_t>(layer)];
+        ranked_at_begin_[static_cast<std::size_t>(layer)] = false;
         refreshes_.start(layer);
         index_t completed = -1;
         for (index_t seq = 0; seq < options_.sequences; ++seq) {
             if (!slots_.stepping(layer, seq)) continue;
             const float* query = queries.base + seq * queries.sequence_stride;
             if (profile_) {
-                observe(layer, seq, query, queries.head_stride, scores);
+                if (!ranked) observe(layer, seq, query, queries.head_stride, scores);
                 continue;
             }
             const index_t t = slots_.prompt_tokens(seq);
@@ -290,6 +276,58 @@ public:
     [[nodiscard]] const cache_options& options() const noexcept { return options_; }
 
 private:
+    //! `begin_layer`, with this step's decode queries or null (DESIGN.md section 3.1, "Step API").
+    selection_type begin_step(index_t layer, const Tensor& kv, std::span<const index_t> new_tokens,
+                              const decode_queries* queries, queue_type q) {
+        slots_.require_step(layer, false);
+        detail::require<shape_error>(static_cast<index_t>(new_tokens.size()) == options_.sequences, "new_tokens.size()",
+                                     new_tokens.size(), "sequences (one entry per slot, -1 for a slot that does not step)");
+        check_tensor(kv);
+        for (index_t seq = 0; seq < options_.sequences; ++seq) {
+            if (new_tokens[seq] == -1) continue;
+            detail::require<shape_error>(new_tokens[seq] >= 0, "new_tokens[seq]", new_tokens[seq], "-1 or a token of kv");
+            slots_.require_decoding(seq);
+            detail::require<shape_error>(rows_.decoded(layer, row(seq, 0)) < options_.max_new_tokens, "decode tokens",
+                                         rows_.decoded(layer, row(seq, 0)) + 1, "[1, max_new_tokens]");
+        }
+        retriever_.wait(layer);
+        const std::uint64_t step = slots_.begin_step(layer, [&](index_t seq) { return new_tokens[seq] >= 0; });
+        std::size_t n = 0;
+        for (index_t seq = 0; seq < options_.sequences; ++seq)
+            if (slots_.stepping(layer, seq)) {
+                rows_.append_entries(layer, seq, new_tokens[seq], slots_.prompt_tokens(seq), entries_.data() + n);
+                n += static_cast<std::size_t>(shape_.kv_heads);
+            }
+        storage_.append(layer, kv, std::span<const append_entry>(entries_.data(), n), q);
+        for (std::size_t i = 0; i < n; ++i) rows_.advance(layer, entries_[i].row);
+        if constexpr (traits::ranks_current_query)
+            if (queries != nullptr && profile_) rank_current_queries(layer, *queries);
+        const auto stepping = [&](index_t seq) { return slots_.stepping(layer, seq); };
+        const std::span<const score_capture> captures = captures_.requests(layer, step, [&](index_t r) {
+            const index_t seq = r / shape_.kv_heads, t = slots_.prompt_tokens(seq);
+            return stepping(seq) && rows_.prompt_count(layer, r) == t ? t : 0;  // a whole prompt, in position order
+        });
+        return storage_.selection(layer, rows_.selection(layer, shape_.group_size(), shape_.head_dim, stepping, captures), q);
+    }
+    //! The monitor sees this step's queries of every stepping slot of `layer` before the selection is built;
+    //! its refreshes land now (`end_layer` then observes nothing more).
+    void rank_current_queries(index_t layer, const decode_queries& queries) {
+        refreshes_.start(layer);
+        for (index_t seq = 0; seq < options_.sequences; ++seq)
+            if (slots_.stepping(layer, seq))
+                observe(layer, seq, queries.base + seq * queries.sequence_stride, queries.head_stride, score_source::recompute);
+        if (const refresh_request request = refreshes_.request(layer); !request.rows.empty()) {
+            retriever_.submit(request);
+            retriever_.wait(layer);
+        }
+        ranked_at_begin_[static_cast<std::size_t>(layer)] = true;
+    }
+    void check_queries(const decode_queries& queries) const {
+        detail::require<shape_error>(queries.base != nullptr, "queries.base", "null", "a pointer to the decode queries");
+        detail::require<shape_error>(queries.head_stride >= shape_.head_dim, "queries.head_stride", queries.head_stride,
+                                     "[head_dim, inf)");
+    }
+
     [[nodiscard]] index_t rows_per_layer() const noexcept { return options_.sequences * shape_.kv_heads; }
     [[nodiscard]] index_t row(index_t seq, index_t head) const noexcept { return seq * shape_.kv_heads + head; }
 
@@ -302,6 +340,7 @@ private:
             profiler_ = online_profiler(shape_.layers, shape_.kv_heads, slots, options_.profiling_steps, t,
                                         options_.profiling_top_k(t));
         slots_.plan(shape_.layers, slots);
+        ranked_at_begin_.assign(static_cast<std::size_t>(shape_.layers), false);
         entries_.assign(static_cast<std::size_t>(rows_per_layer()), append_entry{});
         layer_scores_.assign(static_cast<std::size_t>(shape_.kv_heads * t), 0.0f);
         head_scores_.assign(static_cast<std::size_t>(shape_.kv_heads), {});
@@ -472,6 +511,7 @@ private:
     std::vector<float> layer_scores_, scratch_, group_scores_;
     std::vector<std::span<const float>> head_scores_;
     std::vector<index_t> index_scratch_;
+    std::vector<bool> ranked_at_begin_;  //!< per layer: this step's monitor observed at begin_layer
 };
 
 //! The full cache: every head keeps every token (the ceiling every policy is measured against). Construct it

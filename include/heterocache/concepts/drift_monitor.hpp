@@ -59,7 +59,10 @@ using drift_handler = detail::function_ref<void(index_t head, std::span<const fl
 //! - `scores_prompt`: it sees, and may rewrite, the prefill scores a compressed head's first selection is
 //!   taken from (`score_prompt(layer, seq, head, scores)`); it also marks where its per-(layer, sequence)
 //!   state starts over;
-//! - `scoring`: how those prefill scores are computed (`prompt_scoring`; SnapKV's pooled window by default).
+//! - `scoring`: how those prefill scores are computed (`prompt_scoring`; SnapKV's pooled window by default);
+//! - `ranks_current_query`: it chooses the tokens the current step attends from the current query (Quest), so
+//!   when the engine passes the decode queries to `begin_layer` the cache calls `observe` there and lands the
+//!   refreshes before it returns the selection (otherwise at `end_layer`, effective from the next step).
 template <class M>
 struct monitor_traits {
     static constexpr bool declared = false;
@@ -72,6 +75,7 @@ struct monitor_traits_base {
     static constexpr bool needs_reference = false;
     static constexpr bool scores_prompt = false;
     static constexpr prompt_scoring scoring = prompt_scoring::pooled_window;
+    static constexpr bool ranks_current_query = false;
 };
 
 //! A monitor decides which prompt tokens compressed heads hold over time: it plans its state (`plan`) and

@@ -27,8 +27,10 @@ inline float page_score_bound(const float* query, const float* min, const float*
 //! scores the largest `page_score_bound` over the head's query group, every position takes its page's score,
 //! and the head is refreshed from that ranking: its top-cap positions are the best pages, whole, in score
 //! order (the last one cut at the cap; ties to the lower position). The full KV stays in the cold tier.
-//! The first decode step attends the prefill selection (the observation window's scores), since Quest
-//! needs a decode query to rank pages. Use with `uniform_profile(shape, head_role::anchor)`.
+//! As in Quest, the pages a step attends are ranked with that step's query when the engine passes its decode
+//! queries to `kv_cache::begin_layer` (`ranks_current_query`); an engine that passes them only to `end_layer`
+//! gets the ranking one step late (and its first decode step attends the prefill selection, the observation
+//! window's scores). Use with `uniform_profile(shape, head_role::anchor)`.
 //!
 //! State: two keys per page per (layer, sequence, KV head), planned once. Cost per step:
 //! `G * (T / page_tokens) * d` per compressed head, plus a refresh of `cap` tokens.
@@ -116,7 +118,8 @@ private:
 };
 template <>
 struct monitor_traits<quest_monitor> : monitor_traits_base {
-    static constexpr bool scores_prompt = true;  // a new prompt makes the head's digests stale
+    static constexpr bool scores_prompt = true;        // a new prompt makes the head's digests stale
+    static constexpr bool ranks_current_query = true;  // the step's own query picks its pages
 };
 static_assert(DriftMonitor<quest_monitor>);
 
