@@ -362,6 +362,73 @@ TEST_CASE("Quest ranking at begin_layer: every step attends the pages its own qu
     }
 }
 
+//! One layer of three KV heads (G = 1, d = 2, T = 32, pages of 8): head 0 a digest pivot, head 1 its
+//! satellite, head 2 an anchor; every head's keys are (4, 0) at position 3 and (0, 4) at position 20, zero
+//! elsewhere, and the window query (1, 0) (so prefill keeps the neighbourhood of 3).
+struct digest_pivot_scene {
+    tiny_model model{3, 3, 40};
+    hc::head_profile profile{1, 3, 0.5, 0.5, 0,
+                             {{hc::head_role::digest_pivot, 0.9, 0}, {hc::head_role::satellite, 0.9, 0}, {hc::head_role::anchor, 0.9, -1}}};
+    digest_pivot_scene() {
+        for (index_t head = 0; head < 3; ++head) {
+            model.set_key(head, 3, 4.0f, 0.0f);
+            model.set_key(head, 20, 0.0f, 4.0f);
+        }
+        model.window = {1.0f, 0.0f, 1.0f, 0.0f, 1.0f, 0.0f};
+    }
+    [[nodiscard]] hc::cache_options options() const {
+        auto o = model.options(32, 0.25);  // caps of 8, the reference set of B = 8
+        o.prompt_sink = o.prompt_recent = 0;
+        o.digest_page_tokens = 8;
+        return o;
+    }
+    void set_query(float x, float y) { model.decode = {x, y, x, y, x, y}; }
+};
+
+std::vector<index_t> sorted(std::vector<index_t> v) {
+    std::sort(v.begin(), v.end());
+    return v;
+}
+
+TEST_CASE("A digest pivot scores drift from page digests with the step's query and moves its cluster in that step") {
+    digest_pivot_scene scene;
+    auto cache = hc::make_heterocache_cache(scene.model.shape, scene.options(), scene.profile);
+    REQUIRE(cache.profile()->at(0, 0).role == hc::head_role::digest_pivot);  // nothing left to demote
+    scene.model.prefill(cache, 32);
+    const std::vector<index_t> prefilled = hot_prompt_positions(cache, 0, 2);
+    CHECK(std::count(prefilled.begin(), prefilled.end(), 3) == 1);
+    CHECK(std::count(prefilled.begin(), prefilled.end(), 20) == 0);
+    CHECK(cache.resident_tokens() == 3 * 8);  // the digest pivot holds its cap, not its prompt
+    SUBCASE("given the query at begin_layer, the step attends the page it bounds highest") {
+        scene.set_query(0.0f, 1.0f);  // page 2 (positions 16-23) holds (0, 4)
+        const auto attended = scene.model.step(cache, 32, true);
+        CHECK(sorted(attended[0]) == range(16, 24));
+        CHECK(sorted(attended[1]) == range(16, 24));
+        CHECK(sorted(attended[2]) == prefilled);  // the anchor stays
+        CHECK(cache.monitor().digest_drifts() == 1);
+        (void)scene.model.step(cache, 33, true);  // the same query: no drift, nothing moves
+        CHECK(cache.monitor().digest_checks() == 2);
+        CHECK(cache.monitor().digest_drifts() == 1);
+        scene.set_query(1.0f, 0.0f);  // back to page 0, which holds (4, 0)
+        const auto back = scene.model.step(cache, 34, true);
+        CHECK(sorted(back[0]) == range(0, 8));
+        CHECK(sorted(back[1]) == range(0, 8));
+        CHECK(cache.monitor().digest_drifts() == 2);
+    }
+    SUBCASE("given it only at end_layer, the move lands one step late") {
+        scene.set_query(0.0f, 1.0f);
+        const auto attended = scene.model.step(cache, 32);
+        CHECK(sorted(attended[0]) != range(16, 24));
+        CHECK(sorted(hot_prompt_positions(cache, 0, 1)) == range(16, 24));
+        CHECK(cache.monitor().digest_drifts() == 1);
+    }
+    SUBCASE("without digests (digest_page_tokens = 0) such a profile is an invalid_argument_error") {
+        auto o = scene.options();
+        o.digest_page_tokens = 0;
+        CHECK_THROWS_AS(hc::kv_cache<>(scene.model.shape, o, scene.profile), hc::invalid_argument_error);
+    }
+}
+
 TEST_CASE("DuoAttention-style: drifting heads keep everything, stable heads sink + recent") {
     // Head 0 volatile (a "retrieval head"), head 1 anchor. T = 16, r = 0.75: the anchor gets (1.5 - 1) * 16 = 8.
     tiny_model model(2, 2, 17);
@@ -487,10 +554,22 @@ TEST_CASE("HeteroCache's demotion floor: full heads demoted until the compressed
     REQUIRE(floored.profile().has_value());
     CHECK(hc::compressed_share(*floored.profile(), r) >= hc::heterocache_min_compressed_share);
     CHECK(floored.profile()->full_heads() < profile.full_heads());
-    auto copy = profile;  // the library function, the most stable full heads first
-    hc::demote_until_feasible(copy, r, hc::heterocache_min_compressed_share);
+    auto copy = profile;  // the library function, the most stable full heads first, pivots to digest pivots
+    hc::demote_until_feasible(copy, r, hc::heterocache_min_compressed_share, hc::pivot_demotion::to_digest_pivots);
     CHECK(floored.profile()->heads.size() == copy.heads.size());
     for (std::size_t i = 0; i < copy.heads.size(); ++i) CHECK(floored.profile()->heads[i].role == copy.heads[i].role);
+    CHECK(floored.profile()->count(hc::head_role::digest_pivot) > 0);  // a demoted pivot kept its cluster
+    CHECK(floored.profile()->count(hc::head_role::satellite) == profile.count(hc::head_role::satellite));
+    {
+        auto to_anchors = options_for(s, r);
+        to_anchors.digest_page_tokens = 0;  // the demoted pivots become anchors, their satellites with them
+        auto anchored = hc::make_heterocache_cache(s.shape, to_anchors, profile);
+        auto expected = profile;
+        hc::demote_until_feasible(expected, r, hc::heterocache_min_compressed_share);
+        for (std::size_t i = 0; i < expected.heads.size(); ++i) CHECK(anchored.profile()->heads[i].role == expected.heads[i].role);
+        CHECK(anchored.profile()->count(hc::head_role::digest_pivot) == 0);
+        CHECK(anchored.profile()->count(hc::head_role::satellite) < profile.count(hc::head_role::satellite));
+    }
     auto options = options_for(s, r);
     options.min_compressed_share = 0.0;  // feasibility only: the profile as given
     auto unfloored = hc::make_heterocache_cache(s.shape, options, profile);

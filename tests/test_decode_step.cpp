@@ -107,10 +107,17 @@ TEST_CASE("a decode step allocates nothing: begin_layer, attention, end_layer wi
     s.drift_period = 20;
     s.sequences = 2;
     const planted::model m(s);
+    for (const bool digests : {false, true})  // the pivots as given, or all digest pivots (ranked at begin_layer)
     for (const bool async : {false, true}) {
+        CAPTURE(digests);
         CAPTURE(async);
-        const auto o = options_for(s, 0.5);
-        const auto profile = testing_support::planted_profile(m);
+        auto o = options_for(s, 0.5);
+        auto profile = testing_support::planted_profile(m);
+        if (digests) {
+            o.digest_page_tokens = 16;
+            for (auto& head : profile.heads)
+                if (head.role == hc::head_role::pivot) head.role = hc::head_role::digest_pivot;
+        }
         hc::kv_cache<> sync_cache(s.shape, o, profile);
         hc::kv_cache<hc::strided_kv_tensor<float>, hc::overlap_star_classifier, hc::drift_weighted_budget, hc::host_storage,
                      hc::pivot_overlap_monitor, hc::async_retriever>
@@ -130,5 +137,6 @@ TEST_CASE("a decode step allocates nothing: begin_layer, attention, end_layer wi
         else planted::drive(sync_cache, m, attend, hc::score_source::captured);
         CHECK(during_steps == 0);
         CHECK((async ? async_cache.storage() : sync_cache.storage()).counters().retrieved > 0);  // refreshes ran
+        if (digests) CHECK((async ? async_cache.monitor() : sync_cache.monitor()).digest_drifts() > 0);
     }
 }

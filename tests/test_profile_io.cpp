@@ -13,7 +13,7 @@ namespace {
 heterocache::head_profile sample() {
     return {2, 3, 0.5, 0.45, 128,
             {{head_role::pivot, 0.1234567890123, 0}, {head_role::satellite, 0.2, 0}, {head_role::anchor, 1.0, -1},
-             {head_role::volatile_, 0.0, -1}, {head_role::anchor, 0.75, -1}, {head_role::anchor, 1.0 / 3.0, -1}}};
+             {head_role::volatile_, 0.0, -1}, {head_role::digest_pivot, 0.75, 1}, {head_role::satellite, 1.0 / 3.0, 1}}};
 }
 
 std::string text_of(const heterocache::head_profile& p) {

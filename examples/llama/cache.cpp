@@ -80,10 +80,17 @@ struct policy_spec {
   std::string base;
   long sink = hc::cache_options::method_default, recent = hc::cache_options::method_default;
   double floor = hc::cache_options::method_default;
+  long digest = hc::cache_options::method_default;
   // The demotion floor this policy runs with: the option, else the method's (HeteroCache's; 0 for duo).
   [[nodiscard]] double floor_share() const noexcept {
     if (floor >= 0.0) return floor;
     return base == "duo" ? 0.0 : hc::heterocache_min_compressed_share;
+  }
+  // What the floor makes of a pivot: a digest pivot for heterocache (its pages' tokens: the option, else
+  // HeteroCache's), an anchor for the others (their monitors score no digests).
+  [[nodiscard]] long digest_pages() const noexcept {
+    if (base != "heterocache") return 0;
+    return digest >= 0 ? digest : hc::heterocache_digest_page_tokens;
   }
 };
 
@@ -124,6 +131,8 @@ std::optional<policy_spec> parse_policy(std::string_view name) {
     if (key == "floor" && profiled && *value >= 0.0 && *value <= 1.0) spec.floor = *value;
     else if ((key == "sink" || key == "recent") && *value >= 0.0 && *value <= 1e9 && *value == static_cast<long>(*value))
       (key == "sink" ? spec.sink : spec.recent) = static_cast<long>(*value);
+    else if (key == "digest" && spec.base == "heterocache" && *value >= 0.0 && *value <= 1024 && *value == static_cast<long>(*value))
+      spec.digest = static_cast<long>(*value);
     else return std::nullopt;
   }
   return spec;
@@ -156,9 +165,11 @@ std::optional<heterocache::head_profile> effective_profile(const llama_config& c
   heterocache::head_profile p = spec.base == "duo" ? stability_only(*cc.profile) : *cc.profile;
   p.validate(shape_of(c));
   const double r = effective_ratio(cc, prompt_tokens);
-  if (cc.demote_when_infeasible && !heterocache::budget_feasible(p, r)) heterocache::demote_until_feasible(p, r);
+  const auto pivots = spec.digest_pages() > 0 ? heterocache::pivot_demotion::to_digest_pivots
+                                              : heterocache::pivot_demotion::to_anchors;
+  if (cc.demote_when_infeasible && !heterocache::budget_feasible(p, r)) heterocache::demote_until_feasible(p, r, 0.0, pivots);
   const double share = cc.min_compressed_share > 0.0 ? cc.min_compressed_share : spec.floor_share();
-  if (share > 0.0) heterocache::demote_until_feasible(p, r, share);
+  if (share > 0.0) heterocache::demote_until_feasible(p, r, share, pivots);
   return p;
 }
 
@@ -187,7 +198,7 @@ std::unique_ptr<decode_cache> make_policy_cache(const llama_config& c, const cac
     using static_hc = hc::kv_cache<tensor, hc::overlap_star_classifier, hc::drift_weighted_budget, Storage,
                                    hc::static_monitor, hc::sync_retriever>;
     auto prof = effective_profile(c, cc, prompt_tokens);
-    const auto ends = o.with_method_ends(hc::heterocache_prompt_sink, hc::heterocache_prompt_recent,
+    const auto ends = o.with_method_defaults(hc::heterocache_prompt_sink, hc::heterocache_prompt_recent,
                                          hc::heterocache_min_compressed_share);
     return adapt("heterocache-static", [&] { return static_hc(shape, ends, prof, {}, {}, {}, kv); });
   }
@@ -228,11 +239,13 @@ std::unique_ptr<decode_cache> make_decode_cache(const llama_config& c, const cac
     std::string names;
     for (auto n : kPolicies) names += (names.empty() ? "" : ", ") + std::string(n);
     throw model_error("unknown cache policy '" + cc.policy + "' (one of: " + names +
-                      ", heterocache-static; options :sink=N, :recent=N, :floor=A for heterocache and duo)");
+                      ", heterocache-static; options :sink=N, :recent=N, :floor=A for heterocache and duo, "
+                      ":digest=N for heterocache)");
   }
   o.prompt_sink = static_cast<hc::index_t>(spec->sink);
   o.prompt_recent = static_cast<hc::index_t>(spec->recent);
   o.min_compressed_share = cc.min_compressed_share > 0.0 ? cc.min_compressed_share : spec->floor;
+  o.digest_page_tokens = static_cast<hc::index_t>(spec->digest_pages());
   const hc::storage_binding<engine_kv_tensor> kv{{}, std::move(cold_alias)};
   switch (cc.format) {
     case kv_format::fp16: return make_policy_cache<hc::basic_host_storage<hc::fp16_t, engine_kv_tensor>>(c, cc, prompt_tokens, o, kv);
@@ -257,10 +270,11 @@ std::string role_map(const heterocache::head_profile& p) {
     for (heterocache::index_t h = 0; h < p.kv_heads; ++h) {
       const auto r = p.at(l, h).role;
       out += ' ';
-      out += r == heterocache::head_role::pivot       ? 'P'
-             : r == heterocache::head_role::satellite ? 'S'
-             : r == heterocache::head_role::anchor    ? 'A'
-                                                      : 'V';
+      out += r == heterocache::head_role::pivot          ? 'P'
+             : r == heterocache::head_role::digest_pivot ? 'D'
+             : r == heterocache::head_role::satellite    ? 'S'
+             : r == heterocache::head_role::anchor       ? 'A'
+                                                         : 'V';
     }
     out += '\n';
   }

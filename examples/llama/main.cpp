@@ -511,9 +511,10 @@ int main(int argc, char** argv) {
       const auto& hc = runs[1];
       if (hc.profile) {
         const auto& p = *hc.profile;
-        std::printf("\nhead roles (P pivot, S satellite, A anchor, V volatile; one letter per KV head): "
-                    "%lld P, %lld S, %lld A, %lld V\n%s",
+        std::printf("\nhead roles (P pivot, D digest pivot, S satellite, A anchor, V volatile; one letter per KV "
+                    "head): %lld P, %lld D, %lld S, %lld A, %lld V\n%s",
                     static_cast<long long>(p.count(heterocache::head_role::pivot)),
+                    static_cast<long long>(p.count(heterocache::head_role::digest_pivot)),
                     static_cast<long long>(p.count(heterocache::head_role::satellite)),
                     static_cast<long long>(p.count(heterocache::head_role::anchor)),
                     static_cast<long long>(p.count(heterocache::head_role::volatile_)), role_map(p).c_str());

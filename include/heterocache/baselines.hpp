@@ -67,15 +67,18 @@ inline constexpr index_t heterocache_prompt_recent = 32;
 //! HeteroCache's demotion floor (`cache_options::min_compressed_share`): full heads are demoted until the
 //! compressed heads' mean cap is half of `r*T` (docs/eval: tuned on development prompts).
 inline constexpr double heterocache_min_compressed_share = 0.5;
+//! What HeteroCache's demotion floor makes of a pivot (`cache_options::digest_page_tokens`): a digest pivot
+//! scoring drift from pages of this many prompt keys (DESIGN.md section 5.3; 0 would make it an anchor).
+inline constexpr index_t heterocache_digest_page_tokens = 16;
 
 //! `options` with HeteroCache's defaults where they are `method_default`, and `profile` (if any, and if its
 //! budget can be met: an infeasible one stays a `budget_error` of the cache) demoted to the resulting floor.
 [[nodiscard]] inline cache_options heterocache_options(const cache_options& options, std::optional<head_profile>& profile) {
-    const cache_options o =
-        options.with_method_ends(heterocache_prompt_sink, heterocache_prompt_recent, heterocache_min_compressed_share);
+    const cache_options o = options.with_method_defaults(heterocache_prompt_sink, heterocache_prompt_recent,
+                                                         heterocache_min_compressed_share, heterocache_digest_page_tokens);
     o.validate();
     if (profile && o.demotion_floor() > 0.0 && budget_feasible(*profile, o.budget_ratio))
-        demote_until_feasible(*profile, o.budget_ratio, o.demotion_floor());
+        demote_until_feasible(*profile, o.budget_ratio, o.demotion_floor(), o.pivot_demotion_mode());
     return o;
 }
 
@@ -136,7 +139,7 @@ template <KvTensor Tensor = strided_kv_tensor<float>, class Storage = default_st
 streaming_llm_cache<Tensor, Storage> make_streaming_llm_cache(const model_shape& shape, const cache_options& options,
                                                               index_t sink = streaming_llm_sink,
                                                               storage_binding<Tensor> binding = {}) {
-    return make_all_anchor_cache<Tensor, Storage>(shape, options.with_method_ends(0, 0), uniform_budget{},
+    return make_all_anchor_cache<Tensor, Storage>(shape, options.with_method_defaults(0, 0), uniform_budget{},
                                                   streaming_monitor{sink}, std::move(binding));
 }
 
@@ -150,7 +153,7 @@ streaming_llm_cache<Tensor, Storage> make_streaming_llm_cache(const model_shape&
 template <KvTensor Tensor = strided_kv_tensor<float>, class Storage = default_storage<Tensor>>
 h2o_cache<Tensor, Storage> make_h2o_cache(const model_shape& shape, const cache_options& options,
                                           storage_binding<Tensor> binding = {}) {
-    return make_all_anchor_cache<Tensor, Storage>(shape, options.with_method_ends(0, h2o_recent_tokens(options)),
+    return make_all_anchor_cache<Tensor, Storage>(shape, options.with_method_defaults(0, h2o_recent_tokens(options)),
                                                   uniform_budget{}, h2o_monitor{}, std::move(binding));
 }
 
@@ -160,7 +163,7 @@ h2o_cache<Tensor, Storage> make_h2o_cache(const model_shape& shape, const cache_
 template <KvTensor Tensor = strided_kv_tensor<float>, class Storage = default_storage<Tensor>>
 h2o_oracle_cache<Tensor, Storage> make_h2o_oracle_cache(const model_shape& shape, const cache_options& options,
                                                         index_t interval = h2o_interval, storage_binding<Tensor> binding = {}) {
-    return make_all_anchor_cache<Tensor, Storage>(shape, options.with_method_ends(0, 0), uniform_budget{},
+    return make_all_anchor_cache<Tensor, Storage>(shape, options.with_method_defaults(0, 0), uniform_budget{},
                                                   heavy_hitter_monitor(h2o_recent_tokens(options), interval),
                                                   std::move(binding));
 }
@@ -169,7 +172,7 @@ h2o_oracle_cache<Tensor, Storage> make_h2o_oracle_cache(const model_shape& shape
 template <KvTensor Tensor = strided_kv_tensor<float>, class Storage = default_storage<Tensor>>
 tova_cache<Tensor, Storage> make_tova_cache(const model_shape& shape, const cache_options& options,
                                             storage_binding<Tensor> binding = {}) {
-    return make_all_anchor_cache<Tensor, Storage>(shape, options.with_method_ends(0, tova_recent), uniform_budget{},
+    return make_all_anchor_cache<Tensor, Storage>(shape, options.with_method_defaults(0, tova_recent), uniform_budget{},
                                                   tova_monitor{}, std::move(binding));
 }
 
@@ -178,7 +181,7 @@ tova_cache<Tensor, Storage> make_tova_cache(const model_shape& shape, const cach
 template <KvTensor Tensor = strided_kv_tensor<float>, class Storage = default_storage<Tensor>>
 snapkv_cache<Tensor, Storage> make_snapkv_cache(const model_shape& shape, const cache_options& options,
                                                 storage_binding<Tensor> binding = {}) {
-    return make_all_anchor_cache<Tensor, Storage>(shape, options.with_method_ends(0, snapkv_window), uniform_budget{},
+    return make_all_anchor_cache<Tensor, Storage>(shape, options.with_method_defaults(0, snapkv_window), uniform_budget{},
                                                   static_monitor{}, std::move(binding));
 }
 
@@ -186,7 +189,7 @@ snapkv_cache<Tensor, Storage> make_snapkv_cache(const model_shape& shape, const 
 template <KvTensor Tensor = strided_kv_tensor<float>, class Storage = default_storage<Tensor>>
 pyramidkv_cache<Tensor, Storage> make_pyramidkv_cache(const model_shape& shape, const cache_options& options,
                                                       double beta = pyramidkv_beta, storage_binding<Tensor> binding = {}) {
-    return make_all_anchor_cache<Tensor, Storage>(shape, options.with_method_ends(0, snapkv_window), pyramid_budget{beta},
+    return make_all_anchor_cache<Tensor, Storage>(shape, options.with_method_defaults(0, snapkv_window), pyramid_budget{beta},
                                                   static_monitor{}, std::move(binding));
 }
 
@@ -194,7 +197,7 @@ pyramidkv_cache<Tensor, Storage> make_pyramidkv_cache(const model_shape& shape, 
 template <KvTensor Tensor = strided_kv_tensor<float>, class Storage = default_storage<Tensor>>
 ada_kv_cache<Tensor, Storage> make_ada_kv_cache(const model_shape& shape, const cache_options& options,
                                                 double alpha = ada_kv_alpha, storage_binding<Tensor> binding = {}) {
-    return make_all_anchor_cache<Tensor, Storage>(shape, options.with_method_ends(0, snapkv_window),
+    return make_all_anchor_cache<Tensor, Storage>(shape, options.with_method_defaults(0, snapkv_window),
                                                   ada_kv_budget<uniform_budget>{alpha}, static_monitor{}, std::move(binding));
 }
 
@@ -202,7 +205,7 @@ ada_kv_cache<Tensor, Storage> make_ada_kv_cache(const model_shape& shape, const 
 template <KvTensor Tensor = strided_kv_tensor<float>, class Storage = default_storage<Tensor>>
 quest_cache<Tensor, Storage> make_quest_cache(const model_shape& shape, const cache_options& options,
                                               index_t page_tokens = quest_page_tokens, storage_binding<Tensor> binding = {}) {
-    return make_all_anchor_cache<Tensor, Storage>(shape, options.with_method_ends(0, 0), uniform_budget{},
+    return make_all_anchor_cache<Tensor, Storage>(shape, options.with_method_defaults(0, 0), uniform_budget{},
                                                   quest_monitor(page_tokens), std::move(binding));
 }
 
@@ -214,7 +217,7 @@ duo_attention_cache<Tensor, Storage> make_duo_attention_cache(const model_shape&
                                                               index_t sink = streaming_llm_sink,
                                                               double tau_stable = duo_tau_stable,
                                                               storage_binding<Tensor> binding = {}) {
-    return duo_attention_cache<Tensor, Storage>(shape, options.with_method_ends(0, 0), std::move(profile),
+    return duo_attention_cache<Tensor, Storage>(shape, options.with_method_defaults(0, 0), std::move(profile),
                                                 overlap_star_classifier{tau_stable, 0.5, false}, uniform_budget{},
                                                 streaming_monitor{sink}, std::move(binding));
 }

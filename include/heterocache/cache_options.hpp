@@ -38,6 +38,11 @@ struct cache_options {
     //! (-1) lets the factory choose (HeteroCache: `heterocache_min_compressed_share`); a bare `kv_cache`
     //! reads it as 0 (and never changes a profile it is given).
     double min_compressed_share = method_default;
+    //! What the demotion floor makes of a pivot: with `digest_page_tokens > 0` a digest pivot that keeps its
+    //! satellites and scores drift from the per-channel min/max keys of its prompt's pages of that many
+    //! tokens (DESIGN.md section 5.3); 0 an anchor, its satellites with it. `method_default` (-1) lets the
+    //! factory choose (HeteroCache: `heterocache_digest_page_tokens`); a bare `kv_cache` reads it as 0.
+    index_t digest_page_tokens = method_default;
 
     //! `prompt_sink` / `prompt_recent`: the value the method's factory picks.
     static constexpr index_t method_default = -1;
@@ -67,6 +72,8 @@ struct cache_options {
                         "[0, inf) or -1 (the method's default)");
         detail::require(min_compressed_share == method_default || (min_compressed_share >= 0.0 && min_compressed_share <= 1.0),
                         "min_compressed_share", min_compressed_share, "[0, 1] or -1 (the method's default)");
+        detail::require(digest_page_tokens >= method_default && digest_page_tokens <= 1024, "digest_page_tokens",
+                        digest_page_tokens, "[0, 1024] or -1 (the method's default)");
     }
 
     //! Top-k set size for a prompt of `prompt_tokens` tokens.
@@ -78,17 +85,25 @@ struct cache_options {
     [[nodiscard]] protected_ends protected_prompt_ends() const noexcept {
         return {std::max<index_t>(prompt_sink, 0), std::max<index_t>(prompt_recent, 0)};
     }
-    //! These options with `prompt_sink` / `prompt_recent` (and `min_compressed_share`) set to `sink` /
-    //! `recent` (`share`) where they are `method_default`.
-    [[nodiscard]] cache_options with_method_ends(index_t sink, index_t recent, double share = 0.0) const noexcept {
+    //! These options with `prompt_sink` / `prompt_recent` (and `min_compressed_share`, `digest_page_tokens`)
+    //! set to `sink` / `recent` (`share`, `digest_pages`) where they are `method_default`.
+    [[nodiscard]] cache_options with_method_defaults(index_t sink, index_t recent, double share = 0.0,
+                                                     index_t digest_pages = 0) const noexcept {
         cache_options o = *this;
         if (o.prompt_sink == method_default) o.prompt_sink = sink;
         if (o.prompt_recent == method_default) o.prompt_recent = recent;
         if (o.min_compressed_share == method_default) o.min_compressed_share = share;
+        if (o.digest_page_tokens == method_default) o.digest_page_tokens = digest_pages;
         return o;
     }
     //! The demotion floor (`method_default` read as 0).
     [[nodiscard]] double demotion_floor() const noexcept { return std::max(min_compressed_share, 0.0); }
+    //! Tokens per page of a digest pivot's key digests (`method_default` read as 0: no digest pivots).
+    [[nodiscard]] index_t digest_pages() const noexcept { return std::max<index_t>(digest_page_tokens, 0); }
+    //! What the demotion floor makes of a pivot.
+    [[nodiscard]] pivot_demotion pivot_demotion_mode() const noexcept {
+        return digest_pages() > 0 ? pivot_demotion::to_digest_pivots : pivot_demotion::to_anchors;
+    }
     //! Hot slots a row reserves for decode tokens.
     [[nodiscard]] index_t decode_capacity() const noexcept {
         return decode_window > 0 ? std::min(decode_window, max_new_tokens) : max_new_tokens;

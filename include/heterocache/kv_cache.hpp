@@ -216,15 +216,16 @@ public:
         check_queries(queries);
         if (scores == score_source::captured) check_captured(layer);
         slots_.end_step(layer);
-        const bool ranked = ranked_at_begin_[static_cast<std::size_t>(layer)];
-        ranked_at_begin_[static_cast<std::size_t>(layer)] = false;
+        const bool current_observed = current_observed_[static_cast<std::size_t>(layer)];
+        current_observed_[static_cast<std::size_t>(layer)] = false;
         refreshes_.start(layer);
         index_t completed = -1;
         for (index_t seq = 0; seq < options_.sequences; ++seq) {
             if (!slots_.stepping(layer, seq)) continue;
             const float* query = queries.base + seq * queries.sequence_stride;
             if (profile_) {
-                if (!ranked) observe(layer, seq, query, queries.head_stride, scores);
+                observe(layer, seq, query, queries.head_stride, scores,
+                        current_observed ? observation::after_current : observation::after);
                 continue;
             }
             const index_t t = slots_.prompt_tokens(seq);
@@ -309,18 +310,19 @@ private:
         });
         return storage_.selection(layer, rows_.selection(layer, shape_.group_size(), shape_.head_dim, stepping, captures), q);
     }
-    //! The monitor sees this step's queries of every stepping slot of `layer` before the selection is built;
-    //! its refreshes land now (`end_layer` then observes nothing more).
+    //! The monitor sees this step's queries of every stepping slot of `layer` before the selection is built
+    //! (`observe_current`); its refreshes land now.
     void rank_current_queries(index_t layer, const decode_queries& queries) {
         refreshes_.start(layer);
         for (index_t seq = 0; seq < options_.sequences; ++seq)
             if (slots_.stepping(layer, seq))
-                observe(layer, seq, queries.base + seq * queries.sequence_stride, queries.head_stride, score_source::recompute);
+                observe(layer, seq, queries.base + seq * queries.sequence_stride, queries.head_stride, score_source::recompute,
+                        observation::current);
         if (const refresh_request request = refreshes_.request(layer); !request.rows.empty()) {
             retriever_.submit(request);
             retriever_.wait(layer);
         }
-        ranked_at_begin_[static_cast<std::size_t>(layer)] = true;
+        current_observed_[static_cast<std::size_t>(layer)] = true;
     }
     void check_queries(const decode_queries& queries) const {
         detail::require<shape_error>(queries.base != nullptr, "queries.base", "null", "a pointer to the decode queries");
@@ -332,6 +334,9 @@ private:
     [[nodiscard]] index_t row(index_t seq, index_t head) const noexcept { return seq * shape_.kv_heads + head; }
 
     void plan_cache(const cache_plan<Budget>& plan) {
+        if (profile_ && profile_->count(head_role::digest_pivot) > 0)
+            detail::require(options_.digest_pages() > 0, "digest_page_tokens", options_.digest_page_tokens,
+                            "[1, 1024] for a profile with digest pivots (their drift is scored from page digests)");
         const index_t t = options_.max_prompt_tokens, slots = options_.sequences;
         rows_.plan(plan.rows, plan.row_capacity());
         selector_.plan(shape_.kv_heads, t, options_.decode_capacity());
@@ -340,14 +345,14 @@ private:
             profiler_ = online_profiler(shape_.layers, shape_.kv_heads, slots, options_.profiling_steps, t,
                                         options_.profiling_top_k(t));
         slots_.plan(shape_.layers, slots);
-        ranked_at_begin_.assign(static_cast<std::size_t>(shape_.layers), false);
+        current_observed_.assign(static_cast<std::size_t>(shape_.layers), false);
         entries_.assign(static_cast<std::size_t>(rows_per_layer()), append_entry{});
         layer_scores_.assign(static_cast<std::size_t>(shape_.kv_heads * t), 0.0f);
         head_scores_.assign(static_cast<std::size_t>(shape_.kv_heads), {});
         scratch_.assign(static_cast<std::size_t>(2 * t * shape_.kv_heads), 0.0f);  // head_scratch of every head
         group_scores_.assign(static_cast<std::size_t>(shape_.group_size() * t), 0.0f);
         index_scratch_.assign(static_cast<std::size_t>(t), 0);
-        monitor_.plan({shape_, slots, t});  // sees every prefill
+        monitor_.plan({shape_, slots, t, options_.digest_pages()});  // sees every prefill
         if (profile_) plan_for_profile();
     }
     //! Plans what depends on the roles: refresh buffers, the retriever and the score captures.
@@ -418,7 +423,8 @@ private:
 
     //! Classifies the heads from `seq`, plans for the roles and compacts every live sequence to its selection.
     void finish_profiling(index_t seq, queue_type q) {
-        profile_ = profiler_.finish(classifier_, seq, options_.budget_ratio, options_.demotion_floor());
+        profile_ = profiler_.finish(classifier_, seq, options_.budget_ratio, options_.demotion_floor(),
+                                    options_.pivot_demotion_mode());
         profile_->validate(shape_);
         plan_for_profile();
         for (index_t s = 0; s < options_.sequences; ++s) {
@@ -442,8 +448,12 @@ private:
         storage_.refill(layer, {layer, rows}, q);
     }
 
+    //! Where a monitor sees a step: before the attention (`observe_current`), after it (`observe`), or after
+    //! it once it saw the step before.
+    enum class observation { current, after, after_current };
     //! The drift monitor's view of one decode step of (layer, seq); refreshes go to `refreshes_`.
-    void observe(index_t layer, index_t seq, const float* query, index_t head_stride, score_source scores) {
+    void observe(index_t layer, index_t seq, const float* query, index_t head_stride, score_source scores,
+                 observation point) {
         const index_t t = slots_.prompt_tokens(seq);
         const auto prompt_scores = [&](index_t head) -> std::span<const float> {
             const index_t r = row(seq, head);
@@ -466,7 +476,12 @@ private:
                            options_.protected_prompt_ends(), index_scratch_);
         };
         const monitor_context context{layer, seq, t, budgets_.base_length(seq), &*profile_, query, head_stride,
-                                      prompt_scores, prompt_key};
+                                      prompt_scores, prompt_key, point == observation::after_current};
+        if constexpr (traits::ranks_current_query)
+            if (point == observation::current) {
+                monitor_.observe_current(context, refresh);
+                return;
+            }
         monitor_.observe(context, refresh);
     }
     //! Throws unless the kernel stamped every capture `begin_layer(layer)` asked for.
@@ -511,7 +526,7 @@ private:
     std::vector<float> layer_scores_, scratch_, group_scores_;
     std::vector<std::span<const float>> head_scores_;
     std::vector<index_t> index_scratch_;
-    std::vector<bool> ranked_at_begin_;  //!< per layer: this step's monitor observed at begin_layer
+    std::vector<bool> current_observed_;  //!< per layer: the monitor saw this step's queries at begin_layer
 };
 
 //! The full cache: every head keeps every token (the ceiling every policy is measured against). Construct it

@@ -19,12 +19,23 @@ enum class head_role : std::uint8_t {
     volatile_,  //!< drifting, unclustered: keeps the full KV
     pivot,      //!< cluster representative: keeps the full KV and monitors drift
     satellite,  //!< cluster member: keeps top-cap tokens, refreshed when its pivot drifts
+    //! a pivot demoted to fit a small budget (DESIGN.md section 5.3): keeps top-cap tokens like its satellites
+    //! and scores drift from per-page key digests of its prompt instead of its full KV
+    digest_pivot,
 };
 
 //! Whether a role keeps the full KV of its head in the hot tier.
 constexpr bool keeps_full_kv(head_role role) noexcept {
     return role == head_role::volatile_ || role == head_role::pivot;
 }
+//! Whether a role represents a cluster (a pivot, holding its full KV or scoring from digests).
+constexpr bool is_pivot(head_role role) noexcept { return role == head_role::pivot || role == head_role::digest_pivot; }
+
+//! What a demoted pivot becomes (`demote_until_feasible`, `cache_options::digest_page_tokens`).
+enum class pivot_demotion : std::uint8_t {
+    to_anchors,        //!< an anchor, and its satellites anchors too (static from then on)
+    to_digest_pivots,  //!< a `digest_pivot`: compressed, its cluster kept, drift scored from page digests
+};
 
 //! Lower-case name of a role as used in profile files and printed maps.
 constexpr std::string_view role_name(head_role role) noexcept {
@@ -33,6 +44,7 @@ constexpr std::string_view role_name(head_role role) noexcept {
         case head_role::volatile_: return "volatile";
         case head_role::pivot: return "pivot";
         case head_role::satellite: return "satellite";
+        case head_role::digest_pivot: return "digest-pivot";
     }
     return "unknown";
 }

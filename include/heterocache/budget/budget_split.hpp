@@ -68,11 +68,12 @@ inline double compressed_token_total(const head_profile& profile, double ratio, 
 }
 
 //! Graceful degradation for a budget too small for the full heads (DESIGN.md section 2, "Budget"): demotes
-//! full heads to anchors, most stable first (a volatile head alone; a pivot together with its satellites),
-//! until `budget_feasible(profile, ratio)` and the compressed heads' mean cap is at least
-//! `min_compressed_share * r * T` (`compressed_share`; 0: feasibility only, which can leave a compressed head
-//! a single token). Returns the number of heads demoted.
-inline index_t demote_until_feasible(head_profile& profile, double ratio, double min_compressed_share = 0.0) {
+//! full heads, most stable first, until `budget_feasible(profile, ratio)` and the compressed heads' mean cap
+//! is at least `min_compressed_share * r * T` (`compressed_share`; 0: feasibility only, which can leave a
+//! compressed head a single token): a volatile head becomes an anchor, a pivot what `pivots` says (DESIGN.md
+//! section 5.3). Returns the number of heads demoted.
+inline index_t demote_until_feasible(head_profile& profile, double ratio, double min_compressed_share = 0.0,
+                                     pivot_demotion pivots = pivot_demotion::to_anchors) {
     detail::require(min_compressed_share >= 0.0 && min_compressed_share <= 1.0, "min_compressed_share",
                     min_compressed_share, "[0, 1]");
     index_t demoted = 0;
@@ -84,10 +85,14 @@ inline index_t demote_until_feasible(head_profile& profile, double ratio, double
         if (best == nullptr) break;
         const auto index = static_cast<index_t>(best - profile.heads.data());
         const index_t layer = index / profile.kv_heads, head = index % profile.kv_heads;
-        if (best->role == head_role::pivot)
-            for (index_t h = 0; h < profile.kv_heads; ++h)
-                if (profile.at(layer, h).pivot == head) profile.at(layer, h) = {head_role::anchor, profile.at(layer, h).stability, -1};
-        *best = {head_role::anchor, best->stability, -1};
+        if (best->role == head_role::pivot && pivots == pivot_demotion::to_digest_pivots) {
+            best->role = head_role::digest_pivot;
+        } else {
+            if (best->role == head_role::pivot)
+                for (index_t h = 0; h < profile.kv_heads; ++h)
+                    if (profile.at(layer, h).pivot == head) profile.at(layer, h) = {head_role::anchor, profile.at(layer, h).stability, -1};
+            *best = {head_role::anchor, best->stability, -1};
+        }
         ++demoted;
     }
     return demoted;

@@ -94,10 +94,11 @@ public:
 
     //! The profile `classifier` finds in the observations of `seq` (complete), demoted (most stable full
     //! heads first) until kept fraction `ratio` can be met with the compressed heads' mean cap at least
-    //! `min_compressed_share * r * T`: online profiling never fails mid-decode.
+    //! `min_compressed_share * r * T` (pivots demoted as `pivots` says): online profiling never fails mid-decode.
     template <HeadClassifier Classifier>
     [[nodiscard]] head_profile finish(const Classifier& classifier, index_t seq, double ratio,
-                                      double min_compressed_share = 0.0) const {
+                                      double min_compressed_share = 0.0,
+                                      pivot_demotion pivots = pivot_demotion::to_anchors) const {
         profiling_record one(layers_, kv_heads_, 1, steps_, record_.top_k());
         for (index_t layer = 0; layer < layers_; ++layer)
             for (index_t head = 0; head < kv_heads_; ++head)
@@ -107,7 +108,7 @@ public:
                     std::copy(set.begin(), set.end(), out.begin());
                 }
         head_profile profile = classifier.classify(one);
-        demote_until_feasible(profile, ratio, min_compressed_share);
+        demote_until_feasible(profile, ratio, min_compressed_share, pivots);
         return profile;
     }
 

@@ -32,7 +32,7 @@ public:
 
     //! One refill row per head of (`layer`, `seq`), on the row table's pages: `scores(head)` are the head's
     //! prefill scores over the `prompt_tokens` positions, `cap(head)` a compressed head's cap, `ends` the positions it always keeps;
-    //! `on_reference(head, set)` receives a pivot's top-`base_length` set (with `profile` only). `room` more
+    //! `on_reference(head, set)` receives a pivot's (or digest pivot's) top-`base_length` set (with `profile` only). `room` more
     //! positions follow each row's selection (0, or the decode tokens of a compaction).
     template <class Scores, class Cap, class OnReference>
     std::span<refresh_row> choose(index_t layer, index_t seq, index_t prompt_tokens, const head_profile* profile,
@@ -47,7 +47,7 @@ public:
             const std::span<const float> head_scores = scores(head);
             if (whole) std::iota(chosen.begin(), chosen.end(), index_t{0});
             else protected_top_k_positions(head_scores, chosen, scratch_, ends);
-            if (role == head_role::pivot) {
+            if (is_pivot(role)) {
                 const std::span<index_t> reference(reference_.data(), static_cast<std::size_t>(base_length));
                 top_k_positions(head_scores, reference, scratch_);
                 on_reference(head, std::span<const index_t>(reference));

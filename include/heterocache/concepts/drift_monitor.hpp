@@ -24,6 +24,9 @@ struct monitor_plan {
     model_shape shape;
     index_t sequences = 0;  //!< sequence slots
     index_t max_prompt_tokens = 0;
+    //! Tokens per page of the key digests digest pivots score from (`cache_options::digest_page_tokens`; 0:
+    //! the cache makes no digest pivots).
+    index_t digest_page_tokens = 0;
 };
 
 //! What a monitor sees at one decode step of one (layer, sequence).
@@ -42,6 +45,8 @@ struct monitor_context {
     detail::function_ref<std::span<const float>(index_t head)> prompt_scores;
     //! Copies the key of a KV head at a prompt position into `head_dim` floats (from the cold tier, widened).
     detail::function_ref<void(index_t head, index_t position, float* key)> prompt_key;
+    //! In `observe`: this step's query was already seen by `observe_current`, before the attention.
+    bool current_observed = false;
 };
 
 //! Called by a monitor to refresh the compressed head `head` (an anchor or a satellite) of the observed
@@ -60,9 +65,11 @@ using drift_handler = detail::function_ref<void(index_t head, std::span<const fl
 //!   taken from (`score_prompt(layer, seq, head, scores)`); it also marks where its per-(layer, sequence)
 //!   state starts over;
 //! - `scoring`: how those prefill scores are computed (`prompt_scoring`; SnapKV's pooled window by default);
-//! - `ranks_current_query`: it chooses the tokens the current step attends from the current query (Quest), so
-//!   when the engine passes the decode queries to `begin_layer` the cache calls `observe` there and lands the
-//!   refreshes before it returns the selection (otherwise at `end_layer`, effective from the next step).
+//! - `ranks_current_query`: it chooses tokens the current step attends from the current query (Quest, digest
+//!   pivots), so when the engine passes the decode queries to `begin_layer` the cache calls
+//!   `observe_current(context, on_drift)` there (before the attention: `prompt_scores` are recomputed) and
+//!   lands its refreshes before it returns the selection; `observe` follows at `end_layer` as always, with
+//!   `context.current_observed` set.
 template <class M>
 struct monitor_traits {
     static constexpr bool declared = false;
@@ -93,6 +100,7 @@ concept DriftMonitor =
         requires !monitor_traits<M>::reads_scores || requires { { const_monitor.reads_scores_of(role) } -> std::convertible_to<bool>; };
         requires !monitor_traits<M>::needs_reference || requires { monitor.set_reference(i, i, i, set); };
         requires !monitor_traits<M>::scores_prompt || requires { monitor.score_prompt(i, i, i, scores); };
+        requires !monitor_traits<M>::ranks_current_query || requires { monitor.observe_current(context, on_drift); };
     };
 
 //! Whether monitor `M` reads the scores of heads with `role` (the cache then asks the kernel to capture them).

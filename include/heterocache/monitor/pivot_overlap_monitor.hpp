@@ -10,6 +10,7 @@
 #include "heterocache/algorithm/pooled_attention.hpp"
 #include "heterocache/algorithm/overlap.hpp"
 #include "heterocache/concepts/drift_monitor.hpp"
+#include "heterocache/monitor/page_digests.hpp"
 
 namespace heterocache {
 inline namespace v1 {
@@ -25,7 +26,17 @@ inline namespace v1 {
 //! at 4 (the last step's ranking feeds the refresh); mixed overlaps take all 5.
 //! The scores come from the attention kernel when it captured them (`monitor_context::prompt_scores`); then a
 //! step costs O(G * T) per pivot (a softmax, the pool and a radix top-k). Otherwise the cache computes them
-//! from the pivot's cold keys, O(G * T * d). The state is planned once.
+//! from the pivot's cold keys, O(G * T * d).
+//!
+//! A digest pivot (a pivot the demotion floor kept compressed, DESIGN.md section 5.3) holds top-cap tokens and
+//! ranks its prompt from page digests instead: every position takes the largest `page_score_bound` of its page
+//! over the query group (Quest's bound, the digests built from the cold keys once per prompt). Its check runs
+//! at every step, with the step's own query when the engine passes it to `begin_layer` (`observe_current`;
+//! else one step late, at `observe`): when the overlap of its top-B set with its reference falls below
+//! `tau_stable` the reference becomes that set and the pivot and its satellites are refreshed from the
+//! ranking in the same step. Its first check compares the page ranking with the prefill's exact reference,
+//! so it usually refreshes at the first step. Cost per digest pivot and step: `G * (T / page_tokens) * d`.
+//! The state is planned once.
 class pivot_overlap_monitor {
 public:
     pivot_overlap_monitor() = default;
@@ -48,20 +59,30 @@ public:
         scratch_.assign(static_cast<std::size_t>(2 * max_prompt_), 0.0f);
         index_scratch_.assign(static_cast<std::size_t>(max_prompt_), 0);
         latest_.assign(static_cast<std::size_t>(max_prompt_), 0);
+        if (plan.digest_page_tokens > 0) digests_.plan(heads, max_prompt_, plan.digest_page_tokens, shape_.head_dim);
     }
 
     //! Pivots read their attention scores over the prompt at every step.
     [[nodiscard]] bool reads_scores_of(head_role role) const noexcept { return role == head_role::pivot; }
 
-    //! Sets a pivot's reference set (at prefill) and restarts the interval count of its (layer, sequence).
+    //! Sets a pivot's reference set (at prefill) and restarts the interval count of its (layer, sequence); a
+    //! new prompt makes a digest pivot's digests stale.
     void set_reference(index_t layer, index_t seq, index_t head, std::span<const index_t> set) {
         detail::require<shape_error>(static_cast<index_t>(set.size()) <= max_prompt_, "set.size()", set.size(),
                                      "[0, max_prompt_tokens]");
         store_reference(head_slot(layer, seq, head), set);
+        if (digests_.planned()) digests_.invalidate(head_slot(layer, seq, head));
         steps_[stream(layer, seq)] = 0;
     }
 
+    //! Digest pivots check their drift with the step's query, before it attends.
+    void observe_current(const monitor_context& context, drift_handler on_drift) {
+        for (index_t head = 0; head < shape_.kv_heads; ++head)
+            if (context.profile->at(context.layer, head).role == head_role::digest_pivot) check_digest_pivot(context, head, on_drift);
+    }
+
     void observe(const monitor_context& context, drift_handler on_drift) {
+        if (!context.current_observed) observe_current(context, on_drift);
         const index_t phase = steps_[stream(context.layer, context.sequence)]++ % interval_;
         const bool last = phase == interval_ - 1;
         const index_t t = context.prompt_tokens;
@@ -94,11 +115,36 @@ public:
     //! Pivot rankings computed so far (pooled row and top-k): at most one per pivot and step, fewer where
     //! the check was already decided.
     [[nodiscard]] std::uint64_t rankings() const noexcept { return rankings_; }
+    //! Digest pivot checks so far (one per digest pivot and step) and how many found drift.
+    [[nodiscard]] std::uint64_t digest_checks() const noexcept { return digest_checks_; }
+    [[nodiscard]] std::uint64_t digest_drifts() const noexcept { return digest_drifts_; }
 
     [[nodiscard]] index_t interval() const noexcept { return interval_; }
 
 private:
     enum class check_outcome { undecided, stable, drifted };
+
+    //! A digest pivot's check at this step: its page ranking's top-B set against its reference; on drift the
+    //! set becomes the reference and the pivot and its satellites are refreshed from the ranking.
+    void check_digest_pivot(const monitor_context& context, index_t head, drift_handler on_drift) {
+        detail::require(digests_.planned(), "digest_page_tokens", 0, "[1, 1024] for a profile with digest pivots");
+        const index_t t = context.prompt_tokens, g = shape_.group_size();
+        const std::size_t h = head_slot(context.layer, context.sequence, head);
+        if (!digests_.ready(h))
+            digests_.build(h, t, [&](index_t position, float* key) { context.prompt_key(head, position, key); });
+        const std::span<float> ranking(ranking_.data(), static_cast<std::size_t>(t));
+        digests_.rank(h, context.query + head * g * context.query_head_stride, context.query_head_stride, g, ranking);
+        const std::span<index_t> latest(latest_.data(), static_cast<std::size_t>(std::min(context.base_length, t)));
+        top_k_positions(ranking, latest, index_scratch_);
+        ++digest_checks_;
+        if (overlap_coefficient(latest, reference(h)) >= context.profile->tau_stable) return;
+        ++digest_drifts_;
+        store_reference(h, latest);
+        for (index_t member = 0; member < shape_.kv_heads; ++member) {
+            const head_info& info = context.profile->at(context.layer, member);
+            if (member == head || (info.role == head_role::satellite && info.pivot == head)) on_drift(member, ranking);
+        }
+    }
 
     //! What the check at the end of the interval decides, known from the overlaps of its first steps
     //! `earlier`: the median of the interval's `n` overlaps is at least `tau` once `n / 2 + 1` of them are
@@ -135,12 +181,14 @@ private:
     std::vector<double> overlaps_;
     std::vector<float> ranking_, scratch_;
     std::vector<index_t> index_scratch_, latest_;
-    std::uint64_t rankings_ = 0;
+    page_digests digests_;  //!< of every head, planned only for a cache that makes digest pivots
+    std::uint64_t rankings_ = 0, digest_checks_ = 0, digest_drifts_ = 0;
 };
 template <>
 struct monitor_traits<pivot_overlap_monitor> : monitor_traits_base {
     static constexpr bool reads_scores = true;     // each pivot's scores over its prompt, every step
-    static constexpr bool needs_reference = true;  // each pivot's top-B set at prefill
+    static constexpr bool needs_reference = true;      // each pivot's top-B set at prefill
+    static constexpr bool ranks_current_query = true;  // digest pivots check with the step's own query
 };
 static_assert(DriftMonitor<pivot_overlap_monitor>);
 

@@ -58,13 +58,13 @@ struct head_profile {
             for (index_t h = 0; h < kv_heads; ++h) {
                 const head_info& info = at(l, h);
                 detail::require(info.stability >= 0.0 && info.stability <= 1.0, "stability", info.stability, "[0, 1]");
-                const bool clustered = info.role == head_role::pivot || info.role == head_role::satellite;
+                const bool clustered = is_pivot(info.role) || info.role == head_role::satellite;
                 if (!clustered) {
                     detail::require(info.pivot == -1, "pivot", info.pivot, "-1 for an unclustered head");
-                } else if (info.role == head_role::pivot) {
+                } else if (is_pivot(info.role)) {
                     detail::require(info.pivot == h, "pivot", info.pivot, "the pivot's own head index");
                 } else {
-                    detail::require(info.pivot >= 0 && info.pivot < kv_heads && at(l, info.pivot).role == head_role::pivot,
+                    detail::require(info.pivot >= 0 && info.pivot < kv_heads && is_pivot(at(l, info.pivot).role),
                                     "pivot", info.pivot, "the index of a pivot head in the same layer");
                 }
             }

@@ -146,9 +146,10 @@ private:
 };
 
 inline head_role parse_role(const profile_parser& parser, std::string_view text) {
-    for (const head_role role : {head_role::anchor, head_role::volatile_, head_role::pivot, head_role::satellite})
+    for (const head_role role :
+         {head_role::anchor, head_role::volatile_, head_role::pivot, head_role::satellite, head_role::digest_pivot})
         if (text == role_name(role)) return role;
-    parser.fail("role '" + std::string(text) + "' is not one of anchor, volatile, pivot, satellite");
+    parser.fail("role '" + std::string(text) + "' is not one of anchor, volatile, pivot, satellite, digest-pivot");
 }
 
 }  // namespace detail
