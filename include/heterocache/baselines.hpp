@@ -25,10 +25,10 @@
 //!
 //! The prompt ends a compressed head always keeps (`cache_options::prompt_sink` / `prompt_recent`; a factory
 //! fills the ones left at `cache_options::method_default`): SnapKV, PyramidKV and Ada-KV the observation
-//! window (`snapkv_window`), H2O half its cap of recent tokens, TOVA the last token, HeteroCache
-//! `heterocache_prompt_sink` + `heterocache_prompt_recent` (and its demotion floor,
-//! `heterocache_min_compressed_share`); StreamingLLM and DuoAttention rank by position
-//! anyway, Quest and the H2O oracle keep none.
+//! window (`snapkv_window`), H2O and the H2O oracle half their cap of recent tokens, TOVA the last token,
+//! HeteroCache `heterocache_prompt_sink` + `heterocache_prompt_recent` (and its demotion floor,
+//! `heterocache_min_compressed_share`, with `heterocache_digest_page_tokens`); StreamingLLM and DuoAttention
+//! rank by position anyway, Quest keeps none.
 
 #include <optional>
 #include <utility>
@@ -163,9 +163,8 @@ h2o_cache<Tensor, Storage> make_h2o_cache(const model_shape& shape, const cache_
 template <KvTensor Tensor = strided_kv_tensor<float>, class Storage = default_storage<Tensor>>
 h2o_oracle_cache<Tensor, Storage> make_h2o_oracle_cache(const model_shape& shape, const cache_options& options,
                                                         index_t interval = h2o_interval, storage_binding<Tensor> binding = {}) {
-    return make_all_anchor_cache<Tensor, Storage>(shape, options.with_method_defaults(0, 0), uniform_budget{},
-                                                  heavy_hitter_monitor(h2o_recent_tokens(options), interval),
-                                                  std::move(binding));
+    return make_all_anchor_cache<Tensor, Storage>(shape, options.with_method_defaults(0, h2o_recent_tokens(options)),
+                                                  uniform_budget{}, heavy_hitter_monitor(interval), std::move(binding));
 }
 
 //! TOVA: each compressed head keeps the top-cap positions of the last prompt query's attention (and that token).

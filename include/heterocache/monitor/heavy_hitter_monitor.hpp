@@ -1,7 +1,7 @@
 #pragma once
 //! \file
 //! The H2O oracle as a monitor: each compressed head keeps its heavy hitters (most accumulated attention over
-//! the whole prompt) plus a recent window, re-ranked as decoding goes on.
+//! the whole prompt) within the prompt ends the cache protects, re-ranked as decoding goes on.
 
 #include <algorithm>
 #include <span>
@@ -13,29 +13,19 @@
 namespace heterocache {
 inline namespace v1 {
 
-//! Raises the last `recent` positions of `scores` above every other, the newest highest, so that a top-cap
-//! selection keeps them first: position `T - recent + j` scores `max(scores) + 1 + j`.
-inline void protect_recent(std::span<float> scores, index_t recent) {
-    detail::require(recent >= 0, "recent", recent, "[0, inf)");
-    if (scores.empty() || recent == 0) return;
-    const auto length = static_cast<index_t>(scores.size());
-    const index_t first = std::max<index_t>(0, length - recent);
-    const float top = *std::max_element(scores.begin(), scores.end()) + 1.0f;
-    for (index_t t = first; t < length; ++t) scores[t] = top + static_cast<float>(t - first);
-}
-
 //! `DriftMonitor` of the H2O oracle (after Zhang et al., 2023): every compressed head (anchor or satellite) accumulates the
 //! attention its own query group pays to each prompt position (`accumulate_group_attention`: softmax over the
 //! prompt keys, mean over the group, one unit of mass per step), starting from the prefill scores of the
 //! observation window; every `interval` steps its hot prompt tokens become the top-cap positions of that
-//! accumulated ranking, the last `recent` prompt positions always kept.
+//! accumulated ranking, within the prompt ends every compressed head keeps (`cache_options::prompt_recent`,
+//! which `make_h2o_oracle_cache` sets to half the cap).
 //!
 //! An oracle, not H2O's cost model (`make_h2o_oracle_cache`, "h2o-oracle" in the tables): H2O only evicts,
 //! so a token once dropped never returns, and it scores only the tokens it still holds. Here the full prompt
 //! stays in the cold tier and the monitor scores every prompt position every step (reading the whole
 //! prompt's keys, full attention's cost), so a token whose accumulated attention climbs back into the top-cap
-//! is fetched again. H2O itself is `h2o_monitor` (`make_h2o_cache`). Half the cap goes to recent tokens
-//! (`recent`, as `make_h2o_oracle_cache` sets it). Decode tokens are the cache's own window, not ranked.
+//! is fetched again. H2O itself is `h2o_monitor` (`make_h2o_cache`). Decode tokens are the cache's own
+//! window, not ranked.
 //!
 //! State: `T` floats per (layer, sequence, KV head), planned once. Cost per step: `G * T * d` multiply-adds
 //! per compressed head, plus a refresh of `cap` tokens per head every `interval` steps. Under online profiling
@@ -44,9 +34,8 @@ inline void protect_recent(std::span<float> scores, index_t recent) {
 class heavy_hitter_monitor {
 public:
     heavy_hitter_monitor() = default;
-    //! Keeps the last `recent` prompt tokens and re-ranks every `interval` decode steps (H2O: every step).
-    explicit heavy_hitter_monitor(index_t recent, index_t interval = 1) : recent_(recent), interval_(interval) {
-        detail::require(recent >= 0, "recent", recent, "[0, inf)");
+    //! Re-ranks every `interval` decode steps (H2O: every step).
+    explicit heavy_hitter_monitor(index_t interval) : interval_(interval) {
         detail::require(interval >= 1, "interval", interval, "[1, inf)");
     }
 
@@ -61,14 +50,12 @@ public:
         scratch_.assign(static_cast<std::size_t>(max_prompt_), 0.0f);
     }
 
-    //! Starts the head's accumulated attention from the prefill `scores`, then protects the recent window in
-    //! `scores` (the initial selection).
+    //! Starts the head's accumulated attention from the prefill `scores`.
     void score_prompt(index_t layer, index_t seq, index_t head, std::span<float> scores) {
         if (!accumulated_.empty()) {  // planned (with online profiling, prefill comes before the plan)
             std::copy(scores.begin(), scores.end(), accumulated(layer, seq, head).begin());
             steps_[stream(layer, seq)] = 0;
         }
-        protect_recent(scores, recent_);
     }
 
     void observe(const monitor_context& context, drift_handler on_drift) {
@@ -81,8 +68,7 @@ public:
             accumulate_group_attention_from_scores(context.prompt_scores(head), shape_.group_size(), mass, scratch_);
             if (!refresh) continue;
             std::copy(mass.begin(), mass.end(), ranking.begin());
-            protect_recent(ranking, recent_);
-            on_drift(head, ranking);
+            on_drift(head, ranking);  // the cache keeps the protected prompt ends first
         }
     }
 
@@ -90,7 +76,6 @@ public:
     [[nodiscard]] std::span<const float> accumulated_attention(index_t layer, index_t seq, index_t head) const {
         return {accumulated_.data() + offset(layer, seq, head), static_cast<std::size_t>(max_prompt_)};
     }
-    [[nodiscard]] index_t recent() const noexcept { return recent_; }
     [[nodiscard]] index_t interval() const noexcept { return interval_; }
 
 private:
@@ -105,7 +90,7 @@ private:
         return {accumulated_.data() + offset(layer, seq, head), static_cast<std::size_t>(max_prompt_)};
     }
 
-    index_t recent_ = 32, interval_ = 1;
+    index_t interval_ = 1;
     model_shape shape_;
     index_t sequences_ = 0, max_prompt_ = 0;
     std::vector<float> accumulated_, ranking_, scratch_;
@@ -113,7 +98,7 @@ private:
 };
 template <>
 struct monitor_traits<heavy_hitter_monitor> : monitor_traits_base {
-    static constexpr bool scores_prompt = true;  // starts the accumulation, protects the recent window
+    static constexpr bool scores_prompt = true;  // starts the accumulation
 };
 static_assert(DriftMonitor<heavy_hitter_monitor>);
 
