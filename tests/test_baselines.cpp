@@ -550,7 +550,9 @@ TEST_CASE("HeteroCache's demotion floor: full heads demoted until the compressed
     const double r = 0.4;
     REQUIRE(hc::budget_feasible(profile, r));
     REQUIRE(hc::compressed_share(profile, r) < hc::heterocache_min_compressed_share);  // the floor has work to do
-    auto floored = hc::make_heterocache_cache(s.shape, options_for(s, r), profile);
+    auto with_digests = options_for(s, r);
+    with_digests.digest_page_tokens = 16;  // digest pivots (HeteroCache's default makes anchors)
+    auto floored = hc::make_heterocache_cache(s.shape, with_digests, profile);
     REQUIRE(floored.profile().has_value());
     CHECK(hc::compressed_share(*floored.profile(), r) >= hc::heterocache_min_compressed_share);
     CHECK(floored.profile()->full_heads() < profile.full_heads());
@@ -561,9 +563,8 @@ TEST_CASE("HeteroCache's demotion floor: full heads demoted until the compressed
     CHECK(floored.profile()->count(hc::head_role::digest_pivot) > 0);  // a demoted pivot kept its cluster
     CHECK(floored.profile()->count(hc::head_role::satellite) == profile.count(hc::head_role::satellite));
     {
-        auto to_anchors = options_for(s, r);
-        to_anchors.digest_page_tokens = 0;  // the demoted pivots become anchors, their satellites with them
-        auto anchored = hc::make_heterocache_cache(s.shape, to_anchors, profile);
+        auto anchored = hc::make_heterocache_cache(s.shape, options_for(s, r), profile);  // the default
+        CHECK(hc::heterocache_digest_page_tokens == 0);
         auto expected = profile;
         hc::demote_until_feasible(expected, r, hc::heterocache_min_compressed_share);
         for (std::size_t i = 0; i < expected.heads.size(); ++i) CHECK(anchored.profile()->heads[i].role == expected.heads[i].role);

@@ -56,7 +56,7 @@ std::vector<float> generate(Cache& cache, const planted::model& model, hc::host_
                                              .sequence_stride = shape.query_heads * shape.head_dim,
                                              .head_stride = shape.head_dim};
             // 1. Appends every stepping slot's new K/V, waits for this layer's refresh, returns what each
-            //    (sequence, KV head) attends now (digest pivots check their drift with these queries first).
+            //    (sequence, KV head) attends now (a monitor that ranks with the current query uses them first).
             const hc::paged_selection selection = cache.begin_layer(layer, kv, new_tokens, queries, queue);
             // 2. Attention over the selection: the reference kernel, or your own.
             hc::decode_attention(selection, q, out.data(), lse.data(), scale);

@@ -21,8 +21,8 @@ bool is_policy_name(std::string_view name) noexcept;
 // heterocache, heterocache-static and duo, ":floor=A" (min_compressed_share A in [0, 1]; HeteroCache's default
 // is heterocache::heterocache_min_compressed_share = 0.5, duo's 0); "heterocache-floor[A]" is
 // "heterocache:floor=A" (A = 0.5 by default); for heterocache ":digest=N": the floor makes a pivot a digest
-// pivot scoring drift from pages of N prompt keys (heterocache::heterocache_digest_page_tokens by default; 0:
-// an anchor, its satellites with it). Example: "heterocache:recent=64:floor=0.5".
+// pivot scoring drift from pages of N prompt keys (0, heterocache::heterocache_digest_page_tokens, the default:
+// an anchor, its satellites with it). Example: "heterocache:recent=64:floor=0.5:digest=16".
 // True for the policies that use a head profile (heterocache, heterocache-static, duo): without one they
 // profile online.
 bool policy_uses_profile(std::string_view name) noexcept;

@@ -67,9 +67,12 @@ inline constexpr index_t heterocache_prompt_recent = 32;
 //! HeteroCache's demotion floor (`cache_options::min_compressed_share`): full heads are demoted until the
 //! compressed heads' mean cap is half of `r*T` (docs/eval: tuned on development prompts).
 inline constexpr double heterocache_min_compressed_share = 0.5;
-//! What HeteroCache's demotion floor makes of a pivot (`cache_options::digest_page_tokens`): a digest pivot
-//! scoring drift from pages of this many prompt keys (DESIGN.md section 5.3; 0 would make it an anchor).
-inline constexpr index_t heterocache_digest_page_tokens = 16;
+//! What HeteroCache's demotion floor makes of a pivot (`cache_options::digest_page_tokens`): 0, an anchor with
+//! its satellites. Digest pivots (DESIGN.md section 5.3) are an option (16 tokens per page is Quest's size):
+//! on development prompts they found more passkeys at r <= 0.1, on the test prompts they changed no accuracy
+//! and cost KL within its interval, and at 8K they slowed HeteroCache's decode by up to 25 % (their checks and
+//! refreshes run on the engine's thread every step; docs/eval/README.md).
+inline constexpr index_t heterocache_digest_page_tokens = 0;
 
 //! `options` with HeteroCache's defaults where they are `method_default`, and `profile` (if any, and if its
 //! budget can be met: an infeasible one stays a `budget_error` of the cache) demoted to the resulting floor.
