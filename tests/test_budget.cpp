@@ -35,6 +35,31 @@ TEST_CASE("drift-weighted budget matches the formula by hand") {
     CHECK(heterocache::drift_weighted_budget{}.base_length(profile, 0.5, 1000) == 333);
 }
 
+TEST_CASE("the exponent of the drift weights: 0 splits uniformly, 0.5 by hand, out of range named") {
+    const auto profile = make_profile({{head_role::volatile_, 0.1, -1},
+                                       {head_role::anchor, 0.99, -1},
+                                       {head_role::anchor, 0.24, -1},
+                                       {head_role::anchor, 0.03, -1}});
+    std::vector<index_t> caps(4), uniform(4);
+    heterocache::drift_weighted_budget{.exponent = 0.0}.prompt_caps(profile, 0.5, 1000, caps);
+    heterocache::uniform_budget{}.prompt_caps(profile, 0.5, 1000, uniform);
+    CHECK(caps == uniform);
+    CHECK(caps == std::vector<index_t>{1000, 333, 333, 333});
+    // (S + eps)^-0.5 = 1, 2, 5 -> caps = floor(1000 * {1, 2, 5} / 8) = 125, 250, 625
+    heterocache::drift_weighted_budget{.exponent = 0.5}.prompt_caps(profile, 0.5, 1000, caps);
+    CHECK(caps == std::vector<index_t>{1000, 125, 250, 625});
+    for (const double bad : {-0.5, 8.5, std::numeric_limits<double>::quiet_NaN()}) {
+        CAPTURE(bad);
+        try {
+            heterocache::drift_weighted_budget{.exponent = bad}.prompt_caps(profile, 0.5, 1000, caps);
+            FAIL("expected an error naming the exponent");
+        } catch (const heterocache::invalid_argument_error& e) {
+            CHECK(e.argument() == "exponent");
+            CHECK(std::string(e.what()).find("[0, 8]") != std::string::npos);
+        }
+    }
+}
+
 TEST_CASE("a head whose share exceeds the context is capped and the rest goes to the others") {
     // Nc = 3, total (0.8*3)*100 = 240. Weights 1, 1, 8 (S = 0.99, 0.99, 0.115): head 2 would get 192 > 100.
     const auto profile = make_profile({{head_role::anchor, 0.99, -1}, {head_role::anchor, 0.99, -1},

@@ -28,6 +28,7 @@ namespace hd = heterocache::detail;
   }
 
 namespace portable {
+#define HCLLAMA_ATTENTION_AVX512 0
 #define HCLLAMA_ATTENTION_X86 0
 #include "attention_kernels.inc"
 #undef HCLLAMA_ATTENTION_X86
@@ -44,12 +45,15 @@ HCLLAMA_ATTEND_PAGES()
 HCLLAMA_END_TARGET
 HCLLAMA_BEGIN_AVX512
 namespace avx512 {
+#undef HCLLAMA_ATTENTION_AVX512
+#define HCLLAMA_ATTENTION_AVX512 1
 #include "attention_kernels.inc"
 HCLLAMA_ATTEND_PAGES()
 }  // namespace avx512
 HCLLAMA_END_TARGET
 #undef HCLLAMA_ATTENTION_X86
 #endif
+#undef HCLLAMA_ATTENTION_AVX512
 #undef HCLLAMA_ATTEND_PAGES
 
 template <class E>

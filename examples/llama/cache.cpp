@@ -81,6 +81,7 @@ struct policy_spec {
   long sink = hc::cache_options::method_default, recent = hc::cache_options::method_default;
   double floor = hc::cache_options::method_default;
   long digest = hc::cache_options::method_default;
+  double weight = -1.0;  // heterocache's drift_weighted_budget::exponent (-1: the library's default)
   // The demotion floor this policy runs with: the option, else the method's (HeteroCache's; 0 for duo).
   [[nodiscard]] double floor_share() const noexcept {
     if (floor >= 0.0) return floor;
@@ -133,6 +134,8 @@ std::optional<policy_spec> parse_policy(std::string_view name) {
       (key == "sink" ? spec.sink : spec.recent) = static_cast<long>(*value);
     else if (key == "digest" && spec.base == "heterocache" && *value >= 0.0 && *value <= 1024 && *value == static_cast<long>(*value))
       spec.digest = static_cast<long>(*value);
+    else if (key == "weight" && (spec.base == "heterocache" || spec.base == "heterocache-static") && *value >= 0.0 && *value <= 8.0)
+      spec.weight = *value;
     else return std::nullopt;
   }
   return spec;
@@ -188,11 +191,14 @@ std::unique_ptr<decode_cache> make_policy_cache(const llama_config& c, const cac
                                                 const hc::cache_options& o, const hc::storage_binding<engine_kv_tensor>& kv) {
   using tensor = engine_kv_tensor;
   const auto shape = shape_of(c);
-  const std::string p = parse_policy(cc.policy)->base;
+  const policy_spec spec = *parse_policy(cc.policy);
+  const std::string& p = spec.base;
+  hc::drift_weighted_budget budget;
+  if (spec.weight >= 0.0) budget.exponent = spec.weight;
   if (p == "full") return adapt("full", [&] { return hc::make_full_cache<tensor, Storage>(shape, o, kv); });
   if (p == "heterocache") {
     auto prof = effective_profile(c, cc, prompt_tokens);
-    return adapt("heterocache", [&] { return hc::make_heterocache_cache<tensor, Storage>(shape, o, prof, kv); });
+    return adapt("heterocache", [&] { return hc::make_heterocache_cache<tensor, Storage>(shape, o, prof, kv, budget); });
   }
   if (p == "heterocache-static") {  // ablation: HeteroCache's roles and budget, satellites never refreshed
     using static_hc = hc::kv_cache<tensor, hc::overlap_star_classifier, hc::drift_weighted_budget, Storage,
@@ -200,7 +206,7 @@ std::unique_ptr<decode_cache> make_policy_cache(const llama_config& c, const cac
     auto prof = effective_profile(c, cc, prompt_tokens);
     const auto ends = o.with_method_defaults(hc::heterocache_prompt_sink, hc::heterocache_prompt_recent,
                                          hc::heterocache_min_compressed_share);
-    return adapt("heterocache-static", [&] { return static_hc(shape, ends, prof, {}, {}, {}, kv); });
+    return adapt("heterocache-static", [&] { return static_hc(shape, ends, prof, {}, budget, {}, kv); });
   }
   if (p == "duo") {
     auto prof = effective_profile(c, cc, prompt_tokens);
@@ -240,7 +246,7 @@ std::unique_ptr<decode_cache> make_decode_cache(const llama_config& c, const cac
     for (auto n : kPolicies) names += (names.empty() ? "" : ", ") + std::string(n);
     throw model_error("unknown cache policy '" + cc.policy + "' (one of: " + names +
                       ", heterocache-static; options :sink=N, :recent=N, :floor=A for heterocache and duo, "
-                      ":digest=N for heterocache)");
+                      ":digest=N and :weight=P for heterocache)");
   }
   o.prompt_sink = static_cast<hc::index_t>(spec->sink);
   o.prompt_recent = static_cast<hc::index_t>(spec->recent);

@@ -224,13 +224,15 @@ duo_attention_cache<Tensor, Storage> make_duo_attention_cache(const model_shape&
                                                 streaming_monitor{sink}, std::move(binding));
 }
 
-//! HeteroCache with the paper's defaults; without `profile` the roles are profiled online.
+//! HeteroCache with the paper's defaults; without `profile` the roles are profiled online. `budget`: how the
+//! compressed heads share their tokens (`drift_weighted_budget::exponent`).
 template <KvTensor Tensor = strided_kv_tensor<float>, class Storage = default_storage<Tensor>>
 heterocache_cache<Tensor, Storage> make_heterocache_cache(const model_shape& shape, const cache_options& options,
                                                           std::optional<head_profile> profile = std::nullopt,
-                                                          storage_binding<Tensor> binding = {}) {
+                                                          storage_binding<Tensor> binding = {},
+                                                          drift_weighted_budget budget = {}) {
     const cache_options o = heterocache_options(options, profile);
-    return heterocache_cache<Tensor, Storage>(shape, o, std::move(profile), {}, {}, {}, std::move(binding));
+    return heterocache_cache<Tensor, Storage>(shape, o, std::move(profile), {}, budget, {}, std::move(binding));
 }
 
 //! HeteroCache's roles and drift monitor with Ada-KV's split of each layer's budget (safeguard `alpha`).
