@@ -105,10 +105,7 @@ public:
             overlaps[static_cast<std::size_t>(phase)] = overlap_coefficient(latest, reference(h));
             if (!last || (known == check_outcome::undecided && median_in_place(overlaps) >= tau)) continue;
             store_reference(h, latest);
-            for (index_t satellite = 0; satellite < shape_.kv_heads; ++satellite) {
-                const head_info& info = context.profile->at(context.layer, satellite);
-                if (info.role == head_role::satellite && info.pivot == head) on_drift(satellite, ranking);
-            }
+            refresh_cluster(context, head, /*include_pivot=*/false, ranking, on_drift);
         }
     }
 
@@ -140,9 +137,17 @@ private:
         if (overlap_coefficient(latest, reference(h)) >= context.profile->tau_stable) return;
         ++digest_drifts_;
         store_reference(h, latest);
+        refresh_cluster(context, head, /*include_pivot=*/true, ranking, on_drift);
+    }
+
+    //! Asks for the refresh of `pivot`'s satellites from `ranking` (and of the pivot itself where it holds a
+    //! selection, as a digest pivot does).
+    void refresh_cluster(const monitor_context& context, index_t pivot, bool include_pivot, std::span<const float> ranking,
+                         drift_handler on_drift) const {
         for (index_t member = 0; member < shape_.kv_heads; ++member) {
             const head_info& info = context.profile->at(context.layer, member);
-            if (member == head || (info.role == head_role::satellite && info.pivot == head)) on_drift(member, ranking);
+            const bool satellite = info.role == head_role::satellite && info.pivot == pivot;
+            if (satellite || (include_pivot && member == pivot)) on_drift(member, ranking);
         }
     }
 
