@@ -449,14 +449,15 @@ TEST_CASE("HeteroCache roles with Ada-KV's budget: each layer's compressed total
     auto full = hc::make_full_cache(s.shape, o);
     const auto expected = record_attention(full, m);
     const auto trace = record_attention(cache, m);
-    std::vector<index_t> base(profile.heads.size());
-    hc::drift_weighted_budget{}.prompt_caps(profile, 0.5, s.prompt_tokens, base);
+    const hc::head_profile& roles = *cache.profile();  // after the demotion floor
+    std::vector<index_t> base(roles.heads.size());
+    hc::heterocache_budget().prompt_caps(roles, 0.5, s.prompt_tokens, base);
     const auto caps = cache.prompt_caps(0);
     for (index_t l = 0; l < s.shape.layers; ++l) {
         index_t shared = 0, weighted = 0;
         for (index_t h = 0; h < s.shape.kv_heads; ++h) {
             const auto i = static_cast<std::size_t>(l * s.shape.kv_heads + h);
-            if (hc::keeps_full_kv(profile.heads[i].role)) {
+            if (hc::keeps_full_kv(roles.heads[i].role)) {
                 CHECK(caps[i] == s.prompt_tokens);
                 continue;
             }

@@ -193,7 +193,7 @@ std::unique_ptr<decode_cache> make_policy_cache(const llama_config& c, const cac
   const auto shape = shape_of(c);
   const policy_spec spec = *parse_policy(cc.policy);
   const std::string& p = spec.base;
-  hc::drift_weighted_budget budget;
+  hc::drift_weighted_budget budget = hc::heterocache_budget();
   if (spec.weight >= 0.0) budget.exponent = spec.weight;
   if (p == "full") return adapt("full", [&] { return hc::make_full_cache<tensor, Storage>(shape, o, kv); });
   if (p == "heterocache") {

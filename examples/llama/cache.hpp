@@ -19,10 +19,12 @@ bool is_policy_name(std::string_view name) noexcept;
 // (static_monitor; an ablation); any name followed by options ":sink=N", ":recent=N" (the prompt ends every
 // compressed head keeps: cache_options::prompt_sink / prompt_recent, instead of the method's default) and, for
 // heterocache, heterocache-static and duo, ":floor=A" (min_compressed_share A in [0, 1]; HeteroCache's default
-// is heterocache::heterocache_min_compressed_share = 0.5, duo's 0); "heterocache-floor[A]" is
-// "heterocache:floor=A" (A = 0.5 by default); for heterocache ":digest=N": the floor makes a pivot a digest
+// is heterocache::heterocache_min_compressed_share = 0.75, duo's 0); "heterocache-floor[A]" is
+// "heterocache:floor=A" (A = 0.5 when left out); for heterocache ":digest=N": the floor makes a pivot a digest
 // pivot scoring drift from pages of N prompt keys (0, heterocache::heterocache_digest_page_tokens, the default:
-// an anchor, its satellites with it). Example: "heterocache:recent=64:floor=0.5:digest=16".
+// an anchor, its satellites with it); for heterocache and heterocache-static ":weight=P": the budget's
+// exponent (drift_weighted_budget::exponent in [0, 8]; heterocache::heterocache_budget_exponent = 0.5 by
+// default, 1 the paper's). Example: "heterocache:recent=64:floor=0.5:digest=16:weight=1".
 // True for the policies that use a head profile (heterocache, heterocache-static, duo): without one they
 // profile online.
 bool policy_uses_profile(std::string_view name) noexcept;

@@ -65,8 +65,20 @@ inline constexpr index_t tova_recent = 1;          //!< TOVA keeps the last prom
 inline constexpr index_t heterocache_prompt_sink = 4;
 inline constexpr index_t heterocache_prompt_recent = 32;
 //! HeteroCache's demotion floor (`cache_options::min_compressed_share`): full heads are demoted until the
-//! compressed heads' mean cap is half of `r*T` (docs/eval: tuned on development prompts).
-inline constexpr double heterocache_min_compressed_share = 0.5;
+//! compressed heads' mean cap is three quarters of `r*T` (docs/eval: tuned on development prompts; 0.5 found
+//! as many passkeys with a KL 1.4x to 1.6x higher, 0.9 and 1 lose the passkey at r <= 0.1).
+inline constexpr double heterocache_min_compressed_share = 0.75;
+//! How strongly HeteroCache's budget favours its less stable compressed heads: `drift_weighted_budget::exponent`
+//! `p` of the weights `(S + eps)^-p`. The paper's `1 / (S + eps)` is `p = 1`; on development prompts `p = 0.5`
+//! found as many passkeys with a lower KL (docs/eval/dev-weight.md): with 1 the least stable satellites got up
+//! to 8 times the cap of the most stable anchors.
+inline constexpr double heterocache_budget_exponent = 0.5;
+//! HeteroCache's default budget policy: `drift_weighted_budget` with `heterocache_budget_exponent`.
+[[nodiscard]] inline drift_weighted_budget heterocache_budget() noexcept {
+    drift_weighted_budget budget;
+    budget.exponent = heterocache_budget_exponent;
+    return budget;
+}
 //! What HeteroCache's demotion floor makes of a pivot (`cache_options::digest_page_tokens`): 0, an anchor with
 //! its satellites. Digest pivots (DESIGN.md section 5.3) are an option (16 tokens per page is Quest's size):
 //! on development prompts they found more passkeys at r <= 0.1, on the test prompts they changed no accuracy
@@ -224,13 +236,14 @@ duo_attention_cache<Tensor, Storage> make_duo_attention_cache(const model_shape&
                                                 streaming_monitor{sink}, std::move(binding));
 }
 
-//! HeteroCache with the paper's defaults; without `profile` the roles are profiled online. `budget`: how the
-//! compressed heads share their tokens (`drift_weighted_budget::exponent`).
+//! HeteroCache with its defaults (the paper's method, with the prompt ends, the demotion floor and the budget
+//! exponent above); without `profile` the roles are profiled online. `budget`: how the compressed heads share
+//! their tokens (`drift_weighted_budget::exponent`; `drift_weighted_budget{}` is the paper's `p = 1`).
 template <KvTensor Tensor = strided_kv_tensor<float>, class Storage = default_storage<Tensor>>
 heterocache_cache<Tensor, Storage> make_heterocache_cache(const model_shape& shape, const cache_options& options,
                                                           std::optional<head_profile> profile = std::nullopt,
                                                           storage_binding<Tensor> binding = {},
-                                                          drift_weighted_budget budget = {}) {
+                                                          drift_weighted_budget budget = heterocache_budget()) {
     const cache_options o = heterocache_options(options, profile);
     return heterocache_cache<Tensor, Storage>(shape, o, std::move(profile), {}, budget, {}, std::move(binding));
 }
@@ -244,7 +257,7 @@ heterocache_ada_kv_cache<Tensor, Storage> make_heterocache_ada_kv_cache(const mo
                                                                         storage_binding<Tensor> binding = {}) {
     const cache_options o = heterocache_options(options, profile);
     return heterocache_ada_kv_cache<Tensor, Storage>(shape, o, std::move(profile), overlap_star_classifier{},
-                                                     ada_kv_budget<drift_weighted_budget>{alpha}, pivot_overlap_monitor{},
+                                                     ada_kv_budget<drift_weighted_budget>{alpha, heterocache_budget()}, pivot_overlap_monitor{},
                                                      std::move(binding));
 }
 
