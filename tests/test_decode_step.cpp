@@ -140,3 +140,19 @@ TEST_CASE("a decode step allocates nothing: begin_layer, attention, end_layer wi
         if (digests) CHECK((async ? async_cache.monitor() : sync_cache.monitor()).digest_drifts() > 0);
     }
 }
+
+TEST_CASE("pivot_overlap_monitor ranks with the current query only for a profile with digest pivots") {
+    planted::scenario s;
+    s.shape = {2, 3, 9, 64};
+    s.prompt_tokens = 256;
+    const planted::model m(s);
+    auto profile = testing_support::planted_profile(m);
+    REQUIRE(profile.count(hc::head_role::pivot) > 0);
+    CHECK_FALSE(hc::pivot_overlap_monitor{}.observes_current(profile));
+    for (auto& head : profile.heads)
+        if (head.role == hc::head_role::pivot) {
+            head.role = hc::head_role::digest_pivot;
+            break;
+        }
+    CHECK(hc::pivot_overlap_monitor{}.observes_current(profile));
+}

@@ -302,13 +302,19 @@ private:
         storage_.append(layer, kv, std::span<const append_entry>(entries_.data(), n), q);
         for (std::size_t i = 0; i < n; ++i) rows_.advance(layer, entries_[i].row);
         if constexpr (traits::ranks_current_query)
-            if (queries != nullptr && profile_) rank_current_queries(layer, *queries);
+            if (queries != nullptr && profile_ && observes_current()) rank_current_queries(layer, *queries);
         const auto stepping = [&](index_t seq) { return slots_.stepping(layer, seq); };
         const std::span<const score_capture> captures = captures_.requests(layer, step, [&](index_t r) {
             const index_t seq = r / shape_.kv_heads, t = slots_.prompt_tokens(seq);
             return stepping(seq) && rows_.prompt_count(layer, r) == t ? t : 0;  // a whole prompt, in position order
         });
         return storage_.selection(layer, rows_.selection(layer, shape_.group_size(), shape_.head_dim, stepping, captures), q);
+    }
+    //! Whether the monitor has anything to rank with the current query under this profile (a monitor may say
+    //! it has not: `observes_current(profile)`, optional).
+    [[nodiscard]] bool observes_current() const {
+        if constexpr (requires { monitor_.observes_current(*profile_); }) return monitor_.observes_current(*profile_);
+        else return true;
     }
     //! The monitor sees this step's queries of every stepping slot of `layer` before the selection is built
     //! (`observe_current`); its refreshes land now.

@@ -69,7 +69,9 @@ using drift_handler = detail::function_ref<void(index_t head, std::span<const fl
 //!   pivots), so when the engine passes the decode queries to `begin_layer` the cache calls
 //!   `observe_current(context, on_drift)` there (before the attention: `prompt_scores` are recomputed) and
 //!   lands its refreshes before it returns the selection; `observe` follows at `end_layer` as always, with
-//!   `context.current_observed` set.
+//!   `context.current_observed` set. Such a monitor may also have `bool observes_current(const head_profile&)`:
+//!   false where a profile leaves it nothing to rank with the current query (pivot overlap without digest
+//!   pivots), and the cache then skips the call at `begin_layer` (`observe` sees `current_observed` unset).
 template <class M>
 struct monitor_traits {
     static constexpr bool declared = false;

@@ -75,6 +75,12 @@ public:
         steps_[stream(layer, seq)] = 0;
     }
 
+    //! Only digest pivots rank with the step's query: a profile without them gives `observe_current` nothing
+    //! to do, and the cache skips it.
+    [[nodiscard]] bool observes_current(const head_profile& profile) const noexcept {
+        return profile.count(head_role::digest_pivot) > 0;
+    }
+
     //! Digest pivots check their drift with the step's query, before it attends.
     void observe_current(const monitor_context& context, drift_handler on_drift) {
         for (index_t head = 0; head < shape_.kv_heads; ++head)
