@@ -59,6 +59,7 @@ def llama_cpp_worker(argv: list[str]) -> int:
     ap.add_argument("--flash-attn", choices=["auto", "off", "on"], default="auto")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--max-new", type=int, default=64)
+    ap.add_argument("--rope-scale", type=float, default=1.0, help="linear RoPE scaling factor (1: none)")
     ap.add_argument("--probe", action="store_true", help="load the model, print its facts, exit")
     a = ap.parse_args(argv)
 
@@ -86,6 +87,9 @@ def llama_cpp_worker(argv: list[str]) -> int:
     cp.n_ctx = a.n_ctx
     cp.n_threads = a.threads
     cp.n_threads_batch = a.threads
+    if a.rope_scale != 1.0:  # linear position interpolation, as heterocache-llama --rope-scale
+        cp.rope_scaling_type = L.LLAMA_ROPE_SCALING_TYPE_LINEAR
+        cp.rope_freq_scale = 1.0 / a.rope_scale
     if a.flash_attn == "off":
         cp.flash_attn_type = L.LLAMA_FLASH_ATTN_TYPE_DISABLED
     elif a.flash_attn == "on":
@@ -286,16 +290,21 @@ def make_configs(args) -> list[dict]:
     return cfgs
 
 
-def engine_cmd(args, cfg: dict, target: int) -> list[str]:
+def rope_args(rope_scale: float) -> list[str]:
+    return ["--rope-scale", f"{rope_scale:g}"] if rope_scale != 1.0 else []
+
+
+def engine_cmd(args, cfg: dict, target: int, rope_scale: float = 1.0) -> list[str]:
     return [str(args.engine), "--model", str(args.model), "--passkey", "--context", str(target),
             "--seed", str(PASSKEY_SEED), "--depth", str(PASSKEY_DEPTH), "--max-new", str(args.max_new),
-            "--ignore-eos", "--threads", str(args.threads), "--quiet", *cfg["args"], *args.engine_arg]
+            "--ignore-eos", "--threads", str(args.threads), "--quiet", *rope_args(rope_scale), *cfg["args"],
+            *args.engine_arg]
 
 
-def llama_cmd(args, cfg: dict, n_ctx: int, ids_file: Path) -> list[str]:
+def llama_cmd(args, cfg: dict, n_ctx: int, ids_file: Path, rope_scale: float = 1.0) -> list[str]:
     return [sys.executable, str(Path(__file__).resolve()), "_llama_cpp_worker", "--model", str(args.model),
             "--ids", str(ids_file), "--n-ctx", str(n_ctx), "--flash-attn", cfg["fa"],
-            "--threads", str(args.threads), "--max-new", str(args.max_new)]
+            "--threads", str(args.threads), "--max-new", str(args.max_new), *rope_args(rope_scale)]
 
 
 def parse_engine(stdout: str) -> dict:
@@ -329,9 +338,9 @@ def parse_engine(stdout: str) -> dict:
 
 def measure(args, cfg: dict, n_ctx: int, prompt: dict, tracker: LoadTracker) -> dict:
     if cfg["kind"] == "engine":
-        cmd = engine_cmd(args, cfg, prompt["target"])
+        cmd = engine_cmd(args, cfg, prompt["target"], prompt["rope_scale"])
     else:
-        cmd = llama_cmd(args, cfg, n_ctx, prompt["ids_file"])
+        cmd = llama_cmd(args, cfg, n_ctx, prompt["ids_file"], prompt["rope_scale"])
     before, waited = wait_quiet(args.wait_quiet, args.quiet_threshold)
     r = run_measured(cmd, args.timeout, tracker, args.nice)
     r.update(others_before=before, waited_s=waited)
@@ -421,7 +430,10 @@ def tables_md(summary: dict, cfgs: list[dict], contexts: list[int], rounds: int,
         return s
 
     out = []
-    prompt_tok = ", ".join(f"{ctx_label(n)}: {meta['prompts'][str(n)]['tokens']}" for n in contexts)
+    def rope_note(n: int) -> str:
+        f = meta["prompts"][str(n)].get("rope_scale", 1.0)
+        return f" (linear RoPE scaling x{f:g} on both engines)" if f != 1.0 else ""
+    prompt_tok = ", ".join(f"{ctx_label(n)}: {meta['prompts'][str(n)]['tokens']}{rope_note(n)}" for n in contexts)
     out.append(f"Medians of {rounds} alternated round(s); ratios against the peer (**bold**: the faster llama.cpp "
                f"configuration at that context). {meta['threads']} threads, {meta['max_new']} tokens generated "
                f"({meta['max_new'] - 1} decode steps) after a prompt of context − {meta['max_new'] + 1} tokens "
@@ -543,8 +555,9 @@ def bench_main() -> int:
         description="Alternated side-by-side decode/prefill speed: llama.cpp against heterocache-llama.")
     ap.add_argument("--quick", action="store_true", help="1K and 4K context, 1 round (a few minutes)")
     ap.add_argument("--contexts", default="1024,4096,8192",
-                    help="comma-separated context sizes in tokens (default 1024,4096,8192; at most the model's "
-                         "training context, 8192 for SmolLM2-135M)")
+                    help="comma-separated context sizes in tokens (default 1024,4096,8192; beyond the model's "
+                         "training context, 8192 for SmolLM2-135M, both engines run with linear RoPE scaling by "
+                         "context / training context)")
     ap.add_argument("--rounds", type=int, default=3, help="alternated rounds (default 3; medians over them)")
     ap.add_argument("--max-new", type=int, default=64, help="tokens generated per measurement (default 64, >= 64 for a report)")
     ap.add_argument("--threads", type=int, default=2, help="threads for both engines (default 2)")
@@ -623,11 +636,13 @@ def bench_main() -> int:
         die(f"llama.cpp could not load the model:\n{probe.stdout}\n{probe.stderr[-3000:]}")
     probe = json.loads(probe.stdout.strip().splitlines()[-1])
     n_train = probe["n_ctx_train"]
-    over = [n for n in contexts if n > n_train]
-    if over:
-        die(f"contexts {over} exceed the model's training context {n_train}. heterocache-llama has no RoPE "
-            f"scaling option, so a longer context would compare the engines on positions the model was not "
-            f"trained for; longer contexts need a RoPE-scaled run on both engines (not available yet).")
+    # A context beyond the training context runs both engines with linear RoPE scaling (position
+    # interpolation) by n / n_train, so neither is measured on positions the model was not trained for.
+    rope_scales = {n: (n / n_train if n > n_train else 1.0) for n in contexts}
+    if any(f > 64 for f in rope_scales.values()):
+        die(f"contexts {contexts} need a RoPE scale above 64 for the training context {n_train}")
+    if any(f != 1.0 for f in rope_scales.values()) and "--rope-scale" not in help_text:
+        die(f"{args.engine} lacks --rope-scale, needed beyond the training context {n_train}")
     if any(n <= args.max_new + 64 for n in contexts):
         die(f"every context must exceed --max-new + 64 ({args.max_new + 64})")
 
@@ -658,7 +673,7 @@ def bench_main() -> int:
         ids = r.stdout.strip().splitlines()[-1]
         f = ids_dir / f"prompt-{n}.ids"
         f.write_text(ids)
-        prompts[n] = dict(target=target, tokens=len(ids.split(",")), ids_file=f)
+        prompts[n] = dict(target=target, tokens=len(ids.split(",")), ids_file=f, rope_scale=rope_scales[n])
 
     la0 = os.getloadavg()
     meta = dict(
@@ -669,7 +684,7 @@ def bench_main() -> int:
         llama_cpp_system_info=probe["system_info"], nice=args.nice, threads=args.threads, max_new=args.max_new, rounds=args.rounds,
         contexts=contexts, configs=[{k: v for k, v in c.items()} for c in cfgs],
         passkey=dict(seed=PASSKEY_SEED, depth=PASSKEY_DEPTH),
-        prompts={str(n): dict(target=p["target"], tokens=p["tokens"]) for n, p in prompts.items()},
+        prompts={str(n): dict(target=p["target"], tokens=p["tokens"], rope_scale=p["rope_scale"]) for n, p in prompts.items()},
         load_at_start=la0, llama_cpp_python_baseline_rss_mib=python_base_mib, rows=[])
     json_path, csv_path, md_path = (out_dir / f"engine-bench-{stamp}.{e}" for e in ("json", "csv", "md"))
 

@@ -54,6 +54,7 @@ struct options {
   std::string policy = "full";
   kv_format format = kv_format::bf16;
   activation_format activations = activation_format::fp32;
+  double rope_scale = 1.0;
   double budget = 0.5;
   std::size_t budget_tokens = 0;
   std::size_t window = 32;
@@ -80,9 +81,12 @@ void usage(std::FILE* out) {
       "  --policy NAME       KV cache: full | heterocache | streamingllm | h2o | snapkv | pyramidkv | adakv |\n"
       "                      quest | duo (default full; heterocache/baselines.hpp)\n"
       "  --kv-format F       the cache's hot-tier elements: bf16 (default) | fp16 | fp32 (fp32 accumulation;\n"
-      "                      the cold tier, the engine's own K/V, stays fp32)\n"
+      "                      the cold tier, the engine's own K/V, is fp16)\n"
       "  --activations A     inputs of the 4- and 8-bit weights' products: fp32 (default) | int16 | int8 (as\n"
       "                      llama.cpp), the last two quantized per block of 32 for integer dot products\n"
+      "  --rope-scale F      linear RoPE scaling (position interpolation) by F in [1, 64], default 1: positions\n"
+      "                      rotated as p / F, so F x the training context spans its angles (llama.cpp's\n"
+      "                      --rope-scaling linear --rope-scale F)\n"
       "  --budget R          compressed policies: kept fraction r of the prompt KV, in (0, 1] (default 0.5)\n"
       "  --budget-tokens N   compressed policies: N >= 1 prompt tokens per KV head on average (r = N / prompt\n"
       "                      tokens, at most 1)\n"
@@ -108,7 +112,7 @@ void usage(std::FILE* out) {
       "Token counts: the prompt plus --max-new plus one must fit in half the machine's memory (or its cgroup\n"
       "limit) at the engine's KV bytes per token (a K/V row per layer and KV head in the engine's fp16 tensors,\n"
       "and at most an fp32 one in the cache's hot tier), e.g. about 175K tokens of SmolLM2-135M per 24 GiB. Beyond the\n"
-      "model's training context (8192 for SmolLM2) a warning is printed: RoPE is not scaled.\n",
+      "model's training context (8192 for SmolLM2) times --rope-scale a warning is printed.\n",
       out);
 }
 
@@ -151,6 +155,7 @@ options parse_args(int argc, char** argv) try {
       o.context = parse_int<std::size_t>(a, o.context_text, 64, SIZE_MAX, context_expected);
     }
     else if (a == "--depth") o.depth = parse_real(a, next(), 0.0, 1.0);
+    else if (a == "--rope-scale") o.rope_scale = parse_real(a, next(), 1.0, 64.0);
     else if (a == "--sweep-contexts")
       o.sweep_contexts = cli::parse_int_list<std::size_t>(a, next(), 64, SIZE_MAX, context_expected);
     else if (a == "--sweep-depths") o.sweep_depths = cli::parse_real_list(a, next(), 0.0, 1.0);
@@ -452,7 +457,8 @@ int main(int argc, char** argv) {
                           std::to_string(limit.tokens)));
     }
 
-    const llama_model model(file);
+    llama_model model(file);
+    model.set_rope_scale(opt.rope_scale);
     const auto& cfg = model.config();
     if (!opt.quiet)
       std::fprintf(stderr, "loaded %s: %zu layers, %zu heads (%zu KV), head dim %zu, vocab %zu, %.0f MiB weights, %.2f s, %d threads\n",
@@ -460,9 +466,11 @@ int main(int argc, char** argv) {
                    cfg.n_vocab, static_cast<double>(model.weight_bytes()) / (1 << 20), seconds_since(t_load), opt.threads);
     if (opt.sweep) return passkey_sweep(opt, model, tok);
 
-    if (prompt.size() + static_cast<std::size_t>(max_new) + 1 > cfg.n_ctx_train)
-      std::fprintf(stderr, "heterocache-llama: warning: %zu tokens exceed the training context %zu\n",
-                   prompt.size() + static_cast<std::size_t>(max_new) + 1, cfg.n_ctx_train);
+    const auto reach = static_cast<std::size_t>(static_cast<double>(cfg.n_ctx_train) * opt.rope_scale);
+    if (prompt.size() + static_cast<std::size_t>(max_new) + 1 > reach)
+      std::fprintf(stderr, "heterocache-llama: warning: %zu tokens exceed the training context %zu%s\n",
+                   prompt.size() + static_cast<std::size_t>(max_new) + 1, reach,
+                   opt.rope_scale == 1.0 ? " (--rope-scale F interpolates the positions)" : " (times --rope-scale)");
 
     if (opt.demo) {
       std::printf("passkey demo: %zu prompt tokens, key %s at depth %.2f (style %d, seed %llu)\n", prompt.size(),

@@ -114,6 +114,12 @@ llama_model::llama_model(const gguf_file& f) : cfg_(read_llama_config(f)) {
   }
 }
 
+void llama_model::set_rope_scale(double factor) {
+  if (!(factor >= 1.0 && factor <= 64.0))
+    fail("rope scale " + std::to_string(factor) + " out of range [1, 64] (1: the file's own positions)");
+  cfg_.rope_scale = static_cast<float>(factor);
+}
+
 std::size_t llama_model::weight_bytes() const noexcept {
   std::size_t n = tok_embd_.bytes() + (output_ ? output_->bytes() : 0) + out_norm_.size() * sizeof(float);
   for (const auto& L : layers_)
@@ -147,7 +153,7 @@ llama_context::llama_context(const llama_model& m, std::size_t capacity, cache_f
   rope_sin_.resize(capacity * half);
   for (std::size_t p = 0; p < capacity; ++p)
     for (std::size_t i = 0; i < half; ++i) {
-      const double a = static_cast<double>(p) * static_cast<double>(rope_freq_[i]);
+      const double a = static_cast<double>(p) / static_cast<double>(c.rope_scale) * static_cast<double>(rope_freq_[i]);
       rope_cos_[p * half + i] = static_cast<float>(std::cos(a));
       rope_sin_[p * half + i] = static_cast<float>(std::sin(a));
     }

@@ -51,6 +51,9 @@ struct llama_config {
   std::size_t n_ctx_train = 0;
   std::size_t rope_dim = 0;
   float rope_theta = 10000.0f;
+  // Linear RoPE scaling (position interpolation): position p is rotated by the angles of p / rope_scale. 1 (the
+  // file's own positions) unless set_rope_scale() asks for more.
+  float rope_scale = 1.0f;
   float rms_eps = 1e-5f;
   std::size_t group() const noexcept { return n_head / n_head_kv; }
 };
@@ -69,6 +72,10 @@ class llama_model {
  public:
   explicit llama_model(const gguf_file& f);
   const llama_config& config() const noexcept { return cfg_; }
+  // Linear RoPE scaling by `factor` (position interpolation, llama.cpp's rope_freq_scale = 1 / factor): a context
+  // of factor x the training context spans the angles the model was trained on. Set it before creating a
+  // llama_context. Throws model_error unless factor is finite and in [1, 64].
+  void set_rope_scale(double factor);
   const quantized_matrix& token_embd() const noexcept { return tok_embd_; }  // [n_vocab][n_embd]
   const std::vector<float>& output_norm() const noexcept { return out_norm_; }
   // The output projection: output.weight, or the token embedding when the file ties them.

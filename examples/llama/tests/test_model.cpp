@@ -7,6 +7,8 @@
 #include <filesystem>
 #include <memory>
 #include <optional>
+#include <span>
+#include <string>
 #include <vector>
 
 #include "cache.hpp"
@@ -131,4 +133,38 @@ TEST_CASE("restart_decode: one prefill, then each cache decodes as it would in a
   llama_context without_state(model, prompt.size() + 2, nullptr, 1);
   without_state.eval(prompt);
   CHECK_THROWS_AS(without_state.restart_decode(nullptr), model_error);
+}
+
+TEST_CASE("--rope-scale: positions interpolated, position 0 unchanged, bad factors refused with the range") {
+  const char* path = model_path();
+  if (!path) {
+    MESSAGE("HETEROCACHE_MODEL unset or missing: skipping");
+    return;
+  }
+  const gguf_file file = gguf_file::open(path);
+  const auto logits = [&](double factor, std::span<const std::int32_t> ids) {
+    llama_model model(file);
+    model.set_rope_scale(factor);
+    CHECK(model.config().rope_scale == static_cast<float>(factor));
+    llama_context ctx(model, ids.size() + 1, nullptr, 2);
+    return ctx.eval(ids);
+  };
+  const std::vector<std::int32_t> ids = some_tokens(40, 9);
+  // one token sits at position 0, which no scaling rotates
+  CHECK(logits(4.0, std::span(ids).first(1)) == logits(1.0, std::span(ids).first(1)));
+  // later positions rotate by other angles: the logits move
+  const std::vector<float> plain = logits(1.0, ids), scaled = logits(2.0, ids);
+  CHECK(max_relative_difference(scaled, plain) > 1e-3);
+  CHECK(logits(1.0, ids) == plain);  // 1 is the file's own positions
+  llama_model model(file);
+  for (const double bad : {0.5, 0.0, -2.0, 65.0, std::nan("")}) {
+    CAPTURE(bad);
+    try {
+      model.set_rope_scale(bad);
+      FAIL("accepted");
+    } catch (const model_error& e) {
+      CHECK(std::string(e.what()).find("out of range [1, 64]") != std::string::npos);
+    }
+  }
+  CHECK(model.config().rope_scale == 1.0f);
 }
