@@ -17,11 +17,13 @@
 #include <benchmark/benchmark.h>
 
 #include "attention.hpp"
+#include "bench_read.hpp"
 #include "heterocache/tensor/element.hpp"
 
 namespace {
 
 using hcllama::selection_attention;
+using hcllama::bench::read_all;
 namespace hc = heterocache;
 
 constexpr std::size_t kRows = 90, kGroup = 3, kHeadDim = 64, kPageSize = 16;
@@ -67,20 +69,6 @@ struct hot_pages {
   }
   std::size_t bytes() const noexcept { return 2 * k.size() * sizeof(E); }
 };
-
-// Sums the 64-bit words of `bytes` bytes at `data`, split over the pool's threads (one partial sum each in
-// `sums`, pool.size() entries, so that the timed read allocates nothing).
-std::uint64_t read_all(hc::host_thread_pool& pool, const void* data, std::size_t bytes, std::span<std::uint64_t> sums) {
-  const auto* words = static_cast<const std::uint64_t*>(data);
-  const std::size_t count = bytes / sizeof(std::uint64_t), parts = static_cast<std::size_t>(pool.size());
-  pool.for_each(static_cast<hc::index_t>(parts), [&](hc::index_t part) {
-    const std::size_t p = static_cast<std::size_t>(part);
-    std::uint64_t s = 0;
-    for (std::size_t i = count * p / parts; i < count * (p + 1) / parts; ++i) s += words[i];
-    sums[p] = s;
-  });
-  return std::accumulate(sums.begin(), sums.end(), std::uint64_t{0});
-}
 
 template <class E>
 void decode_attention(benchmark::State& state) {

@@ -442,6 +442,7 @@ gguf_file gguf_file::open(const std::string& path) {
   if (p == MAP_FAILED) fail("cannot map '" + path + "': " + std::strerror(errno));
   f.owner_ = std::shared_ptr<void>(p, [size](void* q) { ::munmap(q, size); });
   f.bytes_ = {static_cast<const std::uint8_t*>(p), size};
+  f.mapped_ = true;
 #else
   std::ifstream in(path, std::ios::binary);
   if (!in) fail("cannot open '" + path + "': " + std::strerror(errno));
@@ -461,6 +462,17 @@ gguf_file gguf_file::open(const std::string& path) {
     throw gguf_error(std::string(e.what()) + " (file '" + path + "')");
   }
   return f;
+}
+
+void release_mapped_pages(std::span<const std::uint8_t> bytes) noexcept {
+#ifdef HCLLAMA_HAVE_MMAP
+  const auto page = static_cast<std::uintptr_t>(::sysconf(_SC_PAGESIZE));
+  const auto begin = (reinterpret_cast<std::uintptr_t>(bytes.data()) + page - 1) / page * page;
+  const auto end = (reinterpret_cast<std::uintptr_t>(bytes.data()) + bytes.size()) / page * page;
+  if (end > begin) ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);  // a hint: errors ignored
+#else
+  (void)bytes;
+#endif
 }
 
 gguf_file gguf_file::from_bytes(std::span<const std::uint8_t> bytes) {

@@ -120,6 +120,9 @@ class gguf_file {
   // A share of the file's bytes (the mapping or the owned copy; null for view_bytes, whose caller keeps them
   // alive): what lets an object that points into tensor_bytes() outlive this gguf_file.
   std::shared_ptr<const void> bytes_owner() const noexcept { return owner_; }
+  // True when the bytes are the file's read-only mapping (open() where the system maps files), which
+  // release_mapped_pages() may drop.
+  bool mapped() const noexcept { return mapped_; }
   // Whole tensor dequantized to float (row-major, dims[0] innermost).
   std::vector<float> to_float(const gguf_tensor_info& t) const;
   void to_float(const gguf_tensor_info& t, float* out) const;
@@ -127,6 +130,7 @@ class gguf_file {
  private:
   gguf_file() = default;
   void parse();
+  bool mapped_ = false;
 
   std::shared_ptr<void> owner_;  // mapping or owned copy
   std::span<const std::uint8_t> bytes_;
@@ -138,6 +142,11 @@ class gguf_file {
   std::vector<gguf_tensor_info> tensors_;
   std::unordered_map<std::string, std::size_t> tensor_index_;
 };
+
+// Drops the whole pages inside `bytes` (a range of a mapped() file's bytes) from this process's memory: they
+// are read again from the file when next touched. For a copy that has taken the bytes' place (the regrouped
+// rows of interleaved_rows), so the weights are not held twice.
+void release_mapped_pages(std::span<const std::uint8_t> bytes) noexcept;
 
 // ---- Writer (used by the tests and the fuzz seed corpus) -------------------
 // Builds a GGUF v3 byte image in memory.

@@ -84,6 +84,7 @@ void usage(std::FILE* out) {
       "                      the cold tier, the engine's own K/V, is fp16)\n"
       "  --activations A     inputs of the 4- and 8-bit weights' products: fp32 (default) | int16 | int8 (as\n"
       "                      llama.cpp), the last two quantized per block of 32 for integer dot products\n"
+      "                      (int8 the fastest: 1.5x decode, 2x prefill with AVX-512 VNNI; docs/engine.md)\n"
       "  --rope-scale F      linear RoPE scaling (position interpolation) by F in [1, 64], default 1: positions\n"
       "                      rotated as p / F, so F x the training context spans its angles (llama.cpp's\n"
       "                      --rope-scaling linear --rope-scale F)\n"

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <mutex>
 
 #include "heterocache/detail/isa_dispatch.hpp"
 
@@ -131,9 +132,28 @@ HETEROCACHE_ALWAYS_INLINE float half_at(const std::uint8_t* p) { return fp16_to_
 // Quantized activations: lane l of a dot product sums the products of codes l, l + 8, l + 16 and l + 24.
 using fv = vf;
 HETEROCACHE_ALWAYS_INLINE fv fzero() { return zero(); }
-HETEROCACHE_ALWAYS_INLINE fv fmadd_scalar(fv v, float s, fv acc) { return fmadd(v, splat(s), acc); }
+HETEROCACHE_ALWAYS_INLINE fv fsplat(float a) { return splat(a); }
+HETEROCACHE_ALWAYS_INLINE fv fmul8(fv a, fv b) { return mul(a, b); }
+HETEROCACHE_ALWAYS_INLINE fv fmadd8(fv a, fv b, fv c) {
+  for (std::size_t l = 0; l < W; ++l) c.v[l] = std::fma(a.v[l], b.v[l], c.v[l]);  // rounded once, as the x86 sets
+  return c;
+}
 HETEROCACHE_ALWAYS_INLINE float freduce(fv a) { return reduce_add(a); }
-HETEROCACHE_ALWAYS_INLINE float fmadd1(float a, float b, float c) { return std::fma(a, b, c); }
+HETEROCACHE_ALWAYS_INLINE void fstore(float* p, fv v) { store(p, v); }
+HETEROCACHE_ALWAYS_INLINE fv fbroadcast(const float* p) { return splat(*p); }
+HETEROCACHE_ALWAYS_INLINE fv load8(const float* p, std::size_t count) {
+  vf r{};
+  std::memcpy(r.v, p, count * sizeof(float));
+  return r;
+}
+HETEROCACHE_ALWAYS_INLINE void halves8(const std::uint8_t* p, std::size_t stride, std::size_t count, fv* first,
+                                       fv* second) {
+  *first = zero(), *second = zero();
+  for (std::size_t k = 0; k < count; ++k) {
+    first->v[k] = half_at(p + k * stride);
+    second->v[k] = half_at(p + k * stride + 2);
+  }
+}
 
 template <class Code, int MaxCode>
 struct scalar_codes {
@@ -372,11 +392,28 @@ quantized_matrix::quantized_matrix(std::string name, ggml_type type, std::size_t
   if (blocks.size() % row_bytes_ != 0 || blocks.size() / row_bytes_ != rows)
     fail("tensor " + describe() + " holds " + std::to_string(blocks.size()) + " bytes, not " +
          std::to_string(rows) + " rows of " + std::to_string(row_bytes_));
+  if (interleaved_rows::fits(type, rows)) interleaved_ = std::make_shared<interleaved_state>();
+}
+
+struct quantized_matrix::interleaved_state {
+  std::once_flag once;
+  std::unique_ptr<const interleaved_rows> rows;
+};
+
+const interleaved_rows* quantized_matrix::interleaved() const {
+  if (!interleaved_) return nullptr;
+  std::call_once(interleaved_->once, [&] {
+    interleaved_->rows = std::make_unique<const interleaved_rows>(*this);
+    if (mapped_) release_mapped_pages({data_, bytes()});  // read again from the file if the other kernels need them
+  });
+  return interleaved_->rows.get();
 }
 
 quantized_matrix quantized_matrix::from_gguf(const gguf_file& f, const gguf_tensor_info& t) {
-  return quantized_matrix(t.name, t.type, static_cast<std::size_t>(t.rows()), static_cast<std::size_t>(t.row_length()),
-                          f.tensor_bytes(t), f.bytes_owner());
+  quantized_matrix w(t.name, t.type, static_cast<std::size_t>(t.rows()), static_cast<std::size_t>(t.row_length()),
+                     f.tensor_bytes(t), f.bytes_owner());
+  w.mapped_ = f.mapped();
+  return w;
 }
 
 void quantized_matrix::dequantize_row(std::size_t r, float* out) const {
@@ -457,6 +494,39 @@ bool matrix_multiplier::quantize_inputs_(std::span<const weight_product> product
   return true;
 }
 
+bool matrix_multiplier::multiply_interleaved_(std::span<const weight_product> products, std::size_t n) {
+  if (isa_ != kernel_isa::avx512 || !interleaved_kernel_runs()) return false;
+  std::size_t groups = 0;
+  for (const weight_product& p : products) {
+    if (!interleaved_rows::fits(p.w->type(), p.w->rows())) return false;
+    groups += p.w->rows() / interleaved_rows::kGroupRows;
+  }
+  std::vector<const interleaved_rows*> rows;
+  rows.reserve(products.size());
+  for (const weight_product& p : products) rows.push_back(p.w->interleaved());
+  const auto* codes = reinterpret_cast<const std::int8_t*>(codes_.data());
+  const std::size_t cols = products.front().w->cols(), blocks = cols / kBlock;
+  if (code_totals_.size() < n * blocks) code_totals_.resize(n * blocks);
+  for (std::size_t b = 0; b < n * blocks; ++b) {  // input t's block j is b = t * blocks + j: codes b * 32 on
+    std::int32_t total = 0;
+    for (std::size_t i = 0; i < kBlock; ++i) total += codes[b * kBlock + i];
+    code_totals_[b] = total;
+  }
+  const int8_inputs x{codes, scales_.data(), code_sums_.data(), code_totals_.data(), n};
+  // shared out as the tiles below: equal runs of groups, kSharesPerThread per thread, to whichever thread is free
+  const std::size_t shares = std::min(groups, threads() == 1 ? 1 : threads() * kSharesPerThread);
+  pool_.for_each(static_cast<heterocache::index_t>(shares), [&](heterocache::index_t share) {
+    const std::size_t s = static_cast<std::size_t>(share), first = groups * s / shares, last = groups * (s + 1) / shares;
+    std::size_t group0 = 0;  // the first group of product p
+    for (std::size_t p = 0; p < products.size(); ++p) {
+      const std::size_t from = std::max(first, group0), to = std::min(last, group0 + rows[p]->groups());
+      if (from < to) multiply_groups(*rows[p], from - group0, to - group0, x, products[p].y, rows[p]->rows(), products[p].beta);
+      group0 += rows[p]->groups();
+    }
+  });
+  return true;
+}
+
 void matrix_multiplier::multiply(std::span<const weight_product> products, const float* x, std::size_t n) {
   if (products.empty() || n == 0) return;
   for (const weight_product& p : products) {
@@ -468,6 +538,7 @@ void matrix_multiplier::multiply(std::span<const weight_product> products, const
   const input_codes codes = quantize_inputs_(products, x, n)
                                 ? input_codes{activations_, codes_.data(), scales_.data(), code_sums_.data()}
                                 : input_codes{};
+  if (codes.format == activation_format::int8 && multiply_interleaved_(products, n)) return;
   const kernel_table& k = kernels(isa_);
   // The tiles of all products shared out in equal runs, kSharesPerThread per thread, each to whichever thread is
   // free next (every row costs the same, but a thread of a shared machine may be held up: one share per thread

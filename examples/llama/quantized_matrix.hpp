@@ -16,7 +16,10 @@
 //     sum over the blocks of dx / 2 * sum |w| of the block (int16: about 2^-16 of the block's largest input).
 // The float types (F32, F16, BF16) always take fp32 inputs. The kernels are compiled for AVX-512, AVX2+FMA
 // and portable C++, the best one for this processor chosen at run time (the quantized-activation products of
-// the AVX-512 set are 256 bits wide, as AVX2's). Each output element is computed by one thread with one fixed
+// the AVX-512 set are 256 bits wide, as AVX2's). With int8 activations on a processor with AVX-512 VNNI, the
+// products of matrices of whole groups of 16 rows run on the rows regrouped by interleaved_rows.hpp (16 rows
+// per vector, built on the first such product; the file's pages of the matrix are then released), the same
+// integer sums in another float order. Each output element is computed by one thread with one fixed
 // order of operations, whatever the thread count, the number of input vectors or the element's place among
 // them: a product of n inputs gives, for each input, the bits of the product of that input alone.
 #pragma once
@@ -33,6 +36,7 @@
 #include <vector>
 
 #include "gguf.hpp"
+#include "interleaved_rows.hpp"
 #include "kernel_isa.hpp"
 #include "heterocache/attention/host_thread_pool.hpp"
 
@@ -67,13 +71,19 @@ class quantized_matrix {
   void dequantize_row(std::size_t r, float* out) const;
   // "'name' (Q4_1, 576 x 576)", for error messages.
   std::string describe() const;
+  // The rows regrouped for the int8 kernels of interleaved_rows.hpp, built on the first call (by one thread,
+  // whichever calls first; copies of this matrix share them); null when interleaved_rows::fits() does not hold.
+  const interleaved_rows* interleaved() const;
 
  private:
+  struct interleaved_state;
   std::string name_;
   ggml_type type_ = ggml_type::f32;
   std::size_t rows_ = 0, cols_ = 0, row_bytes_ = 0;
   const std::uint8_t* data_ = nullptr;
   std::shared_ptr<const void> owner_;
+  std::shared_ptr<interleaved_state> interleaved_;  // null: not regroupable
+  bool mapped_ = false;  // data_ is in a mapped file (from_gguf): its pages are released once regrouped
 };
 
 // How matrix_multiplier feeds the inputs of the 4- and 8-bit types to their kernels (see above).
@@ -121,6 +131,9 @@ class matrix_multiplier {
   // Quantizes x for the products that take codes; false when none does.
   bool quantize_inputs_(std::span<const weight_product> products, const float* x, std::size_t n);
   bool takes_codes_(ggml_type t) const noexcept;
+  // The products on int8 codes by the kernels of interleaved_rows.hpp; false (nothing done) unless every
+  // product's matrix has its rows regrouped and this processor runs them.
+  bool multiply_interleaved_(std::span<const weight_product> products, std::size_t n);
 
   heterocache::host_thread_pool& pool_;
   kernel_isa isa_;
@@ -130,6 +143,7 @@ class matrix_multiplier {
   std::vector<std::int16_t> codes_;  // quantized activations: [input][cols] codes (int8 ones in its first half),
   std::vector<float> scales_;       // [input][block] dx,
   std::vector<float> code_sums_;    // [input][block] dx * sum(qx)
+  std::vector<std::int32_t> code_totals_;  // [input][block] sum(qx) of int8 codes (the regrouped rows' kernels)
 };
 
 }  // namespace hcllama

@@ -6,6 +6,8 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
 #include <limits>
 #include <random>
 #include <string>
@@ -244,7 +246,7 @@ TEST_CASE("matvec and matmat match the float64 reference for every type, size, i
       matrix_multiplier mm(mm_pool, isa, f);
       for (ggml_type t : kTypes)
         for (std::size_t cols : test_cols(t))
-          for (std::size_t rows : {std::size_t{1}, std::size_t{5}, std::size_t{17}}) {
+          for (std::size_t rows : {std::size_t{1}, std::size_t{5}, std::size_t{17}, std::size_t{32}}) {  // 32: regrouped
             CAPTURE(std::string(to_string(isa)));
             const test_matrix m(t, rows, cols, ++seed);
             for (std::size_t n : {1, 2, 3, 4, 5, 7, 9, 17}) {
@@ -308,7 +310,8 @@ TEST_CASE("matmat of n = 1..130 inputs gives, for each input, the bits of matvec
       heterocache::host_thread_pool mm_pool(3);
       matrix_multiplier mm(mm_pool, isa, f);
       const std::size_t cols = t == ggml_type::f32 || t == ggml_type::f16 || t == ggml_type::bf16 ? 45 : 64;
-      const test_matrix m(t, 13, cols, 100 + static_cast<unsigned>(t));
+      for (std::size_t rows : {13, 48}) {  // 48: rows regrouped by 16 for the int8 kernels
+      const test_matrix m(t, rows, cols, 100 + static_cast<unsigned>(t) + static_cast<unsigned>(rows));
       const std::vector<float> x = random_inputs(130 * cols, 7);
       std::vector<std::vector<float>> alone(130);
       for (std::size_t i = 0; i < 130; ++i) {
@@ -324,6 +327,7 @@ TEST_CASE("matmat of n = 1..130 inputs gives, for each input, the bits of matvec
             break;
           }
       }
+      }
     }
 }
 
@@ -333,7 +337,8 @@ TEST_CASE("the results are the same bits whatever the thread count") {
     for (ggml_type t : kTypes) {
       CAPTURE(std::string(to_string(isa)));
       CAPTURE(std::string(to_string(f)));
-      const test_matrix m(t, 131, 96, 200 + static_cast<unsigned>(t));
+      for (std::size_t rows : {131, 144}) {  // 144: 9 groups of 16 regrouped rows over 2 or 3 threads
+      const test_matrix m(t, rows, 96, 200 + static_cast<unsigned>(t));
       for (std::size_t n : {1, 6, 64}) {
         const std::vector<float> x = random_inputs(n * 96, 9);
         heterocache::host_thread_pool one_pool(1);
@@ -346,7 +351,102 @@ TEST_CASE("the results are the same bits whatever the thread count") {
                         m.w.describe() << ", " << threads << " threads, n " << n);
         }
       }
+      }
     }
+}
+
+TEST_CASE("rows regrouped by 16 for the int8 kernels: which matrices, the same weights, products as the reference") {
+  // which matrices are regrouped: the 4- and 8-bit types with whole groups of 16 rows
+  for (ggml_type t : kTypes) {
+    const test_matrix whole(t, 32, 64, 400 + static_cast<unsigned>(t)), partial(t, 23, 64, 401);
+    CHECK((whole.w.interleaved() != nullptr) == (t == ggml_type::q4_0 || t == ggml_type::q4_1 || t == ggml_type::q8_0));
+    CHECK(partial.w.interleaved() == nullptr);
+  }
+  // the regrouped bytes hold each row's blocks: every d and every code found where the layout puts it
+  for (ggml_type t : {ggml_type::q4_0, ggml_type::q4_1, ggml_type::q8_0}) {
+    CAPTURE(std::string(to_string(t)));
+    const test_matrix m(t, 48, 96, 410 + static_cast<unsigned>(t));
+    const interleaved_rows* g = m.w.interleaved();
+    REQUIRE(g != nullptr);
+    CHECK(g == m.w.interleaved());  // built once
+    CHECK(g->bytes() == m.w.bytes());
+    CHECK(g->groups() == 3);
+    const std::size_t file_codes = t == ggml_type::q4_1 ? 4 : 2, codes = t == ggml_type::q4_1 ? 64 : 32;
+    for (std::size_t r = 0; r < 48; ++r)
+      for (std::size_t j = 0; j < 3; ++j) {
+        const std::uint8_t* in = m.w.row_data(r) + j * type_size(t);
+        const std::uint8_t* out = g->block(r / 16, j);
+        const std::size_t i = r % 16;
+        CHECK(std::memcmp(out + 2 * i, in, 2) == 0);
+        if (t == ggml_type::q4_1) CHECK(std::memcmp(out + 32 + 2 * i, in + 2, 2) == 0);
+        for (std::size_t c = 0; c < (t == ggml_type::q8_0 ? 32u : 16u); ++c) {
+          const std::uint8_t want = t == ggml_type::q8_0 ? static_cast<std::uint8_t>(in[file_codes + c] ^ 0x80)
+                                                         : in[file_codes + c];
+          if (out[codes + (c / 4 * 16 + i) * 4 + c % 4] != want) {
+            FAIL_CHECK("row " << r << " block " << j << " code " << c << " misplaced");
+            break;
+          }
+        }
+      }
+  }
+  if (!interleaved_kernel_runs()) {
+    MESSAGE("no AVX-512 VNNI on this processor: the regrouped rows' kernel is not run here");
+    return;
+  }
+  // int8 products on them: within the kernels' rounding of the exact product of the quantized inputs
+  unsigned seed = 500;
+  heterocache::host_thread_pool pool(2);
+  matrix_multiplier vnni(pool, kernel_isa::avx512, activation_format::int8);
+  for (ggml_type t : {ggml_type::q4_0, ggml_type::q4_1, ggml_type::q8_0})
+    for (std::size_t cols : test_cols(t))
+      for (std::size_t n : {1, 4, 5, 11}) {
+        const test_matrix m(t, 64, cols, ++seed);
+        const std::vector<float> x = random_inputs(n * cols, ++seed, true);
+        check_against_reference(m.w, x, n, product(vnni, m.w, x, n), activation_format::int8);
+      }
+}
+
+namespace {
+// This process's resident pages of mapped files (Linux: RssFile of /proc/self/status), or -1 where unknown.
+long resident_file_kib() {
+  std::ifstream status("/proc/self/status");
+  std::string key;
+  long kib = -1;
+  while (status >> key)
+    if (key == "RssFile:") {
+      status >> kib;
+      return kib;
+    }
+  return -1;
+}
+}  // namespace
+
+TEST_CASE("a mapped file's matrix regrouped: its pages released, its rows and products unchanged") {
+  std::mt19937 rng(600);
+  const std::vector<std::uint8_t> raw = random_blocks(ggml_type::q8_0, 4096, 64, rng);  // 544 KiB: whole pages
+  gguf_writer writer;
+  writer.add("general.architecture", gguf_writer::string("test"));
+  writer.add_tensor("w", ggml_type::q8_0, {64, 4096}, raw);
+  const auto path = std::filesystem::temp_directory_path() / "hcllama_test_regrouped.gguf";
+  {
+    std::ofstream o(path, std::ios::binary);
+    o.write(reinterpret_cast<const char*>(writer.bytes().data()), static_cast<std::streamsize>(writer.bytes().size()));
+  }
+  const gguf_file f = gguf_file::open(path.string());
+  CHECK(f.mapped());
+  const quantized_matrix w = quantized_matrix::from_gguf(f, f.tensor("w"));
+  std::vector<float> before(4096 * 64), after(4096 * 64);
+  for (std::size_t r = 0; r < 4096; ++r) w.dequantize_row(r, &before[r * 64]);
+  const long resident = resident_file_kib();
+  REQUIRE(w.interleaved() != nullptr);  // regroups and releases the file's pages of the tensor
+  if (resident >= 0) CHECK(resident - resident_file_kib() >= 256);  // most of the 544 KiB gone from this process
+  for (std::size_t r = 0; r < 4096; ++r) w.dequantize_row(r, &after[r * 64]);  // read again from the file
+  CHECK(std::memcmp(before.data(), after.data(), before.size() * sizeof(float)) == 0);
+  heterocache::host_thread_pool pool(2);
+  matrix_multiplier mm(pool, best_isa(), activation_format::int8);
+  const std::vector<float> x = random_inputs(3 * 64, 601);
+  check_against_reference(w, x, 3, product(mm, w, x, 3), activation_format::int8);
+  std::filesystem::remove(path);
 }
 
 TEST_CASE("activation formats: names, the default and the switch") {
