@@ -32,6 +32,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_ENGINE = REPO / "build/examples/llama/heterocache-llama"
+MAX_ROPE_SCALE = 64.0  # the largest heterocache-llama --rope-scale (llama_model::kMaxRopeScale)
 DEFAULT_MODEL = Path.home() / ".cache/heterocache/models/SmolLM2-135M-Instruct.Q4_1.gguf"
 DEFAULT_PROFILE = REPO / "examples/llama/profiles/smollm2-135m-instruct.hcprofile"
 PASSKEY_SEED = 42
@@ -639,8 +640,8 @@ def bench_main() -> int:
     # A context beyond the training context runs both engines with linear RoPE scaling (position
     # interpolation) by n / n_train, so neither is measured on positions the model was not trained for.
     rope_scales = {n: (n / n_train if n > n_train else 1.0) for n in contexts}
-    if any(f > 64 for f in rope_scales.values()):
-        die(f"contexts {contexts} need a RoPE scale above 64 for the training context {n_train}")
+    if any(f > MAX_ROPE_SCALE for f in rope_scales.values()):
+        die(f"contexts {contexts} need a RoPE scale above {MAX_ROPE_SCALE:g} for the training context {n_train}")
     if any(f != 1.0 for f in rope_scales.values()) and "--rope-scale" not in help_text:
         die(f"{args.engine} lacks --rope-scale, needed beyond the training context {n_train}")
     if any(n <= args.max_new + 64 for n in contexts):

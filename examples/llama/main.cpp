@@ -156,7 +156,7 @@ options parse_args(int argc, char** argv) try {
       o.context = parse_int<std::size_t>(a, o.context_text, 64, SIZE_MAX, context_expected);
     }
     else if (a == "--depth") o.depth = parse_real(a, next(), 0.0, 1.0);
-    else if (a == "--rope-scale") o.rope_scale = parse_real(a, next(), 1.0, 64.0);
+    else if (a == "--rope-scale") o.rope_scale = parse_real(a, next(), 1.0, llama_model::kMaxRopeScale);
     else if (a == "--sweep-contexts")
       o.sweep_contexts = cli::parse_int_list<std::size_t>(a, next(), 64, SIZE_MAX, context_expected);
     else if (a == "--sweep-depths") o.sweep_depths = cli::parse_real_list(a, next(), 0.0, 1.0);

@@ -115,8 +115,9 @@ llama_model::llama_model(const gguf_file& f) : cfg_(read_llama_config(f)) {
 }
 
 void llama_model::set_rope_scale(double factor) {
-  if (!(factor >= 1.0 && factor <= 64.0))
-    fail("rope scale " + std::to_string(factor) + " out of range [1, 64] (1: the file's own positions)");
+  if (!(factor >= 1.0 && factor <= kMaxRopeScale))
+    fail("rope scale " + std::to_string(factor) + " out of range [1, " + std::to_string(static_cast<int>(kMaxRopeScale)) +
+         "] (1: the file's own positions)");
   cfg_.rope_scale = static_cast<float>(factor);
 }
 

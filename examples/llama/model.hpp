@@ -74,8 +74,9 @@ class llama_model {
   const llama_config& config() const noexcept { return cfg_; }
   // Linear RoPE scaling by `factor` (position interpolation, llama.cpp's rope_freq_scale = 1 / factor): a context
   // of factor x the training context spans the angles the model was trained on. Set it before creating a
-  // llama_context. Throws model_error unless factor is finite and in [1, 64].
+  // llama_context. Throws model_error unless factor is finite and in [1, kMaxRopeScale].
   void set_rope_scale(double factor);
+  static constexpr double kMaxRopeScale = 64.0;  // the largest linear RoPE scale set_rope_scale() takes
   const quantized_matrix& token_embd() const noexcept { return tok_embd_; }  // [n_vocab][n_embd]
   const std::vector<float>& output_norm() const noexcept { return out_norm_; }
   // The output projection: output.weight, or the token embedding when the file ties them.
