@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <stdexcept>
+#include <string>
 #include <type_traits>
 
 #include "heterocache/algorithm/pooled_attention.hpp"
@@ -80,19 +82,27 @@ score_copy chunk_capture(const heterocache::basic_paged_selection<E>& sel, std::
   return {sel.captures[row].scores + begin, tokens, tokens - begin};
 }
 
-}  // namespace
-
+// attend_pages with the kernel `attend`.
 template <class E>
-void attend_pages(const float* q, std::size_t group, std::size_t head_dim, const E* k, const E* v, const page_run& run,
-                  float scale, float* out, float* lse, float* scratch, const score_copy& capture) {
+void attend_pages_with(attend_pages_fn<E> attend, const float* q, std::size_t group, std::size_t head_dim, const E* k,
+                       const E* v, const page_run& run, float scale, float* out, float* lse, float* scratch,
+                       const score_copy& capture) {
   if (run.tokens == 0) {
     std::fill(out, out + group * head_dim, 0.0f);
     if (lse)
       for (std::size_t g = 0; g < group; ++g) lse[g] = -std::numeric_limits<float>::infinity();
     return;
   }
-  static const attend_pages_fn<E> attend = attend_pages_for<E>(best_isa());
   attend(q, group, head_dim, k, v, run, scale, out, lse, scratch, capture);
+}
+
+}  // namespace
+
+template <class E>
+void attend_pages(const float* q, std::size_t group, std::size_t head_dim, const E* k, const E* v, const page_run& run,
+                  float scale, float* out, float* lse, float* scratch, const score_copy& capture) {
+  static const attend_pages_fn<E> attend = attend_pages_for<E>(best_isa());
+  attend_pages_with(attend, q, group, head_dim, k, v, run, scale, out, lse, scratch, capture);
 }
 
 selection_attention::selection_attention(heterocache::host_thread_pool& pool) : pool_(pool) {}
@@ -115,6 +125,10 @@ void selection_attention::run(const heterocache::basic_paged_selection<E>& sel, 
                               float scale) {
   const std::size_t rows = static_cast<std::size_t>(sel.rows), G = static_cast<std::size_t>(sel.group_size),
                     d = static_cast<std::size_t>(sel.head_dim), page_size = static_cast<std::size_t>(sel.page_size);
+  if (!runs(kernel))
+    throw std::invalid_argument(std::string("selection_attention: kernel = ") + to_string(kernel) +
+                                " does not run on this processor (it runs: " + to_string(best_isa()) + " and below)");
+  const attend_pages_fn<E> attend = attend_pages_for<E>(kernel);
   const chunking plan = plan_chunks(sel);
   const std::size_t tasks = rows * plan.chunks;
   const std::size_t scratch_per_task = G * std::max<std::size_t>(plan.chunk_tokens, 1);
@@ -128,7 +142,7 @@ void selection_attention::run(const heterocache::basic_paged_selection<E>& sel, 
     const std::size_t b = std::min(len, c * plan.chunk_tokens), e = std::min(len, b + plan.chunk_tokens);
     const page_run pages{sel.indices + sel.indptr[r] + b / page_size, page_size, e - b};
     float* out = plan.chunks == 1 ? output + r * G * d : part_out_.data() + static_cast<std::size_t>(t) * G * d;
-    attend_pages(queries + r * G * d, G, d, sel.keys, sel.values, pages, scale, out,
+    attend_pages_with(attend, queries + r * G * d, G, d, sel.keys, sel.values, pages, scale, out,
                  part_lse_.data() + static_cast<std::size_t>(t) * G,
                  scratch_.data() + static_cast<std::size_t>(t) * scratch_per_task, chunk_capture(sel, r, b));
   };

@@ -18,6 +18,7 @@
 #include "heterocache/attention/host_thread_pool.hpp"
 #include "heterocache/attention/paged_selection.hpp"
 #include "heterocache/tensor/element.hpp"
+#include "kernel_isa.hpp"
 
 namespace hcllama {
 
@@ -66,6 +67,9 @@ class selection_attention {
   void run(const kv_selection& sel, const float* queries, float* output, float scale);
   std::size_t threads() const noexcept { return static_cast<std::size_t>(pool_.size()); }
   std::size_t min_split = 512;  // rows shorter than this are not split
+  // The instruction set of the kernels (run throws std::invalid_argument for one this processor lacks); the
+  // fastest by default, any other to test or time it.
+  kernel_isa kernel = best_isa();
 
  private:
   // Splits every row into `chunks` runs of `chunk_tokens` tokens, a whole number of pages (the last runs

@@ -2,7 +2,8 @@
 // every KV head of the 30 layers (90 rows, 3 query heads each, head_dim 64), each row `tokens` tokens in pages
 // of 16 placed apart in the pool, as a decode step over the hot tier attends them. Each iteration also times a
 // plain read (a sum) of the same pool bytes on the same threads, so the counter `of_read` is the attention's
-// K/V bytes per second over the read's, measured beside it in the same run.
+// K/V bytes per second over the read's, measured beside it in the same run. `kernel` is the instruction set of
+// the attention's kernels (1 AVX2, 2 AVX-512; one the processor lacks is skipped).
 //
 // Usage: heterocache-llama-decode-bench [Google Benchmark flags], e.g. --benchmark_repetitions=5
 #include <algorithm>
@@ -18,6 +19,7 @@
 
 #include "attention.hpp"
 #include "bench_read.hpp"
+#include "kernel_isa.hpp"
 #include "heterocache/tensor/element.hpp"
 
 namespace {
@@ -74,10 +76,16 @@ template <class E>
 void decode_attention(benchmark::State& state) {
   const auto tokens = static_cast<std::size_t>(state.range(0));
   const auto threads = static_cast<hc::index_t>(state.range(1));
+  const auto kernel = static_cast<hcllama::kernel_isa>(state.range(2));
+  if (!hcllama::runs(kernel)) {
+    state.SkipWithError("this processor does not run the kernel");
+    return;
+  }
   const hot_pages<E> pages(tokens);
   const hc::basic_paged_selection<E> sel = pages.selection();
   hc::host_thread_pool pool(threads);
   selection_attention attention(pool);
+  attention.kernel = kernel;
   std::vector<float> q(kRows * kGroup * kHeadDim), out(q.size());
   std::mt19937 rng(11);
   std::normal_distribution<float> normal(0.0f, 0.3f);
@@ -106,11 +114,14 @@ void decode_attention(benchmark::State& state) {
 
 }  // namespace
 
-BENCHMARK(decode_attention<hc::bf16_t>)->ArgsProduct({{2048, 8192}, {1, 2}})->ArgNames({"tokens", "threads"})
-    ->UseRealTime()->Unit(benchmark::kMillisecond);
-BENCHMARK(decode_attention<hc::fp16_t>)->ArgsProduct({{8192}, {1, 2}})->ArgNames({"tokens", "threads"})
-    ->UseRealTime()->Unit(benchmark::kMillisecond);
-BENCHMARK(decode_attention<float>)->ArgsProduct({{8192}, {1, 2}})->ArgNames({"tokens", "threads"})
-    ->UseRealTime()->Unit(benchmark::kMillisecond);
+// kernel: 1 avx2, 2 avx512 (kernel_isa; those this processor lacks are skipped)
+constexpr auto kAvx2 = static_cast<std::int64_t>(hcllama::kernel_isa::avx2),
+               kAvx512 = static_cast<std::int64_t>(hcllama::kernel_isa::avx512);
+BENCHMARK(decode_attention<hc::bf16_t>)->ArgsProduct({{2048, 8192}, {1, 2}, {kAvx2, kAvx512}})
+    ->ArgNames({"tokens", "threads", "kernel"})->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(decode_attention<hc::fp16_t>)->ArgsProduct({{8192}, {1, 2}, {kAvx2, kAvx512}})
+    ->ArgNames({"tokens", "threads", "kernel"})->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(decode_attention<float>)->ArgsProduct({{8192}, {1, 2}, {kAvx2, kAvx512}})
+    ->ArgNames({"tokens", "threads", "kernel"})->UseRealTime()->Unit(benchmark::kMillisecond);
 
 BENCHMARK_MAIN();

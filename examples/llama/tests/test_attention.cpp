@@ -6,6 +6,7 @@
 #include <numeric>
 #include <random>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "model.hpp"
@@ -75,6 +76,26 @@ struct paged_rows {
   }
 };
 
+// The pools of `data` rounded to E (and data's floats made the values E holds, for the reference), and the
+// selection over them.
+template <class E>
+struct rounded_pools {
+  std::vector<E> k, v;
+  explicit rounded_pools(paged_rows& data) : k(data.k.size()), v(data.v.size()) {
+    for (std::size_t i = 0; i < data.k.size(); ++i) {
+      k[i] = heterocache::from_float<E>(data.k[i]);
+      v[i] = heterocache::from_float<E>(data.v[i]);
+      data.k[i] = heterocache::to_float(k[i]);
+      data.v[i] = heterocache::to_float(v[i]);
+    }
+  }
+  heterocache::basic_paged_selection<E> selection(const paged_rows& data, std::size_t group, std::size_t hd) const {
+    const heterocache::paged_selection f = data.selection(group, hd);
+    return {f.rows,   f.kv_heads, f.group_size,    f.head_dim, f.page_size, f.indptr,
+            f.indices, f.last_page_len, k.data(), v.data(),   f.captures};
+  }
+};
+
 // out ([row][group][hd]) is, within 1e-4, the naive attention of each row's queries over its tokens of `data`
 // (scale 0.125; zeros for an empty row).
 void require_naive_attention(const paged_rows& data, const std::vector<float>& q, std::size_t group, std::size_t hd,
@@ -87,6 +108,24 @@ void require_naive_attention(const paged_rows& data, const std::vector<float>& q
       for (std::size_t d = 0; d < hd; ++d)
         REQUIRE(out[(r * group + g) * hd + d] == doctest::Approx(ref[d]).epsilon(1e-4));
     }
+}
+
+// Runs `sel` (rows of `group` query heads) on `threads` threads with every kernel this processor runs, rows of
+// more than 100 tokens split, and requires each output to be the naive attention of `data`.
+template <class Selection>
+void require_naive_attention_every_kernel(const Selection& sel, const paged_rows& data, const std::vector<float>& q,
+                                          std::size_t group, std::size_t hd, std::size_t threads) {
+  heterocache::host_thread_pool pool(static_cast<heterocache::index_t>(threads));
+  for (kernel_isa kernel : supported_isas()) {
+    const std::string kernel_name = to_string(kernel);
+    CAPTURE(kernel_name);
+    selection_attention att(pool);
+    att.min_split = 100;
+    att.kernel = kernel;
+    std::vector<float> out(data.slots.size() * group * hd, -1.0f);
+    att.run(sel, q.data(), out.data(), 0.125f);
+    require_naive_attention(data, q, group, hd, out);
+  }
 }
 
 // Normal random queries for `heads` query heads.
@@ -106,14 +145,8 @@ TEST_CASE("selection_attention matches a naive softmax attention, split or not, 
   const std::vector<float> q = random_queries(rows * group, hd, 11);
   for (std::size_t page_size : {1, 16}) {
     const paged_rows data(lengths, page_size, hd, 5, 17);
-    for (std::size_t threads : {1, 2, 3}) {
-      heterocache::host_thread_pool pool(static_cast<heterocache::index_t>(threads));
-      selection_attention att(pool);
-      att.min_split = 100;
-      std::vector<float> out(rows * group * hd, -1.0f);
-      att.run(data.selection(group, hd), q.data(), out.data(), 0.125f);
-      require_naive_attention(data, q, group, hd, out);
-    }
+    for (std::size_t threads : {1, 2, 3})
+      require_naive_attention_every_kernel(data.selection(group, hd), data, q, group, hd, threads);
   }
 }
 
@@ -128,27 +161,39 @@ TEST_CASE_TEMPLATE("selection_attention over 16-bit pages matches a naive attent
     const std::size_t rows = lengths.size();
     const std::vector<float> q = random_queries(rows * group, hd, 23);
     paged_rows data(lengths, 16, hd, 29, 31);
-    // The pools rounded to E, and the reference's floats made the values E holds.
-    std::vector<E> k16(data.k.size()), v16(data.v.size());
-    for (std::size_t i = 0; i < data.k.size(); ++i) {
-      k16[i] = heterocache::from_float<E>(data.k[i]);
-      v16[i] = heterocache::from_float<E>(data.v[i]);
-      data.k[i] = heterocache::to_float(k16[i]);
-      data.v[i] = heterocache::to_float(v16[i]);
-    }
-    const heterocache::paged_selection f = data.selection(group, hd);
-    const heterocache::basic_paged_selection<E> sel{f.rows,    f.kv_heads, f.group_size,    f.head_dim,   f.page_size,
-                                                    f.indptr,  f.indices,  f.last_page_len, k16.data(), v16.data(),
-                                                    f.captures};
-    for (std::size_t threads : {1, 2}) {
-      heterocache::host_thread_pool pool(static_cast<heterocache::index_t>(threads));
-      selection_attention att(pool);
-      att.min_split = 100;
-      std::vector<float> out(rows * group * hd, -1.0f);
-      att.run(kv_selection{sel}, q.data(), out.data(), 0.125f);
-      require_naive_attention(data, q, group, hd, out);
-    }
+    const rounded_pools<E> pools(data);
+    const heterocache::basic_paged_selection<E> sel = pools.selection(data, group, hd);
+    for (std::size_t threads : {1, 2}) require_naive_attention_every_kernel(kv_selection{sel}, data, q, group, hd, threads);
   }
+}
+
+TEST_CASE_TEMPLATE("selection_attention matches a naive attention for every group size and head dim, every kernel", E,
+                   float, heterocache::bf16_t, heterocache::fp16_t) {
+  // group sizes of one, part of and more than one pass of the x86 kernels' head blocks; head dims of 2, 4, 8
+  // and 16 vectors of 16 lanes, of 8 lanes only (48), of a widened copy only (40) and of none (20)
+  for (const std::size_t group : {std::size_t{1}, std::size_t{2}, std::size_t{4}, std::size_t{5}, std::size_t{8}})
+    for (const std::size_t hd : {16, 20, 32, 40, 48, 64, 128, 256}) {
+      CAPTURE(group);
+      CAPTURE(hd);
+      const std::vector<std::size_t> lengths{173, 9, 1};  // whole blocks of 8 keys and a rest, a rest only
+      const std::size_t rows = lengths.size();
+      const std::vector<float> q = random_queries(rows * group, hd, 41);
+      paged_rows data(lengths, 16, hd, 43, 47);
+      const rounded_pools<E> pools(data);
+      const heterocache::basic_paged_selection<E> sel = pools.selection(data, group, hd);
+      require_naive_attention_every_kernel(sel, data, q, group, hd, 1);
+    }
+}
+
+TEST_CASE("selection_attention refuses a kernel the processor does not run, naming it") {
+  const paged_rows data({20}, 16, 64, 1, 2);
+  const std::vector<float> q = random_queries(3, 64, 3);
+  std::vector<float> out(3 * 64);
+  heterocache::host_thread_pool pool(1);
+  selection_attention att(pool);
+  att.kernel = static_cast<kernel_isa>(7);  // no instruction set
+  CHECK_THROWS_WITH_AS(att.run(data.selection(3, 64), q.data(), out.data(), 0.125f),
+                       doctest::Contains("kernel = ?"), std::invalid_argument);
 }
 
 TEST_CASE("selection_attention does not depend on where the pages lie") {
