@@ -70,7 +70,7 @@ void attention_vs_read(benchmark::State& state, model shape, index_t context, in
     attention_step step(layer(shape, context), 1.0, threads, split);
     const layer_data& data = step.data;
     const auto floats = static_cast<index_t>(data.keys.size());
-    std::vector<float> partial(static_cast<std::size_t>(threads));
+    std::vector<std::uint64_t> partial(static_cast<std::size_t>(threads));
     const auto read = [&](index_t t) {
         partial[static_cast<std::size_t>(t)] = sum_of_part(data.keys.data(), floats, threads, t) +
                                                sum_of_part(data.values.data(), floats, threads, t);

@@ -22,11 +22,11 @@ const std::vector<float>& source() {
     return data;
 }
 
-// Sums the buffer, split into `threads` equal parts (the same vectorized sum the kernels use).
+// Sums the buffer's words, split into `threads` equal parts (sum_of_part).
 void memory_read(benchmark::State& state, index_t threads) {
     const std::vector<float>& data = source();
     heterocache::host_thread_pool pool(threads);
-    std::vector<float> partial(static_cast<std::size_t>(threads));
+    std::vector<std::uint64_t> partial(static_cast<std::size_t>(threads));
     for (auto _ : state) {
         pool.for_each(threads, [&](index_t t) {
             partial[static_cast<std::size_t>(t)] = sum_of_part(data.data(), buffer_floats, threads, t);

@@ -32,6 +32,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_ENGINE = REPO / "build/examples/llama/heterocache-llama"
+DEFAULT_READ_BENCH = REPO / "build/bench/heterocache-bench"  # its memory/read: the plain read of 256 MiB
 MAX_ROPE_SCALE = 64.0  # the largest heterocache-llama --rope-scale (llama_model::kMaxRopeScale)
 DEFAULT_MODEL = Path.home() / ".cache/heterocache/models/SmolLM2-135M-Instruct.Q4_1.gguf"
 DEFAULT_PROFILE = REPO / "examples/llama/profiles/smollm2-135m-instruct.hcprofile"
@@ -325,6 +326,9 @@ def parse_engine(stdout: str) -> dict:
     m = re.search(r"hot KV ([\d.]+) MiB, (\d+) tokens", stdout)
     if m:
         out.update(hot_kv_mib=float(m.group(1)), hot_kv_tokens=int(m.group(2)))
+    m = re.search(r"weights read ([\d.]+) MiB per step", stdout)
+    if m:
+        out["weights_mib"] = float(m.group(1))
     m = re.search(r"peak RSS (\d+) MiB", stdout)
     if m:
         out["engine_vmhwm_mib"] = float(m.group(1))
@@ -368,6 +372,21 @@ def measure(args, cfg: dict, n_ctx: int, prompt: dict, tracker: LoadTracker) -> 
         r.pop(k)
     res.update(r)
     return res
+
+
+def measure_read(args) -> float:
+    """The machine's plain read bandwidth now, in GB/s (10^9 bytes): the median of 3 repetitions of
+    heterocache-bench's sum over 256 MiB on --threads threads, at the measured processes' nice."""
+    cmd = [str(args.read_bench), f"--benchmark_filter=^memory/read/256MiB/threads:{args.threads}(/|$)",
+           "--benchmark_repetitions=3", "--benchmark_format=json"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600,
+                       preexec_fn=child_priority(args.nice) if args.nice else None)
+    if r.returncode != 0:
+        raise RuntimeError(f"the plain read failed ({r.returncode}): {' '.join(cmd)}\n{r.stderr[-2000:]}")
+    medians = [b["bytes_per_second"] for b in json.loads(r.stdout)["benchmarks"] if b.get("aggregate_name") == "median"]
+    if not medians:
+        raise RuntimeError(f"no median in the output of {' '.join(cmd)} (is --threads {args.threads} one of its 1, 2?)")
+    return medians[0] / 1e9
 
 
 # ----------------------------------------------------------------------------------------------
@@ -507,6 +526,48 @@ def goal_lines(summary: dict, contexts: list[int], budgets: list[float]) -> list
     return lines
 
 
+def bandwidth(meta: dict, cfgs: list[dict], contexts: list[int]) -> dict:
+    """Per engine configuration and context: the bytes one decode step reads (the weights it reads plus the
+    hot KV it attends, both as the engine reports them), the GB/s that makes at its decode speed, and that
+    over the plain read measured in the same round at the same context (medians over the rounds)."""
+    reads = {(r["round"], r["context"]): r["gbps"] for r in meta.get("reads", [])}
+    out = {}
+    for c in cfgs:
+        for n in contexts:
+            rr = [r for r in meta["rows"] if r["config"] == c["key"] and r["context"] == n
+                  and r.get("weights_mib") is not None and r.get("hot_kv_mib") is not None]
+            if not rr:
+                continue
+            mb = [(r["weights_mib"] + r["hot_kv_mib"]) * 2**20 / 1e6 for r in rr]
+            gbps = [m * r["decode_tps"] / 1e3 for m, r in zip(mb, rr)]
+            of_read = [g / reads[(r["round"], n)] for g, r in zip(gbps, rr) if reads.get((r["round"], n))]
+            out[(c["key"], n)] = dict(mb=statistics.median(mb), gbps=statistics.median(gbps),
+                                      read=statistics.median([reads[(r["round"], n)] for r in rr if reads.get((r["round"], n))])
+                                      if of_read else None,
+                                      of_read=statistics.median(of_read) if of_read else None)
+    return out
+
+
+def bandwidth_md(bw: dict, cfgs: list[dict], contexts: list[int]) -> str:
+    head = ("| configuration | " + " | ".join(f"{ctx_label(n)}: MB/step, GB/s (of the read)" for n in contexts) + " |\n"
+            + "|---|" + "---:|" * len(contexts) + "\n")
+    s = head
+    for c in cfgs:
+        if not any((c["key"], n) in bw for n in contexts):
+            continue
+        cells = []
+        for n in contexts:
+            b = bw.get((c["key"], n))
+            cells.append("–" if not b else f"{b['mb']:.0f}, {b['gbps']:.1f}"
+                         + (f" ({b['of_read']:.2f})" if b["of_read"] is not None else ""))
+        s += f"| {c['label']} | " + " | ".join(cells) + " |\n"
+    reads = [f"{ctx_label(n)} {b['read']:.1f}" for n in contexts for k_, b in bw.items()
+             if k_ == ("full", n) and b.get("read")]
+    if reads:
+        s += "\nThe plain read (heterocache-bench memory/read, 256 MiB, same threads, measured after each context's runs in every round), median GB/s: " + ", ".join(reads) + ".\n"
+    return s
+
+
 # ----------------------------------------------------------------------------------------------
 # main
 # ----------------------------------------------------------------------------------------------
@@ -569,6 +630,9 @@ def bench_main() -> int:
                     help="what the engine was built from, for the report (default: this checkout's git HEAD, +dirty)")
     ap.add_argument("--engine-arg", action="append", default=[],
                     help="extra argument for every heterocache-llama run (repeat; e.g. --engine-arg=--kv-format --engine-arg=bf16)")
+    ap.add_argument("--read-bench", default=str(DEFAULT_READ_BENCH),
+                    help="heterocache-bench, whose plain read is measured after each context's runs in every round "
+                         "(default build/bench/heterocache-bench; missing: no bandwidth table)")
     ap.add_argument("--model", default=os.environ.get("HETEROCACHE_MODEL") or str(DEFAULT_MODEL),
                     help="the GGUF file (default $HETEROCACHE_MODEL or ~/.cache/heterocache/models/SmolLM2-135M-Instruct.Q4_1.gguf)")
     ap.add_argument("--profile", default=str(DEFAULT_PROFILE), help="HeteroCache head profile")
@@ -611,6 +675,11 @@ def bench_main() -> int:
     if any(not 0 < r <= 1 for r in args.budgets):
         die("--budgets must be in (0, 1]")
     args.engine, args.model, args.profile = Path(args.engine), Path(args.model), Path(args.profile)
+    args.read_bench = Path(args.read_bench)
+    if not (args.read_bench.is_file() and os.access(args.read_bench, os.X_OK)):
+        print(f"bench/engine: no {args.read_bench} (cmake --build build --target heterocache-bench): the plain read "
+              f"is not measured, no bandwidth table", file=sys.stderr)
+        args.read_bench = None
     cfgs = make_configs(args)
 
     # ---- preflight: everything checked before the first measurement ----
@@ -686,7 +755,7 @@ def bench_main() -> int:
         contexts=contexts, configs=[{k: v for k, v in c.items()} for c in cfgs],
         passkey=dict(seed=PASSKEY_SEED, depth=PASSKEY_DEPTH),
         prompts={str(n): dict(target=p["target"], tokens=p["tokens"], rope_scale=p["rope_scale"]) for n, p in prompts.items()},
-        load_at_start=la0, llama_cpp_python_baseline_rss_mib=python_base_mib, rows=[])
+        load_at_start=la0, llama_cpp_python_baseline_rss_mib=python_base_mib, rows=[], reads=[])
     json_path, csv_path, md_path = (out_dir / f"engine-bench-{stamp}.{e}" for e in ("json", "csv", "md"))
 
     total = args.rounds * len(contexts) * len(cfgs)
@@ -742,6 +811,11 @@ def bench_main() -> int:
                                               for t in tries if t is not res]
                     rows.append(res)
                     json_path.write_text(json.dumps(meta, indent=1, default=str))  # kept up to date
+                if args.read_bench:
+                    gbps = measure_read(args)
+                    meta["reads"].append(dict(round=rnd + 1, context=n, gbps=gbps))
+                    print(f"          round {rnd + 1} {ctx_label(n):>3} plain read {gbps:6.1f} GB/s", flush=True)
+                    json_path.write_text(json.dumps(meta, indent=1, default=str))
             if first_round_s is None and args.rounds > 1:
                 first_round_s = time.monotonic() - t_round
                 print(f"  round 1 took {first_round_s / 60:.1f} min; about {first_round_s * (args.rounds - 1) / 60:.0f} "
@@ -774,7 +848,7 @@ def report(meta: dict, json_path: Path) -> int:
     csv_path, md_path = json_path.with_suffix(".csv"), json_path.with_suffix(".md")
     fields = ["round", "context", "config", "prompt_tokens", "prefill_s", "prefill_tps", "decode_steps", "decode_tps",
               "peak_rss_mib", "found", "load1", "load5", "load15", "load1_end", "load1_others", "others_before",
-              "others_cores", "waited_s", "wall_s", "cpu_s", "hot_kv_mib", "hot_kv_tokens", "warning"]
+              "others_cores", "waited_s", "wall_s", "cpu_s", "hot_kv_mib", "hot_kv_tokens", "weights_mib", "warning"]
     with open(csv_path, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
         w.writeheader()
@@ -789,6 +863,16 @@ def report(meta: dict, json_path: Path) -> int:
                   f"{rounds_done} round(s) begun; medians over what was measured.\n")
     md.append(tables_md(summary, cfgs, contexts, rounds if la1 is not None else rounds_done, meta))
     goals = goal_lines(summary, contexts, budgets)
+    bw = bandwidth(meta, cfgs, contexts)
+    if bw:
+        md.append("**Bytes per decode step and bandwidth** (weights read plus hot KV attended, as the engine reports "
+                  "them; GB/s = 10^9 bytes/s at the median decode speed; of the read: over the plain read of the "
+                  "same round and context)\n\n" + bandwidth_md(bw, cfgs, contexts))
+        full = [(n, bw[("full", n)]["of_read"]) for n in contexts if bw.get(("full", n), {}).get("of_read") is not None]
+        if full:
+            goals.append("- full-cache decode reads weights and KV at >= 0.6 of the plain read: "
+                         + ", ".join(f"{ctx_label(n)} {f:.2f}" for n, f in full)
+                         + f" — {'met' if all(f >= 0.6 for _, f in full) else 'not met'}")
     if goals:
         md.append("**Issue 15's goal** (ratios against the peer)\n\n" + "\n".join(goals) + "\n")
     line = (f"Measured processes at nice {meta['nice']}. " if meta.get("nice") else "")

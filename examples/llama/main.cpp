@@ -346,13 +346,15 @@ cache_config cache_for(const options& opt, const std::string& policy) {
   return cc;
 }
 
-void print_run(const run_result& r, std::size_t prompt_tokens) {
+// One run's summary line; `weights_read` is the bytes of weights each decode step reads.
+void print_run(const run_result& r, std::size_t prompt_tokens, std::size_t weights_read) {
   std::printf("policy: %-11s | prompt %zu tokens, prefill %.1f tok/s (%.2f s) | decode %zu tokens, %.1f tok/s",
               r.policy.c_str(), prompt_tokens, tps(prompt_tokens, r.prefill_s), r.prefill_s, r.decode_steps,
               tps(r.decode_steps, r.decode_s));
   if (r.steady_steps != r.decode_steps) std::printf(" (%.1f tok/s after profiling)", tps(r.steady_steps, r.steady_s));
-  std::printf(" | hot KV %.1f MiB, %llu tokens | peak RSS %.0f MiB\n", static_cast<double>(r.resident_bytes) / (1 << 20),
-              static_cast<unsigned long long>(r.resident_tokens), r.peak_rss_mib);
+  std::printf(" | hot KV %.1f MiB, %llu tokens | weights read %.1f MiB per step | peak RSS %.0f MiB\n",
+              static_cast<double>(r.resident_bytes) / (1 << 20), static_cast<unsigned long long>(r.resident_tokens),
+              static_cast<double>(weights_read) / (1 << 20), r.peak_rss_mib);
 }
 
 int passkey_sweep(const options& opt, const llama_model& model, const tokenizer& tok) {
@@ -553,7 +555,7 @@ int main(int argc, char** argv) {
     }
     if (!opt.quiet || opt.passkey) {
       if (!opt.passkey) std::fflush(stdout);
-      print_run(r, prompt.size());
+      print_run(r, prompt.size(), model.decode_weight_bytes());
       if (r.profile && !opt.quiet && policy_uses_profile(opt.policy)) std::fputs(role_map(*r.profile).c_str(), stderr);
     }
     return 0;

@@ -121,11 +121,24 @@ void llama_model::set_rope_scale(double factor) {
   cfg_.rope_scale = static_cast<float>(factor);
 }
 
+namespace {
+// Bytes of one layer's weights: its norms and matrices.
+std::size_t layer_bytes(const layer_weights& L) noexcept {
+  return (L.attn_norm.size() + L.ffn_norm.size()) * sizeof(float) + L.wq.bytes() + L.wk.bytes() + L.wv.bytes() +
+         L.wo.bytes() + L.w_gate.bytes() + L.w_up.bytes() + L.w_down.bytes();
+}
+}  // namespace
+
 std::size_t llama_model::weight_bytes() const noexcept {
   std::size_t n = tok_embd_.bytes() + (output_ ? output_->bytes() : 0) + out_norm_.size() * sizeof(float);
-  for (const auto& L : layers_)
-    n += (L.attn_norm.size() + L.ffn_norm.size()) * sizeof(float) + L.wq.bytes() + L.wk.bytes() + L.wv.bytes() +
-         L.wo.bytes() + L.w_gate.bytes() + L.w_up.bytes() + L.w_down.bytes();
+  for (const auto& L : layers_) n += layer_bytes(L);
+  return n;
+}
+
+std::size_t llama_model::decode_weight_bytes() const noexcept {
+  std::size_t n = output().bytes() + out_norm_.size() * sizeof(float);
+  if (output_) n += tok_embd_.bytes() / std::max<std::size_t>(cfg_.n_vocab, 1);
+  for (const auto& L : layers_) n += layer_bytes(L);
   return n;
 }
 

@@ -84,6 +84,9 @@ class llama_model {
   const layer_weights& layer(std::size_t i) const { return layers_.at(i); }
   // Bytes of weights the model holds: the matrices' blocks and the norm vectors.
   std::size_t weight_bytes() const noexcept;
+  // Bytes of weights one decode step reads: every layer's matrices and norms, the output projection and the
+  // final norm, and one row of the token embedding when the output projection is not that embedding.
+  std::size_t decode_weight_bytes() const noexcept;
 
  private:
   llama_config cfg_;
