@@ -540,11 +540,11 @@ def bandwidth(meta: dict, cfgs: list[dict], contexts: list[int]) -> dict:
                 continue
             mb = [(r["weights_mib"] + r["hot_kv_mib"]) * 2**20 / 1e6 for r in rr]
             gbps = [m * r["decode_tps"] / 1e3 for m, r in zip(mb, rr)]
-            of_read = [g / reads[(r["round"], n)] for g, r in zip(gbps, rr) if reads.get((r["round"], n))]
-            out[(c["key"], n)] = dict(mb=statistics.median(mb), gbps=statistics.median(gbps),
-                                      read=statistics.median([reads[(r["round"], n)] for r in rr if reads.get((r["round"], n))])
-                                      if of_read else None,
-                                      of_read=statistics.median(of_read) if of_read else None)
+            same_round = [(g, reads[(r["round"], n)]) for g, r in zip(gbps, rr) if reads.get((r["round"], n))]
+            out[(c["key"], n)] = dict(
+                mb=statistics.median(mb), gbps=statistics.median(gbps),
+                read=statistics.median(read for _, read in same_round) if same_round else None,
+                of_read=statistics.median(g / read for g, read in same_round) if same_round else None)
     return out
 
 
@@ -561,8 +561,8 @@ def bandwidth_md(bw: dict, cfgs: list[dict], contexts: list[int]) -> str:
             cells.append("–" if not b else f"{b['mb']:.0f}, {b['gbps']:.1f}"
                          + (f" ({b['of_read']:.2f})" if b["of_read"] is not None else ""))
         s += f"| {c['label']} | " + " | ".join(cells) + " |\n"
-    reads = [f"{ctx_label(n)} {b['read']:.1f}" for n in contexts for k_, b in bw.items()
-             if k_ == ("full", n) and b.get("read")]
+    reads = [f"{ctx_label(n)} {b['read']:.1f}" for n in contexts
+             if (b := next((x for (key, m), x in bw.items() if m == n and x["read"]), None))]
     if reads:
         s += "\nThe plain read (heterocache-bench memory/read, 256 MiB, same threads, measured after each context's runs in every round), median GB/s: " + ", ".join(reads) + ".\n"
     return s
