@@ -151,6 +151,92 @@ def cost(rows, field, scale):
     return "-" if math.isnan(v) else f"{v / scale:.3g}"
 
 
+SINGLE_NEEDLE = ["passkey", "niah-words", "niah-numbers", "niah-uuids"]
+
+
+def bytes_per_step(rows):
+    """Mean KV bytes a decode step touches: hot-tier bytes its attention reads plus bytes moved from the cold tier."""
+    return mean([fnum(r.get("kv_read_bytes", "")) for r in rows if r["status"] == "ok"]) + \
+        mean([fnum(r.get("cold_to_hot_bytes", "")) for r in rows if r["status"] == "ok"])
+
+
+def goal_check(cell, policies, budgets, tasks, method="heterocache", max_ratio=0.5, kl_ratio=0.25, needle_gap=0.05):
+    """Markdown lines that check the evaluation's goal cell by cell (DESIGN.md section 6, issue "Fidelity"):
+
+    - at every budget r <= max_ratio and every task metric, `method` is first among the compressed policies (oracles
+      and the full cache excluded) or its point estimate lies inside the 95 % interval of the first;
+    - at r <= kl_ratio its KL is the lowest among the policies whose decode step touches no more KV bytes
+      (hot reads + cold-to-hot moves) than its own, or inside the interval of that lowest;
+    - at r = kl_ratio its single-needle accuracies are within needle_gap of the full cache's.
+    Each line names the winner and the gap where the goal is missed."""
+    def ratio(b):
+        return float(b[1:]) if b.startswith("r") else None
+
+    def est(p, b, t, field):
+        return estimate(cell.get((p, b, t), []), field)
+
+    out = ["", f"## Goal check: {method} against the first compressed policy at every budget r <= {max_ratio}", "",
+           f"`first`: the best compressed policy's point estimate (the full cache and {', '.join(sorted(ORACLES))} "
+           f"excluded); `within`: {method}'s point estimate lies inside the first's 95 % interval; `behind`: "
+           "it does not (the gap in points, or in nats for KL). KL compares only the policies whose decode step "
+           f"touches no more KV bytes (hot-tier reads + cold-to-hot moves) than {method}'s, at r <= {kl_ratio}.", "",
+           f"| task | budget | first | its value | {method} | verdict |", "|---|---|---|---:|---:|---|"]
+    tally = defaultdict(int)
+    for b in budgets:
+        r = ratio(b)
+        if r is None or r > max_ratio + 1e-9:
+            continue
+        for t in tasks:
+            fields = [("kl", True)] if t == "kl" else [(TASK_FIELD.get(t, "score"), False)]
+            if t == "kl" and r > kl_ratio + 1e-9:
+                continue
+            for field, low in fields:
+                mine = est(method, b, t, field)
+                if mine[3] == 0:
+                    continue
+                limit = bytes_per_step(cell.get((method, b, t), [])) * 1.01 if t == "kl" else math.inf
+                cands = []
+                for p in policies:
+                    if p == "full" or p in ORACLES:
+                        continue
+                    e = est(p, b, t, field)
+                    if e[3] == 0 or math.isnan(e[0]):
+                        continue
+                    if t == "kl" and not bytes_per_step(cell.get((p, b, t), [])) <= limit:
+                        continue
+                    cands.append((e[0] if low else -e[0], p, e))
+                if not cands:
+                    continue
+                cands.sort(key=lambda x: (x[0], x[1] != method))
+                _, first, fe = cands[0]
+                if first == method:
+                    tied = len(cands) > 1 and cands[1][0] == cands[0][0]
+                    verdict = "first (tied with " + cands[1][1] + ")" if tied else "first"
+                elif (mine[0] <= fe[2]) if low else (mine[0] >= fe[1]):
+                    verdict = "within"
+                else:
+                    gap = abs(mine[0] - fe[0])
+                    verdict = f"behind by {gap:.3g}" if t == "kl" else f"behind by {100 * gap:.0f} points"
+                tally[verdict.split(" ")[0]] += 1
+                out.append(f"| {t} | {budget_name(b)} | {first} | {fmt(field, *fe[:3])} | {fmt(field, *mine[:3])} | "
+                           f"{verdict} |")
+    out += ["", "Cells: " + ", ".join(f"{k} {tally[k]}" for k in ("first", "within", "behind")) + "."]
+    near = [b for b in budgets if ratio(b) is not None and abs(ratio(b) - kl_ratio) < 1e-9]
+    if near:
+        b = near[0]
+        out += ["", f"Single-needle accuracy at {budget_name(b)} against the full cache (goal: within "
+                f"{100 * needle_gap:.0f} points):", "", f"| task | full | {method} | gap | verdict |",
+                "|---|---:|---:|---:|---|"]
+        for t in SINGLE_NEEDLE:
+            full, mine = est("full", "full", t, "correct"), est(method, b, t, "correct")
+            if full[3] == 0 or mine[3] == 0:
+                continue
+            gap = full[0] - mine[0]
+            out.append(f"| {t} | {fmt('correct', *full[:3])} | {fmt('correct', *mine[:3])} | {100 * gap:+.0f} | "
+                       f"{'met' if gap <= needle_gap + 1e-9 else 'missed'} |")
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--csv", nargs="+", default=["docs/eval/results.csv"])
@@ -276,6 +362,9 @@ def main():
                     continue
                 vals = [entry(p, b, t, field, low, lambda r, x=x: target_length(r["sample"]) == x) for x in lens]
                 lines.append(f"| {p} | {budget_name(b)} | " + " | ".join(vals + cost_cells(rs)) + " |")
+
+    if "heterocache" in policies:
+        lines += goal_check(cell, policies, budgets, tasks)
 
     # KL per text
     kl = [r for r in rows if r["task"] == "kl"]

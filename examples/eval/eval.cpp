@@ -468,7 +468,14 @@ std::vector<sample> make_samples(const options& o, const tokenizer& tok) {
         std::fprintf(stderr, "heterocache-eval: kl: %zu texts of %zu tokens, %zu shorter texts skipped\n", taken, need, too_short);
     }
   }
-  for (auto& s : out) s.split = split_name(o.split);
+  for (auto& s : out) {
+    s.split = split_name(o.split);
+    // A generation too short for the expected answer scores a correct model wrong (a generator's bug).
+    if (!s.forced.empty() || s.expected.empty()) continue;
+    if (const std::size_t need = hceval::answer_tokens(tok, s.expected); s.max_new < need)
+      die(s.id + ": max_new " + std::to_string(s.max_new) + " leaves no room for the expected answer (" +
+          std::to_string(need) + " tokens)");
+  }
   return out;
 }
 

@@ -181,6 +181,16 @@ std::string haystack(const hcllama::tokenizer& tok, const filler& f, rng& r, std
   }
 }
 
+}  // namespace
+
+std::size_t answer_tokens(const hcllama::tokenizer& tok, const std::vector<std::string>& values) {
+  std::string a;
+  for (const auto& v : values) a += (a.empty() ? " " : ", ") + v;
+  return tok.encode(a + ".", false).size();
+}
+
+namespace {
+
 // Depths of k inserts, one in each of k equal slices of the haystack (away from the slice edges).
 std::vector<double> spread_depths(rng& r, std::size_t k) {
   std::vector<double> d;
@@ -195,7 +205,8 @@ task_prompt niah(const hcllama::tokenizer& tok, const filler& f, rng& r, std::si
   std::size_t max_new = 12;
   if (type == "word") value = value_words[r.below(count_of(value_words))], max_new = 8;
   else if (type == "number") value = digits(r, 7), max_new = 10;
-  else value = uuid(r), max_new = 32;
+  // a UUID is about one token per character: room for all of it, whatever the tokenizer makes of it
+  else value = uuid(r), max_new = answer_tokens(tok, {value}) + 4;
   task_prompt p;
   p.depth = r.unit();
   const std::string what = "special magic " + type + " for " + key;
@@ -258,7 +269,9 @@ task_prompt multiquery(const hcllama::tokenizer& tok, const filler& f, rng& r, s
   p.expected = {values[idx[0]], values[idx[1]]};
   const std::string both = keys[idx[0]] + " and " + keys[idx[1]];
   p.text = magic_numbers_haystack(tok, f, r, context, ins, "", both);
-  p.max_new = 24;
+  // room for all four inserted values (the model often lists others before the asked ones), as RULER's
+  // generous answer length allows
+  p.max_new = answer_tokens(tok, values) + 4;
   return p;
 }
 

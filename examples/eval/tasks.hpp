@@ -60,6 +60,10 @@ struct task_prompt {
 task_prompt make_ruler_prompt(std::string_view task, const hcllama::tokenizer& tok, const filler& fill,
                               std::size_t context, std::uint64_t seed);
 
+// Tokens of the shortest answer that states every value once: " v1, v2, ... vn." (a task's max_new must leave
+// at least this much room, or correct answers are cut short and scored wrong).
+std::size_t answer_tokens(const hcllama::tokenizer& tok, const std::vector<std::string>& values);
+
 // Fraction of `expected` found in `answer`, in any order, each as a whole word (case-insensitive; the
 // characters either side of a match are not letters or digits).
 double unordered_score(const std::string& answer, const std::vector<std::string>& expected);
