@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <numeric>
+#include <optional>
 #include <vector>
 
 #include <heterocache/heterocache.hpp>
@@ -214,14 +215,20 @@ TEST_CASE_TEMPLATE("every method at r = 0.25 keeps its budget and a finite atten
     CHECK(hc::budget_feasible(*cache.profile(), 0.25));
 }
 
-TEST_CASE("SnapKV keeps the pooled neighbourhoods of the tokens the window attends, the hotter first") {
-    // One head, d = 2, T = 16, r = 7/16: cap 7. The window query (20, 0) attends key 2 = (10, 0) and, e^-7 less,
-    // key 13 = (9.5, 0); every other logit is over 87 lower and its softmax exactly 0. Pooled over width 5:
-    // positions 0..4 score p(2)/5, positions 11..15 score p(13)/5, the rest 0. Top 7: 0..4, then 11 and 12.
+//! One head, d = 2, T = 16 (and one decode token). The window query (20, 0) attends key 2 = (10, 0) and, e^-7
+//! less, key 13 = (9.5, 0); every other logit is over 87 lower and its softmax exactly 0. Pooled over width 5:
+//! positions 0..4 score p(2)/5, positions 11..15 score p(13)/5, the rest 0.
+tiny_model two_peaks_scene() {
     tiny_model model(1, 1, 17);
     model.set_key(0, 2, 10.0f, 0.0f);
     model.set_key(0, 13, 9.5f, 0.0f);
     model.window = {20.0f, 0.0f};
+    return model;
+}
+
+TEST_CASE("SnapKV keeps the pooled neighbourhoods of the tokens the window attends, the hotter first") {
+    // r = 7/16: cap 7. Top 7: 0..4, then 11 and 12.
+    const tiny_model model = two_peaks_scene();
     for (const index_t page_size : {16, 1}) {
         CAPTURE(page_size);
         auto options = model.options(16, 7.0 / 16.0, page_size);
@@ -232,6 +239,40 @@ TEST_CASE("SnapKV keeps the pooled neighbourhoods of the tokens the window atten
         CHECK(model.step(cache, 16)[0] == std::vector<index_t>{0, 1, 2, 3, 4, 11, 12});  // what the kernel attends
     }
     CHECK(hc::snapkv_window == 32);
+}
+
+TEST_CASE("A span carry keeps the tokens after the attended ones, for its share of the cap") {
+    // The scene above, cap 7, with cache_options::prompt_span_carry = 0.9: carried, positions 5, 6 score 0.9 and
+    // 0.81 of p(2)/5 and outrank 11, 12 (p(13)/5, e^-7 less).
+    const tiny_model model = two_peaks_scene();
+    const auto kept = [&](double carry, double share) {
+        auto options = model.options(16, 7.0 / 16.0);
+        options.prompt_recent = 0;
+        options.prompt_span_carry = carry;
+        options.prompt_span_share = share;
+        auto cache = hc::make_snapkv_cache(model.shape, options);
+        model.prefill(cache, 16);
+        return hot_prompt_positions(cache, 0, 0);
+    };
+    CHECK(kept(0.9, 1.0) == std::vector<index_t>{0, 1, 2, 3, 4, 5, 6});  // the whole cap by the carried scores
+    CHECK(kept(0.9, -1.0) == std::vector<index_t>{0, 1, 2, 3, 4, 5, 6});  // a bare cache's default share is 1
+    // one seventh: 6 by the own scores (0..4, 11), then the best carried one left (5)
+    CHECK(kept(0.9, 1.0 / 7.0 + 1e-9) == std::vector<index_t>{0, 1, 2, 3, 4, 5, 11});
+    CHECK(kept(0.9, 0.0) == std::vector<index_t>{0, 1, 2, 3, 4, 11, 12});  // no share: the own scores
+    CHECK(kept(0.0, 1.0) == std::vector<index_t>{0, 1, 2, 3, 4, 11, 12});  // no carry
+    CHECK(kept(-1.0, -1.0) == std::vector<index_t>{0, 1, 2, 3, 4, 11, 12});  // SnapKV's default: none
+    std::optional<hc::head_profile> no_profile;  // HeteroCache's factory fills in its own
+    const hc::cache_options hetero = hc::heterocache_options(model.options(16, 0.5), no_profile);
+    CHECK(hetero.span_carry() == hc::heterocache_prompt_span_carry);
+    CHECK(hetero.span_share() == hc::heterocache_prompt_span_share);
+    auto bad = model.options(16, 0.5);
+    bad.prompt_span_carry = 1.0;
+    CHECK_THROWS_WITH_AS(hc::make_snapkv_cache(model.shape, bad), doctest::Contains("prompt_span_carry"),
+                         hc::invalid_argument_error);
+    bad.prompt_span_carry = 0.5;
+    bad.prompt_span_share = 1.5;
+    CHECK_THROWS_WITH_AS(hc::make_snapkv_cache(model.shape, bad), doctest::Contains("prompt_span_share"),
+                         hc::invalid_argument_error);
 }
 
 TEST_CASE("StreamingLLM keeps four sink tokens and the most recent ones, whatever the head attends") {

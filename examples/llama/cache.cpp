@@ -74,7 +74,8 @@ namespace {
 
 // A policy name: a base name, then any of ":sink=N", ":recent=N" (the prompt ends compressed heads keep,
 // cache_options::prompt_sink / prompt_recent) and ":floor=A" (heterocache, duo: demote full heads until the
-// compressed heads' mean cap is A*r*T; 0: only until the budget is feasible). "heterocache-floor[A]" is
+// compressed heads' mean cap is A*r*T; 0: only until the budget is feasible), ":carry=C" and ":share=S" (any
+// policy: cache_options::prompt_span_carry, C in [0, 1), and prompt_span_share, S in [0, 1]). "heterocache-floor[A]" is
 // "heterocache:floor=A" (A = 0.5 by default). Options left out are the method's defaults.
 struct policy_spec {
   std::string base;
@@ -82,6 +83,8 @@ struct policy_spec {
   double floor = hc::cache_options::method_default;
   long digest = hc::cache_options::method_default;
   double weight = -1.0;  // heterocache's drift_weighted_budget::exponent (-1: the library's default)
+  double carry = hc::cache_options::method_default;  // cache_options::prompt_span_carry
+  double share = hc::cache_options::method_default;  // cache_options::prompt_span_share
   // The demotion floor this policy runs with: the option, else the method's (HeteroCache's; 0 for duo).
   [[nodiscard]] double floor_share() const noexcept {
     if (floor >= 0.0) return floor;
@@ -136,6 +139,8 @@ std::optional<policy_spec> parse_policy(std::string_view name) {
       spec.digest = static_cast<long>(*value);
     else if (key == "weight" && (spec.base == "heterocache" || spec.base == "heterocache-static") && *value >= 0.0 && *value <= 8.0)
       spec.weight = *value;
+    else if (key == "carry" && *value >= 0.0 && *value < 1.0) spec.carry = *value;
+    else if (key == "share" && *value >= 0.0 && *value <= 1.0) spec.share = *value;
     else return std::nullopt;
   }
   return spec;
@@ -205,7 +210,8 @@ std::unique_ptr<decode_cache> make_policy_cache(const llama_config& c, const cac
                                    hc::static_monitor, hc::sync_retriever>;
     auto prof = effective_profile(c, cc, prompt_tokens);
     const auto ends = o.with_method_defaults(hc::heterocache_prompt_sink, hc::heterocache_prompt_recent,
-                                         hc::heterocache_min_compressed_share);
+                                         hc::heterocache_min_compressed_share, 0, hc::heterocache_prompt_span_carry,
+                                         hc::heterocache_prompt_span_share);
     return adapt("heterocache-static", [&] { return static_hc(shape, ends, prof, {}, budget, {}, kv); });
   }
   if (p == "duo") {
@@ -246,12 +252,14 @@ std::unique_ptr<decode_cache> make_decode_cache(const llama_config& c, const cac
     for (auto n : kPolicies) names += (names.empty() ? "" : ", ") + std::string(n);
     throw model_error("unknown cache policy '" + cc.policy + "' (one of: " + names +
                       ", heterocache-static; options :sink=N, :recent=N, :floor=A for heterocache and duo, "
-                      ":digest=N and :weight=P for heterocache)");
+                      ":digest=N and :weight=P for heterocache, :carry=C, :share=S)");
   }
   o.prompt_sink = static_cast<hc::index_t>(spec->sink);
   o.prompt_recent = static_cast<hc::index_t>(spec->recent);
   o.min_compressed_share = cc.min_compressed_share > 0.0 ? cc.min_compressed_share : spec->floor;
   o.digest_page_tokens = static_cast<hc::index_t>(spec->digest_pages());
+  o.prompt_span_carry = spec->carry;
+  o.prompt_span_share = spec->share;
   const hc::storage_binding<engine_kv_tensor> kv{{}, std::move(cold_alias)};
   switch (cc.format) {
     case kv_format::fp16: return make_policy_cache<hc::basic_host_storage<hc::fp16_t, engine_kv_tensor>>(c, cc, prompt_tokens, o, kv);

@@ -43,6 +43,16 @@ struct cache_options {
     //! tokens (DESIGN.md section 5.3); 0 an anchor, its satellites with it. `method_default` (-1) lets the
     //! factory choose (HeteroCache: `heterocache_digest_page_tokens`); a bare `kv_cache` reads it as 0.
     index_t digest_page_tokens = method_default;
+    //! Span carry: a compressed head takes part of its cap from its prefill scores carried forward,
+    //! `s'(p) = max(s(p), c * s'(p - 1))` (`carry_scores_forward`; docs/eval/README.md, "Span carry"), so the
+    //! tokens after an attended one (the rest of a value the answer copies token by token) stay hot with it;
+    //! c in [0, 1), 0 ranks the scores as they are. `method_default` (-1) lets the factory choose (HeteroCache:
+    //! `heterocache_prompt_span_carry`); a bare `kv_cache` reads it as 0.
+    double prompt_span_carry = method_default;
+    //! With a span carry: the share of a compressed head's cap (its protected ends aside) taken from the carried
+    //! scores, after the rest from its own scores; in [0, 1]. `method_default` (-1) lets the factory choose
+    //! (HeteroCache: `heterocache_prompt_span_share`); a bare `kv_cache` reads it as 1.
+    double prompt_span_share = method_default;
 
     //! `prompt_sink` / `prompt_recent`: the value the method's factory picks.
     static constexpr index_t method_default = -1;
@@ -74,6 +84,10 @@ struct cache_options {
                         "min_compressed_share", min_compressed_share, "[0, 1] or -1 (the method's default)");
         detail::require(digest_page_tokens >= method_default && digest_page_tokens <= 1024, "digest_page_tokens",
                         digest_page_tokens, "[0, 1024] or -1 (the method's default)");
+        detail::require(prompt_span_carry == method_default || (prompt_span_carry >= 0.0 && prompt_span_carry < 1.0),
+                        "prompt_span_carry", prompt_span_carry, "[0, 1) or -1 (the method's default)");
+        detail::require(prompt_span_share == method_default || (prompt_span_share >= 0.0 && prompt_span_share <= 1.0),
+                        "prompt_span_share", prompt_span_share, "[0, 1] or -1 (the method's default)");
     }
 
     //! Top-k set size for a prompt of `prompt_tokens` tokens.
@@ -85,11 +99,15 @@ struct cache_options {
     [[nodiscard]] protected_ends protected_prompt_ends() const noexcept {
         return {std::max<index_t>(prompt_sink, 0), std::max<index_t>(prompt_recent, 0)};
     }
-    //! These options with `prompt_sink` / `prompt_recent` (and `min_compressed_share`, `digest_page_tokens`)
-    //! set to `sink` / `recent` (`share`, `digest_pages`) where they are `method_default`.
+    //! These options with `prompt_sink` / `prompt_recent` (and `min_compressed_share`, `digest_page_tokens`,
+    //! `prompt_span_carry`, `prompt_span_share`) set to `sink` / `recent` (`share`, `digest_pages`,
+    //! `span_carry_default`, `span_share_default`) where they are `method_default`.
     [[nodiscard]] cache_options with_method_defaults(index_t sink, index_t recent, double share = 0.0,
-                                                     index_t digest_pages = 0) const noexcept {
+                                                     index_t digest_pages = 0, double span_carry_default = 0.0,
+                                                     double span_share_default = 1.0) const noexcept {
         cache_options o = *this;
+        if (o.prompt_span_carry == method_default) o.prompt_span_carry = span_carry_default;
+        if (o.prompt_span_share == method_default) o.prompt_span_share = span_share_default;
         if (o.prompt_sink == method_default) o.prompt_sink = sink;
         if (o.prompt_recent == method_default) o.prompt_recent = recent;
         if (o.min_compressed_share == method_default) o.min_compressed_share = share;
@@ -100,6 +118,10 @@ struct cache_options {
     [[nodiscard]] double demotion_floor() const noexcept { return std::max(min_compressed_share, 0.0); }
     //! Tokens per page of a digest pivot's key digests (`method_default` read as 0: no digest pivots).
     [[nodiscard]] index_t digest_pages() const noexcept { return std::max<index_t>(digest_page_tokens, 0); }
+    //! The span carry (`method_default` read as 0: none).
+    [[nodiscard]] double span_carry() const noexcept { return std::max(prompt_span_carry, 0.0); }
+    //! The span carry's share of a cap (`method_default` read as 1).
+    [[nodiscard]] double span_share() const noexcept { return prompt_span_share < 0.0 ? 1.0 : prompt_span_share; }
     //! What the demotion floor makes of a pivot.
     [[nodiscard]] pivot_demotion pivot_demotion_mode() const noexcept {
         return digest_pages() > 0 ? pivot_demotion::to_digest_pivots : pivot_demotion::to_anchors;

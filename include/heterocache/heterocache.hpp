@@ -17,6 +17,7 @@
 #include "heterocache/algorithm/median.hpp"
 #include "heterocache/algorithm/overlap.hpp"
 #include "heterocache/algorithm/pooled_attention.hpp"
+#include "heterocache/algorithm/span_carry.hpp"
 #include "heterocache/algorithm/star_clustering.hpp"
 #include "heterocache/attention/paged_selection.hpp"
 #include "heterocache/attention/decode_attention.hpp"

@@ -345,7 +345,8 @@ private:
                             "[1, 1024] for a profile with digest pivots (their drift is scored from page digests)");
         const index_t t = options_.max_prompt_tokens, slots = options_.sequences;
         rows_.plan(plan.rows, plan.row_capacity());
-        selector_.plan(shape_.kv_heads, t, options_.decode_capacity());
+        selector_.plan(shape_.kv_heads, t, options_.decode_capacity(), options_.span_carry(),
+                       options_.span_share());
         budgets_.plan(slots, shape_.total_kv_heads());
         if (!profile_)
             profiler_ = online_profiler(shape_.layers, shape_.kv_heads, slots, options_.profiling_steps, t,
