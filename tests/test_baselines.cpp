@@ -315,14 +315,23 @@ TEST_CASE("H2O keeps the window's heavy hitters (unpooled) and its recent half, 
     CHECK(cache.storage().counters().retrieved == 0);  // nothing fetched back from the cold tier
 }
 
+//! One head, d = 2, T = 16, and a window of two queries: the first attends key 3, the last key 11.
+struct two_query_scene {
+    tiny_model model{1, 1, 17};
+    std::vector<float> queries{20.0f, 0.0f, 0.0f, 20.0f};
+    two_query_scene() {
+        model.set_key(0, 3, 10.0f, 0.0f);
+        model.set_key(0, 11, 0.0f, 10.0f);
+    }
+    [[nodiscard]] hc::query_rows window() const { return {queries.data(), 2, 2, 2, 0}; }
+};
+
 TEST_CASE("TOVA keeps what the last prompt query attends, not the rest of the window") {
-    // Two window queries: the first attends key 3, the last key 11. TOVA (cap 4 of 16) keeps position 15 (the
-    // last token), 11 and the lowest-positioned zeros; SnapKV over the same window pools both neighbourhoods.
-    tiny_model model(1, 1, 17);
-    model.set_key(0, 3, 10.0f, 0.0f);
-    model.set_key(0, 11, 0.0f, 10.0f);
-    const std::vector<float> queries{20.0f, 0.0f, 0.0f, 20.0f};
-    const hc::query_rows window{queries.data(), 2, 2, 2, 0};
+    // TOVA (cap 4 of 16) keeps position 15 (the last token), 11 and the lowest-positioned zeros; SnapKV over the
+    // same window pools both neighbourhoods.
+    const two_query_scene scene;
+    const tiny_model& model = scene.model;
+    const hc::query_rows window = scene.window();
     auto tova = hc::make_tova_cache(model.shape, model.options(16, 0.25));
     tova.begin_sequence(0, 16);
     tova.prefill(0, 0, model.tensor(), window);
@@ -334,6 +343,38 @@ TEST_CASE("TOVA keeps what the last prompt query attends, not the rest of the wi
     snapkv.prefill(0, 0, model.tensor(), window);
     const auto kept = hot_prompt_positions(snapkv, 0, 0);
     CHECK(std::count_if(kept.begin(), kept.end(), [](index_t p) { return p <= 5; }) >= 1);  // key 3's neighbourhood
+}
+
+TEST_CASE("cache_options::selection_scoring replaces the monitor's prefill scoring, and nothing else") {
+    const two_query_scene scene;  // TOVA's: the window's first query attends key 3, its last key 11
+    const tiny_model& model = scene.model;
+    const hc::query_rows window = scene.window();
+    const auto kept = [&](auto make, index_t recent, std::optional<hc::prompt_scoring> scoring) {
+        auto options = model.options(16, 0.25);
+        options.prompt_recent = recent;
+        options.selection_scoring = scoring;
+        auto cache = make(model.shape, options);
+        cache.begin_sequence(0, 16);
+        cache.prefill(0, 0, model.tensor(), window);
+        return hot_prompt_positions(cache, 0, 0);
+    };
+    const auto snapkv = [](const hc::model_shape& shape, const hc::cache_options& o) { return hc::make_snapkv_cache(shape, o); };
+    const auto tova = [](const hc::model_shape& shape, const hc::cache_options& o) { return hc::make_tova_cache(shape, o); };
+    const auto h2o = [](const hc::model_shape& shape, const hc::cache_options& o) { return hc::make_h2o_cache(shape, o); };
+    const auto tova_kept = kept(tova, 1, std::nullopt), snapkv_kept = kept(snapkv, 0, std::nullopt);
+    CHECK(tova_kept == std::vector<index_t>{0, 1, 11, 15});
+    CHECK(snapkv_kept != tova_kept);
+    // SnapKV told to score by the last query keeps TOVA's tokens; TOVA told to pool keeps SnapKV's.
+    CHECK(kept(snapkv, 1, hc::prompt_scoring::last_query) == tova_kept);
+    CHECK(kept(tova, 0, hc::prompt_scoring::pooled_window) == snapkv_kept);
+    CHECK(kept(snapkv, 0, hc::prompt_scoring::pooled_window) == snapkv_kept);  // its own kind: unchanged
+    // the window's mass, unpooled: keys 3 and 11 have it all, ties to the lower positions, as H2O's own
+    CHECK(kept(snapkv, 1, hc::prompt_scoring::window_mass) == std::vector<index_t>{0, 3, 11, 15});
+    CHECK(kept(h2o, 1, std::nullopt) == std::vector<index_t>{0, 3, 11, 15});
+    auto bad = model.options(16, 0.25);
+    bad.selection_scoring = static_cast<hc::prompt_scoring>(7);
+    CHECK_THROWS_WITH_AS(hc::make_snapkv_cache(model.shape, bad), doctest::Contains("selection_scoring"),
+                         hc::invalid_argument_error);
 }
 
 TEST_CASE_TEMPLATE("SnapKV, PyramidKV and Ada-KV keep the last snapkv_window prompt positions of every head", Method,

@@ -75,7 +75,8 @@ namespace {
 // A policy name: a base name, then any of ":sink=N", ":recent=N" (the prompt ends compressed heads keep,
 // cache_options::prompt_sink / prompt_recent) and ":floor=A" (heterocache, duo: demote full heads until the
 // compressed heads' mean cap is A*r*T; 0: only until the budget is feasible), ":carry=C" and ":share=S" (any
-// policy: cache_options::prompt_span_carry, C in [0, 1), and prompt_span_share, S in [0, 1]). "heterocache-floor[A]" is
+// policy: cache_options::prompt_span_carry, C in [0, 1), and prompt_span_share, S in [0, 1]), ":score=K"
+// (any policy: cache_options::selection_scoring, K one of pooled, mass, last). "heterocache-floor[A]" is
 // "heterocache:floor=A" (A = 0.5 by default). Options left out are the method's defaults.
 struct policy_spec {
   std::string base;
@@ -85,6 +86,7 @@ struct policy_spec {
   double weight = -1.0;  // heterocache's drift_weighted_budget::exponent (-1: the library's default)
   double carry = hc::cache_options::method_default;  // cache_options::prompt_span_carry
   double share = hc::cache_options::method_default;  // cache_options::prompt_span_share
+  std::optional<hc::prompt_scoring> scoring;          // cache_options::selection_scoring (empty: the method's)
   // The demotion floor this policy runs with: the option, else the method's (HeteroCache's; 0 for duo).
   [[nodiscard]] double floor_share() const noexcept {
     if (floor >= 0.0) return floor;
@@ -130,6 +132,14 @@ std::optional<policy_spec> parse_policy(std::string_view name) {
     const std::size_t eq = option.find('=');
     if (eq == std::string_view::npos) return std::nullopt;
     const std::string_view key = option.substr(0, eq);
+    if (key == "score") {
+      const std::string_view kind = option.substr(eq + 1);
+      if (kind == "pooled") spec.scoring = hc::prompt_scoring::pooled_window;
+      else if (kind == "mass") spec.scoring = hc::prompt_scoring::window_mass;
+      else if (kind == "last") spec.scoring = hc::prompt_scoring::last_query;
+      else return std::nullopt;
+      continue;
+    }
     const auto value = parse_number(option.substr(eq + 1));
     if (!value) return std::nullopt;
     if (key == "floor" && profiled && *value >= 0.0 && *value <= 1.0) spec.floor = *value;
@@ -252,7 +262,7 @@ std::unique_ptr<decode_cache> make_decode_cache(const llama_config& c, const cac
     for (auto n : kPolicies) names += (names.empty() ? "" : ", ") + std::string(n);
     throw model_error("unknown cache policy '" + cc.policy + "' (one of: " + names +
                       ", heterocache-static; options :sink=N, :recent=N, :floor=A for heterocache and duo, "
-                      ":digest=N and :weight=P for heterocache, :carry=C, :share=S)");
+                      ":digest=N and :weight=P for heterocache, :carry=C, :share=S, :score=pooled|mass|last)");
   }
   o.prompt_sink = static_cast<hc::index_t>(spec->sink);
   o.prompt_recent = static_cast<hc::index_t>(spec->recent);
@@ -260,6 +270,7 @@ std::unique_ptr<decode_cache> make_decode_cache(const llama_config& c, const cac
   o.digest_page_tokens = static_cast<hc::index_t>(spec->digest_pages());
   o.prompt_span_carry = spec->carry;
   o.prompt_span_share = spec->share;
+  o.selection_scoring = spec->scoring;
   const hc::storage_binding<engine_kv_tensor> kv{{}, std::move(cold_alias)};
   switch (cc.format) {
     case kv_format::fp16: return make_policy_cache<hc::basic_host_storage<hc::fp16_t, engine_kv_tensor>>(c, cc, prompt_tokens, o, kv);

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <optional>
 
 #include "heterocache/algorithm/protected_top_k.hpp"
 #include "heterocache/types.hpp"
@@ -53,6 +54,12 @@ struct cache_options {
     //! scores, after the rest from its own scores; in [0, 1]. `method_default` (-1) lets the factory choose
     //! (HeteroCache: `heterocache_prompt_span_share`); a bare `kv_cache` reads it as 1.
     double prompt_span_share = method_default;
+    //! How compressed heads score the prompt over the observation window for their first selection; empty
+    //! takes the monitor's (`monitor_traits::scoring`: the pooled window for HeteroCache and SnapKV, the window's
+    //! attention mass for H2O, the last query for TOVA). On development prompts HeteroCache with `window_mass`
+    //! had a lower KL than with its pooled window (r = 0.1: 0.136 against 0.179) but lost values copied token by
+    //! token (UUID needles at r = 0.25: 3/10 against 8/10; docs/eval/README.md, "KL at small budgets").
+    std::optional<prompt_scoring> selection_scoring;
 
     //! `prompt_sink` / `prompt_recent`: the value the method's factory picks.
     static constexpr index_t method_default = -1;
@@ -88,6 +95,10 @@ struct cache_options {
                         "prompt_span_carry", prompt_span_carry, "[0, 1) or -1 (the method's default)");
         detail::require(prompt_span_share == method_default || (prompt_span_share >= 0.0 && prompt_span_share <= 1.0),
                         "prompt_span_share", prompt_span_share, "[0, 1] or -1 (the method's default)");
+        if (selection_scoring)
+            detail::require(static_cast<int>(*selection_scoring) >= 0 && static_cast<int>(*selection_scoring) <= 2,
+                            "selection_scoring", static_cast<int>(*selection_scoring),
+                            "pooled_window (0), window_mass (1), last_query (2) or empty (the monitor's)");
     }
 
     //! Top-k set size for a prompt of `prompt_tokens` tokens.

@@ -376,24 +376,25 @@ private:
                        });
     }
 
-    //! The prefill scores of KV head `head` over the observation window, as the monitor's
-    //! `monitor_traits::scoring` asks.
+    //! The prefill scores of KV head `head` over the observation window, as `cache_options::selection_scoring`
+    //! asks (empty: the monitor's `monitor_traits::scoring`).
     //! `scratch` holds `2 * max_prompt_tokens` floats.
     template <class Keys>
     void score_window(const query_rows& window, const Keys& keys, index_t head, std::span<float> scores,
                       std::span<float> scratch) {
-        if constexpr (traits::scoring == prompt_scoring::pooled_window) {
+        const prompt_scoring scoring = options_.selection_scoring.value_or(traits::scoring);
+        if (scoring == prompt_scoring::pooled_window) {
             pooled_attention_row(window, keys, head, shape_.group_size(), shape_.head_dim, scores, scratch);
-        } else {
-            query_rows queries = window;
-            if constexpr (traits::scoring == prompt_scoring::last_query) {
-                queries.base = window.query(window.count - 1, 0);
-                queries.first_position += window.count - 1;
-                queries.count = 1;
-            }
-            std::fill(scores.begin(), scores.end(), 0.0f);
-            accumulate_group_attention(queries, keys, head, shape_.group_size(), shape_.head_dim, scores, scratch);
+            return;
         }
+        query_rows queries = window;
+        if (scoring == prompt_scoring::last_query) {
+            queries.base = window.query(window.count - 1, 0);
+            queries.first_position += window.count - 1;
+            queries.count = 1;
+        }
+        std::fill(scores.begin(), scores.end(), 0.0f);
+        accumulate_group_attention(queries, keys, head, shape_.group_size(), shape_.head_dim, scores, scratch);
     }
     //! The scratch of KV head `head`'s prefill scores: `2 * max_prompt_tokens` floats of `scratch_` (the first
     //! head's is the one every other caller uses).

@@ -37,6 +37,14 @@ enum class pivot_demotion : std::uint8_t {
     to_digest_pivots,  //!< a `digest_pivot`: compressed, its cluster kept, drift scored from page digests
 };
 
+//! How the prefill scores a compressed head's first selection is taken from are computed over the observation
+//! window (the last prompt queries), per KV head:
+enum class prompt_scoring {
+    pooled_window,  //!< SnapKV: mean attention over the window, maximum over the query group, average pool of 5
+    window_mass,    //!< H2O: attention accumulated over the window, mean over the query group, no pooling
+    last_query,     //!< TOVA: attention of the last prompt query, mean over the query group, no pooling
+};
+
 //! Lower-case name of a role as used in profile files and printed maps.
 constexpr std::string_view role_name(head_role role) noexcept {
     switch (role) {

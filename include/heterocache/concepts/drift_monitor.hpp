@@ -11,14 +11,6 @@
 namespace heterocache {
 inline namespace v1 {
 
-//! How the prefill scores a compressed head's first selection is taken from are computed over the observation
-//! window (the last prompt queries), per KV head:
-enum class prompt_scoring {
-    pooled_window,  //!< SnapKV: mean attention over the window, maximum over the query group, average pool of 5
-    window_mass,    //!< H2O: attention accumulated over the window, mean over the query group, no pooling
-    last_query,     //!< TOVA: attention of the last prompt query, mean over the query group, no pooling
-};
-
 //! Sizes a monitor plans its state for.
 struct monitor_plan {
     model_shape shape;
