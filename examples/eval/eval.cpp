@@ -361,7 +361,7 @@ std::vector<sample> make_samples(const options& o, const tokenizer& tok) {
           std::snprintf(buf, sizeof buf, "pk-%zu-d%03.0f", n, d * 100);
           s.id = buf;
           const auto pk = build_passkey_prompt(
-              tok, n, test ? o.seed * 1000 + n + static_cast<std::uint64_t>(d * 100) : dev_seed("passkey", n, static_cast<std::size_t>(d * 1000 + 0.5)),
+              tok, n, test ? o.seed * 1000 + n + static_cast<std::uint64_t>(std::lround(d * 100)) : dev_seed("passkey", n, static_cast<std::size_t>(d * 1000 + 0.5)),
               d, 1);
           s.prompt = tok.encode(pk.text);
           s.expected = {pk.key};
@@ -468,8 +468,12 @@ std::vector<sample> make_samples(const options& o, const tokenizer& tok) {
         std::fprintf(stderr, "heterocache-eval: kl: %zu texts of %zu tokens, %zu shorter texts skipped\n", taken, need, too_short);
     }
   }
+  std::set<std::string> ids;
   for (auto& s : out) {
     s.split = split_name(o.split);
+    // Passkey samples are named (and seeded) by their depth in whole percents: two depths closer than that
+    // would be one sample twice.
+    if (!ids.insert(s.id).second) die(s.id + ": two samples of the same name (passkey --depths closer than 0.01?)");
     // A generation too short for the expected answer scores a correct model wrong (a generator's bug).
     if (!s.forced.empty() || s.expected.empty()) continue;
     if (const std::size_t need = hceval::answer_tokens(tok, s.expected); s.max_new < need)
