@@ -138,7 +138,7 @@ def policy_lines(ax, rows, task, field, budgets, logy=False):
 
 def plot_accuracy(rows, out):
     titles = {
-        "passkey": "passkey retrieval (1K-8K, 5 depths)",
+        "passkey": "passkey retrieval (5-digit key, depth 0-100 %)",
         "multikey": "multi-key needle",
         "multineedle": "sequential multi-needle (values recalled in order)",
         "niah-words": "NIAH, word value",
