@@ -35,7 +35,8 @@ inline namespace v1 {
 //! else one step late, at `observe`): when the overlap of its top-B set with its reference falls below
 //! `tau_stable` the reference becomes that set and the pivot and its satellites are refreshed from the
 //! ranking in the same step. Its first check compares the page ranking with the prefill's exact reference,
-//! so it usually refreshes at the first step. Cost per digest pivot and step: `G * (T / page_tokens) * d`.
+//! so it usually refreshes at the first step. Cost per digest pivot and step: `G * (T / page_tokens) * d` (its
+//! top-B set comes from the pages, `top_positions_of_pages`), and O(T) more at a refresh.
 //! The state is planned once.
 class pivot_overlap_monitor {
 public:
@@ -59,7 +60,11 @@ public:
         scratch_.assign(static_cast<std::size_t>(2 * max_prompt_), 0.0f);
         index_scratch_.assign(static_cast<std::size_t>(max_prompt_), 0);
         latest_.assign(static_cast<std::size_t>(max_prompt_), 0);
-        if (plan.digest_page_tokens > 0) digests_.plan(heads, max_prompt_, plan.digest_page_tokens, shape_.head_dim);
+        if (plan.digest_page_tokens > 0) {
+            digests_.plan(heads, max_prompt_, plan.digest_page_tokens, shape_.head_dim);
+            page_scores_.assign(static_cast<std::size_t>(digests_.max_pages()), 0.0f);
+            index_scratch_.resize(std::max(index_scratch_.size(), static_cast<std::size_t>(2 * digests_.max_pages())));
+        }
     }
 
     //! Pivots read their attention scores over the prompt at every step.
@@ -135,14 +140,17 @@ private:
         const std::size_t h = head_slot(context.layer, context.sequence, head);
         if (!digests_.ready(h))
             digests_.build(h, t, [&](index_t position, float* key) { context.prompt_key(head, position, key); });
-        const std::span<float> ranking(ranking_.data(), static_cast<std::size_t>(t));
-        digests_.rank(h, context.query + head * g * context.query_head_stride, context.query_head_stride, g, ranking);
+        const float* query = context.query + head * g * context.query_head_stride;
+        const std::span<float> pages(page_scores_.data(), static_cast<std::size_t>(digests_.pages(t)));
+        digests_.rank_pages(h, query, context.query_head_stride, g, pages);
         const std::span<index_t> latest(latest_.data(), static_cast<std::size_t>(std::min(context.base_length, t)));
-        top_k_positions(ranking, latest, index_scratch_);
+        top_positions_of_pages(pages, digests_.page_tokens(), t, latest, index_scratch_);
         ++digest_checks_;
         if (overlap_coefficient(latest, reference(h)) >= context.profile->tau_stable) return;
         ++digest_drifts_;
         store_reference(h, latest);
+        const std::span<float> ranking(ranking_.data(), static_cast<std::size_t>(t));
+        digests_.spread(pages, ranking);
         refresh_cluster(context, head, /*include_pivot=*/true, ranking, on_drift);
     }
 
@@ -190,7 +198,7 @@ private:
     std::vector<index_t> steps_;
     std::vector<index_t> reference_, reference_size_;
     std::vector<double> overlaps_;
-    std::vector<float> ranking_, scratch_;
+    std::vector<float> ranking_, scratch_, page_scores_;
     std::vector<index_t> index_scratch_, latest_;
     page_digests digests_;  //!< of every head, planned only for a cache that makes digest pivots
     std::uint64_t rankings_ = 0, digest_checks_ = 0, digest_drifts_ = 0;
