@@ -634,7 +634,7 @@ TEST_CASE("HeteroCache's demotion floor: full heads demoted until the compressed
     REQUIRE(hc::budget_feasible(profile, r));
     REQUIRE(hc::compressed_share(profile, r) < hc::heterocache_min_compressed_share);  // the floor has work to do
     auto with_digests = options_for(s, r);
-    with_digests.digest_page_tokens = 16;  // digest pivots (HeteroCache's default makes anchors)
+    with_digests.demoted_pivots = hc::pivot_demotion::to_digest_pivots;  // every demoted pivot a digest pivot
     auto floored = hc::make_heterocache_cache(s.shape, with_digests, profile);
     REQUIRE(floored.profile().has_value());
     CHECK(hc::compressed_share(*floored.profile(), r) >= hc::heterocache_min_compressed_share);
@@ -646,13 +646,37 @@ TEST_CASE("HeteroCache's demotion floor: full heads demoted until the compressed
     CHECK(floored.profile()->count(hc::head_role::digest_pivot) > 0);  // a demoted pivot kept its cluster
     CHECK(floored.profile()->count(hc::head_role::satellite) == profile.count(hc::head_role::satellite));
     {
-        auto anchored = hc::make_heterocache_cache(s.shape, options_for(s, r), profile);  // the default
-        CHECK(hc::heterocache_digest_page_tokens == 0);
+        auto as_anchors = options_for(s, r);
+        as_anchors.demoted_pivots = hc::pivot_demotion::to_anchors;
+        auto anchored = hc::make_heterocache_cache(s.shape, as_anchors, profile);
         auto expected = profile;
         hc::demote_until_feasible(expected, r, hc::heterocache_min_compressed_share);
         for (std::size_t i = 0; i < expected.heads.size(); ++i) CHECK(anchored.profile()->heads[i].role == expected.heads[i].role);
         CHECK(anchored.profile()->count(hc::head_role::digest_pivot) == 0);
         CHECK(anchored.profile()->count(hc::head_role::satellite) < profile.count(hc::head_role::satellite));
+    }
+    {
+        // The default: digest pivots of 16 tokens per page where anchors would leave no pivot.
+        CHECK(hc::heterocache_digest_page_tokens == 16);
+        CHECK(hc::heterocache_pivot_demotion == hc::pivot_demotion::to_digest_pivots_if_none_stay);
+        auto by_default = hc::make_heterocache_cache(s.shape, options_for(s, r), profile);
+        auto expected = profile;
+        hc::demote_until_feasible(expected, r, hc::heterocache_min_compressed_share, hc::heterocache_pivot_demotion);
+        for (std::size_t i = 0; i < expected.heads.size(); ++i) CHECK(by_default.profile()->heads[i].role == expected.heads[i].role);
+        CHECK(by_default.options().digest_page_tokens == 16);
+        auto none_stay = profile;  // a budget so small that no pivot stays: every pivot a digest pivot
+        hc::demote_until_feasible(none_stay, 0.02, hc::heterocache_min_compressed_share, hc::heterocache_pivot_demotion);
+        CHECK(none_stay.count(hc::head_role::pivot) == 0);
+        CHECK(none_stay.count(hc::head_role::digest_pivot) == profile.count(hc::head_role::pivot));
+    }
+    {
+        auto refused = options_for(s, r);  // digest pivots asked for, no digests to score them with
+        refused.demoted_pivots = hc::pivot_demotion::to_digest_pivots;
+        refused.digest_page_tokens = 0;
+        CHECK_THROWS_WITH_AS(hc::make_heterocache_cache(s.shape, refused, profile), doctest::Contains("digest_page_tokens"),
+                             hc::invalid_argument_error);
+        CHECK_THROWS_WITH_AS(hc::kv_cache<>(s.shape, refused), doctest::Contains("digest_page_tokens"),
+                             hc::invalid_argument_error);  // online profiling would make them
     }
     auto options = options_for(s, r);
     options.min_compressed_share = 0.0;  // feasibility only: the profile as given

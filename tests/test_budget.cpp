@@ -6,6 +6,7 @@
 #include <stdexcept>
 #include <string>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include <heterocache/budget/drift_weighted_budget.hpp>
@@ -192,6 +193,47 @@ TEST_CASE("a budget too small for the full heads demotes them, most stable first
     CHECK_NOTHROW(profile.validate());
     CHECK(heterocache::budget_feasible(profile, 0.3));
     CHECK(heterocache::demote_until_feasible(profile, 0.3) == 0);  // feasible already: nothing more demoted
+}
+
+TEST_CASE("to_digest_pivots_if_none_stay: digest pivots only where anchors would leave no pivot") {
+    // Two layers of three: layer 0 a pivot (S 0.4) with a satellite and an anchor, layer 1 a pivot (S 0.6) with a
+    // satellite and an anchor. N = 6, Nfull = 2.
+    const heterocache::head_profile two_clusters{
+        2, 3, 0.5, 0.5, 8,
+        {{head_role::pivot, 0.4, 0}, {head_role::satellite, 0.2, 0}, {head_role::anchor, 0.9, -1},
+         {head_role::pivot, 0.6, 0}, {head_role::satellite, 0.3, 0}, {head_role::anchor, 0.8, -1}}};
+    using heterocache::pivot_demotion;
+    // The profile to_digest_pivots_if_none_stay makes at r, checked against the one `same_as` makes.
+    const auto demoted_like = [&](double r, pivot_demotion same_as, index_t demotions) {
+        auto chosen = two_clusters, expected = two_clusters;
+        CHECK(heterocache::demote_until_feasible(chosen, r, 0.0, pivot_demotion::to_digest_pivots_if_none_stay) == demotions);
+        CHECK(heterocache::demote_until_feasible(expected, r, 0.0, same_as) == demotions);
+        for (std::size_t i = 0; i < expected.heads.size(); ++i) CHECK(chosen.heads[i].role == expected.heads[i].role);
+        return chosen;
+    };
+    SUBCASE("one pivot stays (r*N = 1.8 leaves room for one full head): anchors, as to_anchors makes them") {
+        const auto p = demoted_like(0.3, pivot_demotion::to_anchors, 1);
+        CHECK(p.at(1, 0).role == head_role::anchor);  // the more stable pivot went, its satellite with it
+        CHECK(p.at(1, 1).role == head_role::anchor);
+        CHECK(p.at(0, 0).role == head_role::pivot);
+        CHECK(p.count(head_role::digest_pivot) == 0);
+    }
+    SUBCASE("no pivot would stay (r*N = 0.6): both become digest pivots and keep their satellites") {
+        const auto p = demoted_like(0.1, pivot_demotion::to_digest_pivots, 2);
+        CHECK(p.count(head_role::digest_pivot) == 2);
+        CHECK(p.count(head_role::satellite) == 2);
+        CHECK(p.at(0, 1).pivot == 0);
+        CHECK_NOTHROW(p.validate());
+    }
+    SUBCASE("a profile without pivots is demoted as to_anchors demotes it") {
+        heterocache::head_profile volatiles = make_profile({{head_role::volatile_, 0.1, -1}, {head_role::volatile_, 0.4, -1}});
+        CHECK(heterocache::demote_until_feasible(volatiles, 0.01, 0.0, pivot_demotion::to_digest_pivots_if_none_stay) == 2);
+        CHECK(volatiles.count(head_role::anchor) == 2);
+    }
+    SUBCASE("nothing to demote: the profile stays as it is") {
+        const auto p = demoted_like(0.9, pivot_demotion::to_anchors, 0);
+        for (std::size_t i = 0; i < p.heads.size(); ++i) CHECK(p.heads[i].role == two_clusters.heads[i].role);
+    }
 }
 
 TEST_CASE("demotion stops at r*N > Nfull, whatever the prompt length, and demotes every full head for r < 1 alone") {

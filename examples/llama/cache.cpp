@@ -92,11 +92,18 @@ struct policy_spec {
     if (floor >= 0.0) return floor;
     return base == "duo" ? 0.0 : hc::heterocache_min_compressed_share;
   }
-  // What the floor makes of a pivot: a digest pivot for heterocache (its pages' tokens: the option, else
-  // HeteroCache's), an anchor for the others (their monitors score no digests).
+  // Digest pages for heterocache (the option, else HeteroCache's), none for the others (their monitors score
+  // no digests).
   [[nodiscard]] long digest_pages() const noexcept {
     if (base != "heterocache") return 0;
     return digest >= 0 ? digest : hc::heterocache_digest_page_tokens;
+  }
+  // What the floor makes of a pivot: for heterocache with ":digest=N" (N > 0) always a digest pivot, with
+  // ":digest=0" an anchor, by default HeteroCache's choice (heterocache::heterocache_pivot_demotion); an
+  // anchor for the others.
+  [[nodiscard]] hc::pivot_demotion pivot_demotion() const noexcept {
+    if (digest_pages() == 0) return hc::pivot_demotion::to_anchors;
+    return digest > 0 ? hc::pivot_demotion::to_digest_pivots : hc::heterocache_pivot_demotion;
   }
 };
 
@@ -183,8 +190,7 @@ std::optional<heterocache::head_profile> effective_profile(const llama_config& c
   heterocache::head_profile p = spec.base == "duo" ? stability_only(*cc.profile) : *cc.profile;
   p.validate(shape_of(c));
   const double r = effective_ratio(cc, prompt_tokens);
-  const auto pivots = spec.digest_pages() > 0 ? heterocache::pivot_demotion::to_digest_pivots
-                                              : heterocache::pivot_demotion::to_anchors;
+  const auto pivots = spec.pivot_demotion();
   if (cc.demote_when_infeasible && !heterocache::budget_feasible(p, r)) heterocache::demote_until_feasible(p, r, 0.0, pivots);
   const double share = cc.min_compressed_share > 0.0 ? cc.min_compressed_share : spec.floor_share();
   if (share > 0.0) heterocache::demote_until_feasible(p, r, share, pivots);
@@ -268,6 +274,7 @@ std::unique_ptr<decode_cache> make_decode_cache(const llama_config& c, const cac
   o.prompt_recent = static_cast<hc::index_t>(spec->recent);
   o.min_compressed_share = cc.min_compressed_share > 0.0 ? cc.min_compressed_share : spec->floor;
   o.digest_page_tokens = static_cast<hc::index_t>(spec->digest_pages());
+  o.demoted_pivots = spec->pivot_demotion();
   o.prompt_span_carry = spec->carry;
   o.prompt_span_share = spec->share;
   o.selection_scoring = spec->scoring;

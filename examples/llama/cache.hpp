@@ -20,9 +20,10 @@ bool is_policy_name(std::string_view name) noexcept;
 // compressed head keeps: cache_options::prompt_sink / prompt_recent, instead of the method's default) and, for
 // heterocache, heterocache-static and duo, ":floor=A" (min_compressed_share A in [0, 1]; HeteroCache's default
 // is heterocache::heterocache_min_compressed_share = 0.75, duo's 0); "heterocache-floor[A]" is
-// "heterocache:floor=A" (A = 0.5 when left out); for heterocache ":digest=N": the floor makes a pivot a digest
-// pivot scoring drift from pages of N prompt keys (0, heterocache::heterocache_digest_page_tokens, the default:
-// an anchor, its satellites with it); for heterocache and heterocache-static ":weight=P": the budget's
+// "heterocache:floor=A" (A = 0.5 when left out); for heterocache ":digest=N": the floor makes every pivot it
+// demotes a digest pivot scoring drift from pages of N prompt keys (0: an anchor, its satellites with it; left
+// out, HeteroCache's default: digest pivots of heterocache::heterocache_digest_page_tokens where anchors would
+// leave no pivot, heterocache::heterocache_pivot_demotion); for heterocache and heterocache-static ":weight=P": the budget's
 // exponent (drift_weighted_budget::exponent in [0, 8]; heterocache::heterocache_budget_exponent = 0.5 by
 // default, 1 the paper's). Example: "heterocache:recent=64:floor=0.5:digest=16:weight=1".
 // True for the policies that use a head profile (heterocache, heterocache-static, duo): without one they
@@ -51,7 +52,7 @@ struct cache_config {
   bool demote_when_infeasible = true;
   // heterocache, duo with a profile: also demote full heads (most stable first) until the compressed heads'
   // mean cap B is at least min_compressed_share * r * T. 0 (unset): the policy name's ":floor=A", else the
-  // method's default (HeteroCache 0.5, duo 0: only until feasible, which can leave a compressed head one token).
+  // method's default (HeteroCache 0.75, duo 0: only until feasible, which can leave a compressed head one token).
   double min_compressed_share = 0.0;
 };
 

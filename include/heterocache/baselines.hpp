@@ -79,12 +79,17 @@ inline constexpr double heterocache_budget_exponent = 0.5;
     budget.exponent = heterocache_budget_exponent;
     return budget;
 }
-//! What HeteroCache's demotion floor makes of a pivot (`cache_options::digest_page_tokens`): 0, an anchor with
-//! its satellites. Digest pivots (DESIGN.md section 5.3) are an option (16 tokens per page is Quest's size):
-//! on development prompts they found more passkeys at r <= 0.1, on the test prompts they changed no accuracy
-//! and cost KL within its interval, and at 8K they slowed HeteroCache's decode by up to 25 % (their checks and
-//! refreshes run on the engine's thread every step; docs/eval/README.md).
-inline constexpr index_t heterocache_digest_page_tokens = 0;
+//! Tokens per page of HeteroCache's digest pivots (`cache_options::digest_page_tokens`; Quest's page size).
+inline constexpr index_t heterocache_digest_page_tokens = 16;
+//! What HeteroCache's demotion floor makes of the pivots it demotes (`cache_options::demoted_pivots`): digest
+//! pivots (DESIGN.md section 5.3) where anchors would leave no pivot at all, so that some heads still track
+//! drift (with SmolLM2's profile and the floor 0.75: at r <= 0.08, not at r >= 0.09). On development prompts
+//! at 2K and r = 0.05 they found 63 % of 101 passkeys against 41 % as anchors (full cache 66 %, Quest 55 %) and
+//! 63 % of 30 multi-key needles against 37 %, and lost no more than one sample on NIAH, multi-query and
+//! multi-value, for about 95 KiB per step from the cold tier; at r = 0.1, where one pivot stays, they were
+//! within a sample of the anchors on every task for 17x the cold-tier traffic (docs/eval/README.md, "Digest
+//! pivots").
+inline constexpr pivot_demotion heterocache_pivot_demotion = pivot_demotion::to_digest_pivots_if_none_stay;
 //! HeteroCache's span carry (`cache_options::prompt_span_carry`, `prompt_span_share`): a quarter of each
 //! compressed head's cap goes to the tokens after the ones its window attends, their scores carried forward
 //! with decay 0.95. On development prompts at r = 0.25 it found 8/10 UUID needles (the full cache's 8/10;
@@ -97,9 +102,10 @@ inline constexpr double heterocache_prompt_span_share = 0.25;
 //! `options` with HeteroCache's defaults where they are `method_default`, and `profile` (if any, and if its
 //! budget can be met: an infeasible one stays a `budget_error` of the cache) demoted to the resulting floor.
 [[nodiscard]] inline cache_options heterocache_options(const cache_options& options, std::optional<head_profile>& profile) {
-    const cache_options o = options.with_method_defaults(heterocache_prompt_sink, heterocache_prompt_recent,
-                                                         heterocache_min_compressed_share, heterocache_digest_page_tokens,
-                                                         heterocache_prompt_span_carry, heterocache_prompt_span_share);
+    cache_options o = options.with_method_defaults(heterocache_prompt_sink, heterocache_prompt_recent,
+                                                   heterocache_min_compressed_share, heterocache_digest_page_tokens,
+                                                   heterocache_prompt_span_carry, heterocache_prompt_span_share);
+    if (!o.demoted_pivots && o.digest_pages() > 0) o.demoted_pivots = heterocache_pivot_demotion;
     o.validate();
     if (profile && o.demotion_floor() > 0.0 && budget_feasible(*profile, o.budget_ratio))
         demote_until_feasible(*profile, o.budget_ratio, o.demotion_floor(), o.pivot_demotion_mode());

@@ -39,11 +39,17 @@ struct cache_options {
     //! (-1) lets the factory choose (HeteroCache: `heterocache_min_compressed_share`); a bare `kv_cache`
     //! reads it as 0 (and never changes a profile it is given).
     double min_compressed_share = method_default;
-    //! What the demotion floor makes of a pivot: with `digest_page_tokens > 0` a digest pivot that keeps its
-    //! satellites and scores drift from the per-channel min/max keys of its prompt's pages of that many
-    //! tokens (DESIGN.md section 5.3); 0 an anchor, its satellites with it. `method_default` (-1) lets the
-    //! factory choose (HeteroCache: `heterocache_digest_page_tokens`); a bare `kv_cache` reads it as 0.
+    //! Tokens per page of a digest pivot's key digests: a pivot the demotion floor makes a digest pivot keeps
+    //! its satellites and scores drift from the per-channel min/max keys of its prompt's pages of that many
+    //! tokens (DESIGN.md section 5.3); 0 makes none (every demoted pivot an anchor, its satellites with it).
+    //! `method_default` (-1) lets the factory choose (HeteroCache: `heterocache_digest_page_tokens`); a bare
+    //! `kv_cache` reads it as 0.
     index_t digest_page_tokens = method_default;
+    //! What the demotion floor makes of the pivots it demotes (`pivot_demotion`); empty: the method's choice
+    //! (HeteroCache: `heterocache_pivot_demotion`, digest pivots only where no pivot would stay), else, and in
+    //! a bare `kv_cache`, digest pivots wherever `digest_page_tokens > 0`. A mode that makes digest pivots needs
+    //! `digest_page_tokens > 0` (the cache refuses it otherwise, naming `digest_page_tokens`).
+    std::optional<pivot_demotion> demoted_pivots;
     //! Span carry: a compressed head takes part of its cap from its prefill scores carried forward,
     //! `s'(p) = max(s(p), c * s'(p - 1))` (`carry_scores_forward`; docs/eval/README.md, "Span carry"), so the
     //! tokens after an attended one (the rest of a value the answer copies token by token) stay hot with it;
@@ -95,6 +101,9 @@ struct cache_options {
                         "prompt_span_carry", prompt_span_carry, "[0, 1) or -1 (the method's default)");
         detail::require(prompt_span_share == method_default || (prompt_span_share >= 0.0 && prompt_span_share <= 1.0),
                         "prompt_span_share", prompt_span_share, "[0, 1] or -1 (the method's default)");
+        if (demoted_pivots)
+            detail::require(static_cast<int>(*demoted_pivots) <= 2, "demoted_pivots", static_cast<int>(*demoted_pivots),
+                            "to_anchors (0), to_digest_pivots (1), to_digest_pivots_if_none_stay (2) or empty");
         if (selection_scoring)
             detail::require(static_cast<int>(*selection_scoring) >= 0 && static_cast<int>(*selection_scoring) <= 2,
                             "selection_scoring", static_cast<int>(*selection_scoring),
@@ -133,9 +142,9 @@ struct cache_options {
     [[nodiscard]] double span_carry() const noexcept { return std::max(prompt_span_carry, 0.0); }
     //! The span carry's share of a cap (`method_default` read as 1).
     [[nodiscard]] double span_share() const noexcept { return prompt_span_share < 0.0 ? 1.0 : prompt_span_share; }
-    //! What the demotion floor makes of a pivot.
+    //! What the demotion floor makes of a pivot: `demoted_pivots`, or digest pivots wherever there are digest pages.
     [[nodiscard]] pivot_demotion pivot_demotion_mode() const noexcept {
-        return digest_pages() > 0 ? pivot_demotion::to_digest_pivots : pivot_demotion::to_anchors;
+        return demoted_pivots.value_or(digest_pages() > 0 ? pivot_demotion::to_digest_pivots : pivot_demotion::to_anchors);
     }
     //! Hot slots a row reserves for decode tokens.
     [[nodiscard]] index_t decode_capacity() const noexcept {

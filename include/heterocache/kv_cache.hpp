@@ -340,9 +340,13 @@ private:
     [[nodiscard]] index_t row(index_t seq, index_t head) const noexcept { return seq * shape_.kv_heads + head; }
 
     void plan_cache(const cache_plan<Budget>& plan) {
-        if (profile_ && profile_->count(head_role::digest_pivot) > 0)
+        // Digests only where digest pivots can be: a given profile without them needs none.
+        const bool digest_pivots = profile_ ? profile_->count(head_role::digest_pivot) > 0
+                                            : options_.pivot_demotion_mode() != pivot_demotion::to_anchors;
+        if (digest_pivots)
             detail::require(options_.digest_pages() > 0, "digest_page_tokens", options_.digest_page_tokens,
-                            "[1, 1024] for a profile with digest pivots (their drift is scored from page digests)");
+                            "[1, 1024] for a profile with digest pivots, or demoted_pivots that makes them (their drift "
+                            "is scored from page digests)");
         const index_t t = options_.max_prompt_tokens, slots = options_.sequences;
         rows_.plan(plan.rows, plan.row_capacity());
         selector_.plan(shape_.kv_heads, t, options_.decode_capacity(), options_.span_carry(),
@@ -359,7 +363,7 @@ private:
         scratch_.assign(static_cast<std::size_t>(2 * t * shape_.kv_heads), 0.0f);  // head_scratch of every head
         group_scores_.assign(static_cast<std::size_t>(shape_.group_size() * t), 0.0f);
         index_scratch_.assign(static_cast<std::size_t>(t), 0);
-        monitor_.plan({shape_, slots, t, options_.digest_pages()});  // sees every prefill
+        monitor_.plan({shape_, slots, t, digest_pivots ? options_.digest_pages() : 0});  // sees every prefill
         if (profile_) plan_for_profile();
     }
     //! Plans what depends on the roles: refresh buffers, the retriever and the score captures.

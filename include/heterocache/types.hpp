@@ -35,6 +35,9 @@ constexpr bool is_pivot(head_role role) noexcept { return role == head_role::piv
 enum class pivot_demotion : std::uint8_t {
     to_anchors,        //!< an anchor, and its satellites anchors too (static from then on)
     to_digest_pivots,  //!< a `digest_pivot`: compressed, its cluster kept, drift scored from page digests
+    //! `to_digest_pivots` where demoting to anchors would leave the profile no pivot at all (no drift tracked
+    //! anywhere), `to_anchors` otherwise
+    to_digest_pivots_if_none_stay,
 };
 
 //! How the prefill scores a compressed head's first selection is taken from are computed over the observation

@@ -70,3 +70,30 @@ TEST_CASE("bad policy names and options are rejected, naming the policy") {
     CHECK(build_error(name).find("unknown cache policy '" + name + "'") != std::string::npos);
   }
 }
+
+TEST_CASE("heterocache's :digest option: digest pivots where no pivot stays by default, always with N > 0, never with 0") {
+  // Two layers, each a pivot with one satellite (N = 4, Nfull = 2). At r = 0.7 the floor 0.75 demotes the more
+  // stable pivot and one stays; at r = 0.25 both go.
+  heterocache::head_profile profile{2, 2, 0.5, 0.5, 8,
+                                    {{heterocache::head_role::pivot, 0.4, 0}, {heterocache::head_role::satellite, 0.2, 0},
+                                     {heterocache::head_role::pivot, 0.6, 0}, {heterocache::head_role::satellite, 0.3, 0}}};
+  const auto roles = [&](const std::string& policy, double r) {
+    cache_config cc;
+    cc.policy = policy;
+    cc.budget = r;
+    cc.profile = profile;
+    CHECK_NOTHROW((void)make_decode_cache(small_config(), cc, 256, 8));
+    return *effective_profile(small_config(), cc, 256);
+  };
+  using heterocache::head_role;
+  const auto one_stays = roles("heterocache", 0.7);
+  CHECK(one_stays.count(head_role::pivot) == 1);
+  CHECK(one_stays.count(head_role::digest_pivot) == 0);
+  CHECK(one_stays.at(1, 1).role == head_role::anchor);  // the demoted pivot's satellite went with it
+  const auto none_stay = roles("heterocache", 0.25);
+  CHECK(none_stay.count(head_role::digest_pivot) == 2);
+  CHECK(none_stay.count(head_role::satellite) == 2);
+  CHECK(roles("heterocache:digest=16", 0.7).count(head_role::digest_pivot) == 1);
+  CHECK(roles("heterocache:digest=0", 0.25).count(head_role::digest_pivot) == 0);
+  CHECK(roles("heterocache:digest=0", 0.25).count(head_role::anchor) == 4);
+}

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "heterocache/profile/head_profile.hpp"
@@ -76,6 +77,16 @@ inline index_t demote_until_feasible(head_profile& profile, double ratio, double
                                      pivot_demotion pivots = pivot_demotion::to_anchors) {
     detail::require(min_compressed_share >= 0.0 && min_compressed_share <= 1.0, "min_compressed_share",
                     min_compressed_share, "[0, 1]");
+    if (pivots == pivot_demotion::to_digest_pivots_if_none_stay) {
+        // The same heads are demoted either way (a digest pivot keeps no full KV); only what pivots become differs.
+        head_profile as_anchors = profile;
+        const index_t demoted = demote_until_feasible(as_anchors, ratio, min_compressed_share, pivot_demotion::to_anchors);
+        if (as_anchors.count(head_role::pivot) > 0 || profile.count(head_role::pivot) == 0) {
+            profile = std::move(as_anchors);
+            return demoted;
+        }
+        pivots = pivot_demotion::to_digest_pivots;
+    }
     index_t demoted = 0;
     while (!budget_feasible(profile, ratio) ||
            (min_compressed_share > 0.0 && compressed_share(profile, ratio) < min_compressed_share)) {
