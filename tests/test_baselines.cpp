@@ -275,6 +275,39 @@ TEST_CASE("A span carry keeps the tokens after the attended ones, for its share 
                          hc::invalid_argument_error);
 }
 
+TEST_CASE("A span carry scored apart carries what its own scoring attends: the last query's span, not the window's") {
+    // One head, d = 2, T = 16: the first window query (20, 0) attends key 2 = (10, 0), the last one (0, 20) key
+    // 11 = (0, 10), each with softmax exactly 1. Pooled (SnapKV): 1/2 each, averaged over 5: positions 0..4 and
+    // 9..13 score 0.1. Cap 7 with carry 0.9 and share 3/7: four by the own scores (0..3, ties to the lower
+    // position), three from the carried share's scores: pooled, the next 0.1s (4, 9, 10); by the last query, key
+    // 11 and what follows it (11, 12, 13); by the window's mass (1 at 2 and 11, carried: 11, then 4 and 12 at 0.9).
+    tiny_model model(1, 1, 17);
+    model.set_key(0, 2, 10.0f, 0.0f);
+    model.set_key(0, 11, 0.0f, 10.0f);
+    const std::vector<float> window{20.0f, 0.0f, 0.0f, 20.0f};
+    const auto kept = [&](std::optional<hc::prompt_scoring> span, double share) {
+        auto options = model.options(16, 7.0 / 16.0);
+        options.prompt_recent = 0;
+        options.prompt_span_carry = 0.9;
+        options.prompt_span_share = share;
+        options.span_scoring = span;
+        auto cache = hc::make_snapkv_cache(model.shape, options);
+        cache.begin_sequence(0, 16);
+        cache.prefill(0, 0, model.tensor(), hc::query_rows{window.data(), 2, 2, 2, 0});
+        return hot_prompt_positions(cache, 0, 0);
+    };
+    const double share = 3.0 / 7.0 + 1e-9;
+    CHECK(kept(std::nullopt, share) == std::vector<index_t>{0, 1, 2, 3, 4, 9, 10});  // a bare cache: the selection's
+    CHECK(kept(hc::prompt_scoring::pooled_window, share) == std::vector<index_t>{0, 1, 2, 3, 4, 9, 10});
+    CHECK(kept(hc::prompt_scoring::last_query, share) == std::vector<index_t>{0, 1, 2, 3, 11, 12, 13});
+    CHECK(kept(hc::prompt_scoring::window_mass, share) == std::vector<index_t>{0, 1, 2, 3, 4, 11, 12});
+    CHECK(kept(hc::prompt_scoring::last_query, 0.0) == std::vector<index_t>{0, 1, 2, 3, 4, 9, 10});  // no share
+    auto bad = model.options(16, 0.5);
+    bad.span_scoring = static_cast<hc::prompt_scoring>(3);
+    CHECK_THROWS_WITH_AS(hc::make_snapkv_cache(model.shape, bad), doctest::Contains("span_scoring"),
+                         hc::invalid_argument_error);
+}
+
 TEST_CASE("StreamingLLM keeps four sink tokens and the most recent ones, whatever the head attends") {
     tiny_model model(1, 1, 17);
     model.set_key(0, 8, 10.0f, 0.0f);

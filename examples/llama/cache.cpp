@@ -76,7 +76,8 @@ namespace {
 // cache_options::prompt_sink / prompt_recent) and ":floor=A" (heterocache, duo: demote full heads until the
 // compressed heads' mean cap is A*r*T; 0: only until the budget is feasible), ":carry=C" and ":share=S" (any
 // policy: cache_options::prompt_span_carry, C in [0, 1), and prompt_span_share, S in [0, 1]), ":score=K"
-// (any policy: cache_options::selection_scoring, K one of pooled, mass, last). "heterocache-floor[A]" is
+// (any policy: cache_options::selection_scoring, K one of pooled, mass, last), ":span=K" (any policy with a span
+// carry: cache_options::span_scoring, the same kinds). "heterocache-floor[A]" is
 // "heterocache:floor=A" (A = 0.5 by default). Options left out are the method's defaults.
 struct policy_spec {
   std::string base;
@@ -87,6 +88,7 @@ struct policy_spec {
   double carry = hc::cache_options::method_default;  // cache_options::prompt_span_carry
   double share = hc::cache_options::method_default;  // cache_options::prompt_span_share
   std::optional<hc::prompt_scoring> scoring;          // cache_options::selection_scoring (empty: the method's)
+  std::optional<hc::prompt_scoring> span;             // cache_options::span_scoring (empty: the method's)
   // The demotion floor this policy runs with: the option, else the method's (HeteroCache's; 0 for duo).
   [[nodiscard]] double floor_share() const noexcept {
     if (floor >= 0.0) return floor;
@@ -139,11 +141,12 @@ std::optional<policy_spec> parse_policy(std::string_view name) {
     const std::size_t eq = option.find('=');
     if (eq == std::string_view::npos) return std::nullopt;
     const std::string_view key = option.substr(0, eq);
-    if (key == "score") {
+    if (key == "score" || key == "span") {
       const std::string_view kind = option.substr(eq + 1);
-      if (kind == "pooled") spec.scoring = hc::prompt_scoring::pooled_window;
-      else if (kind == "mass") spec.scoring = hc::prompt_scoring::window_mass;
-      else if (kind == "last") spec.scoring = hc::prompt_scoring::last_query;
+      std::optional<hc::prompt_scoring>& scoring = key == "score" ? spec.scoring : spec.span;
+      if (kind == "pooled") scoring = hc::prompt_scoring::pooled_window;
+      else if (kind == "mass") scoring = hc::prompt_scoring::window_mass;
+      else if (kind == "last") scoring = hc::prompt_scoring::last_query;
       else return std::nullopt;
       continue;
     }
@@ -268,7 +271,7 @@ std::unique_ptr<decode_cache> make_decode_cache(const llama_config& c, const cac
     for (auto n : kPolicies) names += (names.empty() ? "" : ", ") + std::string(n);
     throw model_error("unknown cache policy '" + cc.policy + "' (one of: " + names +
                       ", heterocache-static; options :sink=N, :recent=N, :floor=A for heterocache and duo, "
-                      ":digest=N and :weight=P for heterocache, :carry=C, :share=S, :score=pooled|mass|last)");
+                      ":digest=N and :weight=P for heterocache, :carry=C, :share=S, :score=pooled|mass|last, :span=pooled|mass|last)");
   }
   o.prompt_sink = static_cast<hc::index_t>(spec->sink);
   o.prompt_recent = static_cast<hc::index_t>(spec->recent);
@@ -278,6 +281,7 @@ std::unique_ptr<decode_cache> make_decode_cache(const llama_config& c, const cac
   o.prompt_span_carry = spec->carry;
   o.prompt_span_share = spec->share;
   o.selection_scoring = spec->scoring;
+  o.span_scoring = spec->span;
   const hc::storage_binding<engine_kv_tensor> kv{{}, std::move(cold_alias)};
   switch (cc.format) {
     case kv_format::fp16: return make_policy_cache<hc::basic_host_storage<hc::fp16_t, engine_kv_tensor>>(c, cc, prompt_tokens, o, kv);

@@ -66,6 +66,11 @@ struct cache_options {
     //! had a lower KL than with its pooled window (r = 0.1: 0.136 against 0.179) but lost values copied token by
     //! token (UUID needles at r = 0.25: 3/10 against 8/10; docs/eval/README.md, "KL at small budgets").
     std::optional<prompt_scoring> selection_scoring;
+    //! With a span carry: how the carried share's scores are computed over the observation window before they
+    //! are carried forward (`prompt_scoring`); empty: the selection's own scores (`selection_scoring`).
+    //! `last_query` carries what the prompt's last query attends, the token the answer starts copying from, so
+    //! a value the answer copies token by token stays hot (docs/eval/README.md, "Span scoring").
+    std::optional<prompt_scoring> span_scoring;
 
     //! `prompt_sink` / `prompt_recent`: the value the method's factory picks.
     static constexpr index_t method_default = -1;
@@ -108,6 +113,10 @@ struct cache_options {
             detail::require(static_cast<int>(*selection_scoring) >= 0 && static_cast<int>(*selection_scoring) <= 2,
                             "selection_scoring", static_cast<int>(*selection_scoring),
                             "pooled_window (0), window_mass (1), last_query (2) or empty (the monitor's)");
+        if (span_scoring)
+            detail::require(static_cast<int>(*span_scoring) >= 0 && static_cast<int>(*span_scoring) <= 2, "span_scoring",
+                            static_cast<int>(*span_scoring),
+                            "pooled_window (0), window_mass (1), last_query (2) or empty (the selection's)");
     }
 
     //! Top-k set size for a prompt of `prompt_tokens` tokens.

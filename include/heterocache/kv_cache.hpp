@@ -169,8 +169,11 @@ public:
         // The heads scored apart, over the queue's threads (each head alone, with its own scratch: the same
         // numbers whatever the threads).
         q.for_each(shape_.kv_heads, [&](index_t head) {
-            score_window(window, kv.key_rows(layer, seq, head), head, prefill_scores(layer, seq, head, t),
+            score_window(window, kv.key_rows(layer, seq, head), head, selection_scoring(), prefill_scores(layer, seq, head, t),
                          head_scratch(head));
+            if (separate_span_scores())
+                score_window(window, kv.key_rows(layer, seq, head), head, *options_.span_scoring,
+                             carried_share_scores(layer, seq, head, t), head_scratch(head));
         });
         for (index_t head = 0; head < shape_.kv_heads; ++head) {
             const std::span<float> scores = prefill_scores(layer, seq, head, t);
@@ -359,6 +362,10 @@ private:
         current_observed_.assign(static_cast<std::size_t>(shape_.layers), false);
         entries_.assign(static_cast<std::size_t>(rows_per_layer()), append_entry{});
         layer_scores_.assign(static_cast<std::size_t>(shape_.kv_heads * t), 0.0f);
+        // the carried share's own scores, where they differ from the selection's: every (layer, slot) while
+        // profiling online (the compaction that ends it selects every layer), else the layer being prefilled
+        const index_t span_streams = !separate_span_scores() ? 0 : profile_ ? 1 : shape_.layers * slots;
+        span_scores_.assign(static_cast<std::size_t>(span_streams * shape_.kv_heads * t), 0.0f);
         head_scores_.assign(static_cast<std::size_t>(shape_.kv_heads), {});
         scratch_.assign(static_cast<std::size_t>(2 * t * shape_.kv_heads), 0.0f);  // head_scratch of every head
         group_scores_.assign(static_cast<std::size_t>(shape_.group_size() * t), 0.0f);
@@ -380,13 +387,18 @@ private:
                        });
     }
 
-    //! The prefill scores of KV head `head` over the observation window, as `cache_options::selection_scoring`
-    //! asks (empty: the monitor's `monitor_traits::scoring`).
-    //! `scratch` holds `2 * max_prompt_tokens` floats.
+    //! How compressed heads score their first selection: `cache_options::selection_scoring`, else the monitor's
+    //! `monitor_traits::scoring`.
+    [[nodiscard]] prompt_scoring selection_scoring() const noexcept { return options_.selection_scoring.value_or(traits::scoring); }
+    //! Whether the span carry's share is scored apart (`cache_options::span_scoring` set and not the selection's).
+    [[nodiscard]] bool separate_span_scores() const noexcept {
+        return options_.span_carry() > 0.0 && options_.span_scoring && *options_.span_scoring != selection_scoring();
+    }
+    //! The prefill scores of KV head `head` over the observation window by `scoring`. `scratch` holds
+    //! `2 * max_prompt_tokens` floats.
     template <class Keys>
-    void score_window(const query_rows& window, const Keys& keys, index_t head, std::span<float> scores,
-                      std::span<float> scratch) {
-        const prompt_scoring scoring = options_.selection_scoring.value_or(traits::scoring);
+    void score_window(const query_rows& window, const Keys& keys, index_t head, prompt_scoring scoring,
+                      std::span<float> scores, std::span<float> scratch) {
         if (scoring == prompt_scoring::pooled_window) {
             pooled_attention_row(window, keys, head, shape_.group_size(), shape_.head_dim, scores, scratch);
             return;
@@ -412,6 +424,15 @@ private:
         if (profiler_.planned()) return profiler_.prefill_scores(layer, seq, head, prompt_tokens);
         return {layer_scores_.data() + head * options_.max_prompt_tokens, static_cast<std::size_t>(prompt_tokens)};
     }
+    //! The scores the span carry's share of a compressed head is taken from (before the carry): its own
+    //! `span_scoring` scores where they are separate (kept as `prefill_scores` keeps the selection's), else the
+    //! selection's.
+    [[nodiscard]] std::span<float> carried_share_scores(index_t layer, index_t seq, index_t head, index_t prompt_tokens) {
+        if (!separate_span_scores()) return prefill_scores(layer, seq, head, prompt_tokens);
+        const index_t stream = profiler_.planned() ? layer * options_.sequences + seq : 0;
+        return {span_scores_.data() + (stream * shape_.kv_heads + head) * options_.max_prompt_tokens,
+                static_cast<std::size_t>(prompt_tokens)};
+    }
 
     //! The hot prompt tokens of every head of (layer, seq) (`prompt_selector`), after an adaptive budget has
     //! moved tokens between the heads; `room` more positions follow each row's selection.
@@ -426,6 +447,7 @@ private:
             }
         return selector_.choose(
             layer, seq, t, profile_ ? &*profile_ : nullptr, rows_, scores,
+            [&](index_t head) { return carried_share_scores(layer, seq, head, t); },
             [&](index_t head) { return budgets_.cap(seq, layer * shape_.kv_heads + head); }, options_.protected_prompt_ends(),
             budgets_.base_length(seq), room,
             [&](index_t head, std::span<const index_t> reference) {
@@ -535,7 +557,7 @@ private:
 
     sequence_slots slots_;
     std::vector<append_entry> entries_;
-    std::vector<float> layer_scores_, scratch_, group_scores_;
+    std::vector<float> layer_scores_, span_scores_, scratch_, group_scores_;
     std::vector<std::span<const float>> head_scores_;
     std::vector<index_t> index_scratch_;
     std::vector<bool> current_observed_;  //!< per layer: the monitor saw this step's queries at begin_layer

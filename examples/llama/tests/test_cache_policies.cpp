@@ -45,7 +45,8 @@ TEST_CASE("every policy name, with or without options, builds the cache it names
   for (const std::string name : {"heterocache-floor0.5", "heterocache-floor", "heterocache:floor=0.5:recent=64",
                                  "duo:floor=1", "heterocache-static:recent=8", "heterocache:weight=0",
                                  "heterocache:floor=1:weight=0.5", "heterocache-static:weight=2", "heterocache:carry=0.9",
-                                 "snapkv:carry=0.5", "heterocache:score=mass", "snapkv:score=last:recent=1", "tova:score=pooled"}) {
+                                 "snapkv:carry=0.5", "heterocache:score=mass", "snapkv:score=last:recent=1", "tova:score=pooled",
+                                 "heterocache:span=last", "snapkv:carry=0.9:span=mass", "heterocache:span=pooled:score=last"}) {
     CAPTURE(name);
     CHECK(is_policy_name(name));
     cache_config cc;
@@ -63,7 +64,7 @@ TEST_CASE("bad policy names and options are rejected, naming the policy") {
                                  "heterocache:sink", "heterocache:depth=3", "heterocache-floor2", "heterocache-floorx",
                                  "heterocache:floor=1.5", "heterocache:weight=-1", "heterocache:weight=9",
                                  "snapkv:weight=0", "duo:weight=1", "heterocache:carry=1", "heterocache:carry=-0.1",
-                                 "heterocache:score=mean", "snapkv:score=", "snapkv:score=1",
+                                 "heterocache:score=mean", "snapkv:score=", "snapkv:score=1", "heterocache:span=first", "heterocache:span=",
                                  "", "full:"}) {
     CAPTURE(name);
     CHECK_FALSE(is_policy_name(name));

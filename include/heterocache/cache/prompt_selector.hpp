@@ -42,12 +42,13 @@ public:
     }
 
     //! One refill row per head of (`layer`, `seq`), on the row table's pages: `scores(head)` are the head's
-    //! prefill scores over the `prompt_tokens` positions, `cap(head)` a compressed head's cap, `ends` the positions it always keeps;
+    //! prefill scores over the `prompt_tokens` positions, `span_scores(head)` the scores its span carry's share
+    //! is carried from (`cache_options::span_scoring`; the same as `scores(head)` unless scored apart), `cap(head)` a compressed head's cap, `ends` the positions it always keeps;
     //! `on_reference(head, set)` receives a pivot's (or digest pivot's) top-`base_length` set (with `profile` only). `room` more
     //! positions follow each row's selection (0, or the decode tokens of a compaction).
-    template <class Scores, class Cap, class OnReference>
+    template <class Scores, class SpanScores, class Cap, class OnReference>
     std::span<refresh_row> choose(index_t layer, index_t seq, index_t prompt_tokens, const head_profile* profile,
-                                  const row_table& rows, Scores&& scores, Cap&& cap, protected_ends ends,
+                                  const row_table& rows, Scores&& scores, SpanScores&& span_scores, Cap&& cap, protected_ends ends,
                                   index_t base_length, index_t room, OnReference&& on_reference) {
         const auto heads = static_cast<index_t>(rows_.size());
         for (index_t head = 0; head < heads; ++head) {
@@ -57,7 +58,7 @@ public:
                                             static_cast<std::size_t>(whole ? prompt_tokens : cap(head)));
             const std::span<const float> head_scores = scores(head);
             if (whole) std::iota(chosen.begin(), chosen.end(), index_t{0});
-            else if (span_carry_ > 0.0f) choose_with_carry(head_scores, chosen, ends);
+            else if (span_carry_ > 0.0f) choose_with_carry(head_scores, span_scores(head), chosen, ends);
             else protected_top_k_positions(head_scores, chosen, scratch_, ends);
             if (is_pivot(role)) {
                 const std::span<index_t> reference(reference_.data(), static_cast<std::size_t>(base_length));
@@ -77,15 +78,17 @@ public:
 
 private:
     //! A compressed head's cap with a span carry: its protected ends and the top of its own scores first, then
-    //! `span_share_` of the cap (less the ends) from the carried scores of the positions left, merged by position.
-    void choose_with_carry(std::span<const float> scores, std::span<index_t> chosen, protected_ends ends) {
+    //! `span_share_` of the cap (less the ends) from `span_scores` carried forward, over the positions left,
+    //! merged by position.
+    void choose_with_carry(std::span<const float> scores, std::span<const float> span_scores, std::span<index_t> chosen,
+                           protected_ends ends) {
         const auto cap = static_cast<index_t>(chosen.size());
         const index_t kept_ends = std::min(cap, ends.sink + ends.recent);
         const auto by_carry = std::min(cap - kept_ends, static_cast<index_t>(span_share_ * static_cast<double>(cap)));
         const std::span<index_t> own = chosen.first(static_cast<std::size_t>(cap - by_carry));
         protected_top_k_positions(scores, own, scratch_, ends);
         const std::span<float> carried(carried_.data(), scores.size());
-        carry_scores_forward(scores, carried, span_carry_);
+        carry_scores_forward(span_scores, carried, span_carry_);
         for (const index_t p : own) carried[static_cast<std::size_t>(p)] = -std::numeric_limits<float>::infinity();
         const std::span<index_t> rest = chosen.subspan(own.size());
         top_k_positions(carried, rest, scratch_);
