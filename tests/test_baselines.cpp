@@ -265,6 +265,10 @@ TEST_CASE("A span carry keeps the tokens after the attended ones, for its share 
     const hc::cache_options hetero = hc::heterocache_options(model.options(16, 0.5), no_profile);
     CHECK(hetero.span_carry() == hc::heterocache_prompt_span_carry);
     CHECK(hetero.span_share() == hc::heterocache_prompt_span_share);
+    CHECK(hetero.span_scoring == hc::heterocache_span_scoring);
+    auto pooled_span = model.options(16, 0.5);
+    pooled_span.span_scoring = hc::prompt_scoring::pooled_window;  // an explicit choice is kept
+    CHECK(hc::heterocache_options(pooled_span, no_profile).span_scoring == hc::prompt_scoring::pooled_window);
     auto bad = model.options(16, 0.5);
     bad.prompt_span_carry = 1.0;
     CHECK_THROWS_WITH_AS(hc::make_snapkv_cache(model.shape, bad), doctest::Contains("prompt_span_carry"),

@@ -194,9 +194,11 @@ std::optional<heterocache::head_profile> effective_profile(const llama_config& c
   p.validate(shape_of(c));
   const double r = effective_ratio(cc, prompt_tokens);
   const auto pivots = spec.pivot_demotion();
-  if (cc.demote_when_infeasible && !heterocache::budget_feasible(p, r)) heterocache::demote_until_feasible(p, r, 0.0, pivots);
+  // One demotion, to the floor if there is one (it implies feasibility): two in a row would see the first's
+  // result, so a rule like pivot_demotion::to_digest_pivots_if_none_stay would judge a profile already demoted.
   const double share = cc.min_compressed_share > 0.0 ? cc.min_compressed_share : spec.floor_share();
   if (share > 0.0) heterocache::demote_until_feasible(p, r, share, pivots);
+  else if (cc.demote_when_infeasible && !heterocache::budget_feasible(p, r)) heterocache::demote_until_feasible(p, r, 0.0, pivots);
   return p;
 }
 
@@ -228,9 +230,9 @@ std::unique_ptr<decode_cache> make_policy_cache(const llama_config& c, const cac
     using static_hc = hc::kv_cache<tensor, hc::overlap_star_classifier, hc::drift_weighted_budget, Storage,
                                    hc::static_monitor, hc::sync_retriever>;
     auto prof = effective_profile(c, cc, prompt_tokens);
-    const auto ends = o.with_method_defaults(hc::heterocache_prompt_sink, hc::heterocache_prompt_recent,
-                                         hc::heterocache_min_compressed_share, 0, hc::heterocache_prompt_span_carry,
-                                         hc::heterocache_prompt_span_share);
+    hc::cache_options ends = o;
+    if (ends.digest_page_tokens == hc::cache_options::method_default) ends.digest_page_tokens = 0;  // no drift checks
+    ends = hc::heterocache_defaults(ends);
     return adapt("heterocache-static", [&] { return static_hc(shape, ends, prof, {}, budget, {}, kv); });
   }
   if (p == "duo") {

@@ -67,7 +67,8 @@ struct cache_options {
     //! token (UUID needles at r = 0.25: 3/10 against 8/10; docs/eval/README.md, "KL at small budgets").
     std::optional<prompt_scoring> selection_scoring;
     //! With a span carry: how the carried share's scores are computed over the observation window before they
-    //! are carried forward (`prompt_scoring`); empty: the selection's own scores (`selection_scoring`).
+    //! are carried forward (`prompt_scoring`); empty lets the factory choose (HeteroCache:
+    //! `heterocache_span_scoring`); a bare `kv_cache` reads it as the selection's own (`selection_scoring`).
     //! `last_query` carries what the prompt's last query attends, the token the answer starts copying from, so
     //! a value the answer copies token by token stays hot (docs/eval/README.md, "Span scoring").
     std::optional<prompt_scoring> span_scoring;

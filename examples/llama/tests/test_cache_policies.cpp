@@ -5,6 +5,7 @@
 #include <string>
 
 #include "cache.hpp"
+#include "heterocache/baselines.hpp"
 
 using namespace hcllama;
 
@@ -94,6 +95,21 @@ TEST_CASE("heterocache's :digest option: digest pivots where no pivot stays by d
   const auto none_stay = roles("heterocache", 0.25);
   CHECK(none_stay.count(head_role::digest_pivot) == 2);
   CHECK(none_stay.count(head_role::satellite) == 2);
+  // At r = 0.3 feasibility alone demotes one pivot and the floor the other: one demotion to the floor judges the
+  // profile as found (no pivot would stay: both become digest pivots, as the library's own call makes them), not
+  // the profile a feasibility-only step left (one pivot, which a second step would make the only digest pivot).
+  const auto floor_after_feasibility = roles("heterocache", 0.3);
+  heterocache::head_profile reference = profile;
+  heterocache::demote_until_feasible(reference, 0.3, heterocache::heterocache_min_compressed_share,
+                                     heterocache::heterocache_pivot_demotion);
+  CHECK(reference.count(head_role::digest_pivot) == 2);
+  for (heterocache::index_t layer = 0; layer < 2; ++layer)
+    for (heterocache::index_t head = 0; head < 2; ++head) {
+      CAPTURE(layer);
+      CAPTURE(head);
+      CHECK(floor_after_feasibility.at(layer, head).role == reference.at(layer, head).role);
+      CHECK(floor_after_feasibility.at(layer, head).pivot == reference.at(layer, head).pivot);
+    }
   CHECK(roles("heterocache:digest=16", 0.7).count(head_role::digest_pivot) == 1);
   CHECK(roles("heterocache:digest=0", 0.25).count(head_role::digest_pivot) == 0);
   CHECK(roles("heterocache:digest=0", 0.25).count(head_role::anchor) == 4);
