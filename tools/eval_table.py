@@ -176,8 +176,8 @@ def goal_check(cell, policies, budgets, tasks, method="heterocache", max_ratio=0
         return estimate(cell.get((p, b, t), []), field)
 
     out = ["", f"## Goal check: {method} against the first compressed policy at every budget r <= {max_ratio}", "",
-           f"`first`: the best compressed policy's point estimate (the full cache and {', '.join(sorted(ORACLES))} "
-           f"excluded); `within`: {method}'s point estimate lies inside the first's 95 % interval; `behind`: "
+           f"`first`: the best compressed policy's point estimate (the full cache, {', '.join(sorted(ORACLES))} "
+           f"and {method}'s own variants `{method}:...` excluded); `within`: {method}'s point estimate lies inside the first's 95 % interval; `behind`: "
            "it does not (the gap in points, or in nats for KL). KL compares only the policies whose decode step "
            f"touches no more KV bytes (hot-tier reads + cold-to-hot moves) than {method}'s, at r <= {kl_ratio}.", "",
            f"| task | budget | first | its value | {method} | verdict |", "|---|---|---|---:|---:|---|"]
@@ -197,8 +197,8 @@ def goal_check(cell, policies, budgets, tasks, method="heterocache", max_ratio=0
                 limit = bytes_per_step(cell.get((method, b, t), [])) * 1.01 if t == "kl" else math.inf
                 cands = []
                 for p in policies:
-                    if p == "full" or p in ORACLES:
-                        continue
+                    if p == "full" or p in ORACLES or p.startswith(method + ":"):
+                        continue  # the method's own variants (options, former defaults) are not its rivals
                     e = est(p, b, t, field)
                     if e[3] == 0 or math.isnan(e[0]):
                         continue

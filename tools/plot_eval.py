@@ -119,6 +119,8 @@ def policy_lines(ax, rows, task, field, budgets, logy=False):
         err = [[0 if math.isnan(a) else max(0.0, c - a) for a, c in zip(lo, m)],
                [0 if math.isnan(b) else max(0.0, b - c) for b, c in zip(hi, m)]]
         style = dict(STYLE.get(p, {}))
+        if not style and p.startswith("heterocache:"):  # a variant or former default: HeteroCache's colour, thin, dashed
+            style = dict(color="#d62728", lw=1.2, ls="--", marker=".", alpha=0.7)
         ax.errorbar(xs, m, yerr=err, label=p, capsize=2, elinewidth=0.8, **style)
     if ("full", "full") in s and not logy:
         m, lo, hi = s[("full", "full")]
